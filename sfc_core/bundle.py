@@ -1,0 +1,369 @@
+"""Build and check the offline bundle: corpus → activations → SAEs → feature index → quality.
+
+``sfc bundle build`` runs every stage; each stage writes its result under a work
+folder (default ``.work/bundle``) and is skipped when its result is already
+there, so an interrupted build resumes (SAE training resumes from SAE Lens
+checkpoints).
+
+SAEs: TopK (Gao et al. 2024, "Scaling and evaluating sparse autoencoders") via
+SAE Lens' ``MultiSAETrainer``, one per hook point, all fed from one cached pass
+of the model. TopK because L0 is fixed by construction (the bar is L0 ≤ 64),
+AuxK keeps latents alive on a small token budget, and no L1 coefficient needs
+tuning on a CPU budget that allows a single run.
+
+Quality (per SAE, held-out tokens, BOS position excluded as in training):
+fraction of variance explained ``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²``; CE-loss recovered
+``(CE_zero − CE_spliced) / (CE_zero − CE_clean)``; mean L0; dead fraction (latents
+never active on the held-out tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import defaults
+from .corpus import CorpusConfig, build_corpus
+from .errors import AssetError
+
+QUALITY_BAR = {"fve": 0.80, "ce_recovered": 0.90, "l0": 64.0, "dead_frac": 0.10}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything ``sfc bundle build`` needs; stored in ``assets/bundle.json``."""
+
+    layers: tuple[int, ...] = defaults.BUNDLED_LAYERS
+    d_sae: int = 2048
+    k: int = 48
+    epochs: float = 4.0
+    batch_tokens: int = 2048
+    lr: float = 8e-4
+    seed: int = 0
+    device: str = "cpu"
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    index_top_k: int = 20
+    index_window: tuple[int, int] = (10, 4)  # tokens before, after the max
+    check_seqs: int = 32
+
+    @property
+    def hook_names(self) -> list[str]:
+        return [defaults.sae_hook_name(layer) for layer in self.layers]
+
+
+def sae_key(hook_name: str) -> str:
+    """Folder/checkpoint name of an SAE: ``blocks.7.hook_resid_post`` → ``L7_resid_post``."""
+    return f"L{hook_name.split('.')[1]}_resid_post"
+
+
+# ---------------------------------------------------------------- activations
+def collect_activations(model, tokens: torch.Tensor, hook_names: list[str], out_dir: Path,
+                        chunk_seqs: int = 128, batch_seqs: int = 32) -> list[Path]:
+    """Cache residual activations (BOS position dropped) as fp16 safetensors chunks.
+
+    Args:
+        tokens: ``[n_seq, seq_len]`` token ids, BOS first.
+    Returns:
+        Chunk files, each holding ``{hook_name: [chunk_seqs·(seq_len−1), d_model]}``.
+    """
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stop = max(int(h.split(".")[1]) for h in hook_names) + 1
+    paths = []
+    n_chunks = math.ceil(len(tokens) / chunk_seqs)
+    for c in tqdm(range(n_chunks), desc="caching activations"):
+        path = out_dir / f"chunk_{c:05d}.safetensors"
+        paths.append(path)
+        if path.is_file():
+            continue
+        parts: dict[str, list[torch.Tensor]] = {h: [] for h in hook_names}
+        chunk = tokens[c * chunk_seqs:(c + 1) * chunk_seqs].long()
+        for b in range(0, len(chunk), batch_seqs):
+            with torch.inference_mode():
+                _, cache = model.run_with_cache(chunk[b:b + batch_seqs], names_filter=hook_names,
+                                                stop_at_layer=stop)
+            for h in hook_names:
+                parts[h].append(cache[h][:, 1:].reshape(-1, cache[h].shape[-1]).half())
+        tmp = path.with_suffix(".tmp")
+        save_file({h: torch.cat(v) for h, v in parts.items()}, str(tmp))
+        tmp.rename(path)
+    return paths
+
+
+def activation_batches(paths: list[Path], hook_names: list[str], batch_tokens: int, seed: int):
+    """Endless shuffled ``{hook_name: [batch_tokens, d_model]}`` fp32 batches over epochs."""
+    from safetensors.torch import load_file
+
+    data = {h: [] for h in hook_names}
+    for p in paths:
+        chunk = load_file(str(p))
+        for h in hook_names:
+            data[h].append(chunk[h])
+    stacked = {h: torch.cat(v) for h, v in data.items()}
+    n = len(next(iter(stacked.values())))
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n - batch_tokens + 1, batch_tokens):
+            idx = perm[i:i + batch_tokens]
+            yield {h: x[idx].float() for h, x in stacked.items()}
+
+
+# ---------------------------------------------------------------- training
+def train_saes(paths: list[Path], cfg: BuildConfig, work_dir: Path, n_tokens: int) -> dict[str, object]:
+    """Train one TopK SAE per hook point with SAE Lens' ``MultiSAETrainer``; resumable."""
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+
+    torch.manual_seed(cfg.seed)
+    total = int(n_tokens * cfg.epochs) // cfg.batch_tokens * cfg.batch_tokens
+    steps = total // cfg.batch_tokens
+    ckpt_dir = work_dir / "checkpoints"
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=total,
+        train_batch_size_samples=cfg.batch_tokens,
+        lr=cfg.lr,
+        lr_end=cfg.lr / 10,
+        lr_scheduler_name="cosineannealing",
+        lr_warm_up_steps=min(100, steps // 10),
+        lr_decay_steps=steps // 3,
+        device=cfg.device,
+        dead_feature_window=max(50, steps // 8),
+        feature_sampling_window=max(50, steps // 8),
+        n_checkpoints=8,
+        checkpoint_path=str(ckpt_dir),
+        n_batches_for_norm_estimate=20,
+    )
+    saes, hooks = {}, {}
+    for hook in cfg.hook_names:
+        sae_cfg = TopKTrainingSAEConfig(
+            d_in=576, d_sae=cfg.d_sae, k=cfg.k, device=cfg.device,
+            normalize_activations="expected_average_only_in",
+        )
+        sae_cfg.metadata.hook_name = hook
+        sae_cfg.metadata.model_name = defaults.BUNDLED_MODEL_NAME
+        sae_cfg.metadata.prepend_bos = True
+        sae_cfg.metadata.context_size = cfg.corpus.seq_len
+        saes[sae_key(hook)] = TopKTrainingSAE(sae_cfg)
+        hooks[sae_key(hook)] = hook
+    provider = activation_batches(paths, cfg.hook_names, cfg.batch_tokens, cfg.seed)
+    trainer = MultiSAETrainer(trainer_cfg, saes, hooks, provider)
+    done = sorted((p for p in ckpt_dir.glob("*") if p.name.isdigit()), key=lambda p: int(p.name)) if ckpt_dir.is_dir() else []
+    if done:
+        trainer.load_checkpoint(done[-1])
+        # The thresholds already passed must not checkpoint again.
+        trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t > trainer.n_training_samples]
+    return {hooks[name]: sae for name, sae in trainer.fit().items()}
+
+
+def save_saes(saes: dict[str, object], out_dir: Path) -> None:
+    """Write each SAE in SAE Lens' inference format, fp16 (``SAE.load_from_disk`` reads it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for hook, sae in saes.items():
+        target = out_dir / sae_key(hook)
+        tmp = out_dir / (sae_key(hook) + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        sae.to(torch.float16)
+        sae.save_inference_model(str(tmp))
+        cfg_path = tmp / "cfg.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["dtype"] = "float16"
+        cfg_path.write_text(json.dumps(cfg, indent=1))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        sae.to(torch.float32)
+
+
+# ---------------------------------------------------------------- quality
+def _splice_hook(sae, mode: str):
+    def hook(act, hook):  # noqa: ARG001 - TransformerLens hook signature
+        rest = act[:, 1:]
+        if mode == "zero":
+            new = torch.zeros_like(rest)
+        else:
+            new = sae.decode(sae.encode(rest)).to(act.dtype)
+        return torch.cat([act[:, :1], new], dim=1)
+
+    return hook
+
+
+def sae_quality(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs: int = 16) -> dict:
+    """Quality figures of one SAE on ``tokens`` ``[n_seq, seq_len]`` (BOS position excluded).
+
+    Returns ``{"fve", "ce_recovered", "l0", "dead_frac", "ce_clean", "ce_spliced", "ce_zero"}``
+    (CE in nats/token).
+    """
+    sq_err = sq_tot = 0.0
+    sums = None
+    sq_sum = 0.0
+    n_tok = 0
+    l0_sum = 0.0
+    ever = torch.zeros(int(sae.cfg.d_sae), dtype=torch.bool)
+    ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
+    for b in range(0, len(tokens), batch_seqs):
+        toks = tokens[b:b + batch_seqs].long()
+        with torch.inference_mode():
+            loss, cache = model.run_with_cache(toks, names_filter=[hook_name], return_type="loss")
+            x = cache[hook_name][:, 1:].reshape(-1, cache[hook_name].shape[-1]).float()
+            f = sae.encode(x)
+            x_hat = sae.decode(f)
+            sq_err += (x - x_hat).pow(2).sum().item()
+            sums = x.sum(0) if sums is None else sums + x.sum(0)
+            sq_sum += x.pow(2).sum().item()
+            n_tok += len(x)
+            l0_sum += (f > 0).sum().item()
+            ever |= (f > 0).any(0)
+            ce["clean"] += loss.item() * len(toks)
+            for mode in ("spliced", "zero"):
+                ce[mode] += model.run_with_hooks(
+                    toks, return_type="loss", fwd_hooks=[(hook_name, _splice_hook(sae, mode))]
+                ).item() * len(toks)
+    sq_tot = sq_sum - sums.pow(2).sum().item() / n_tok
+    ce = {k: v / len(tokens) for k, v in ce.items()}
+    return {
+        "fve": 1.0 - sq_err / sq_tot,
+        "ce_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce["clean"]),
+        "l0": l0_sum / n_tok,
+        "dead_frac": 1.0 - ever.float().mean().item(),
+        "ce_clean": ce["clean"],
+        "ce_spliced": ce["spliced"],
+        "ce_zero": ce["zero"],
+    }
+
+
+def passes_bar(q: dict) -> bool:
+    return (q["fve"] >= QUALITY_BAR["fve"] and q["ce_recovered"] >= QUALITY_BAR["ce_recovered"]
+            and q["l0"] <= QUALITY_BAR["l0"] and q["dead_frac"] <= QUALITY_BAR["dead_frac"])
+
+
+def assets_mb(root: Path = defaults.ASSETS_DIR) -> float:
+    """Size of everything under ``assets/`` in MB (10⁶ bytes)."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
+
+
+def load_heldout_tokens() -> torch.Tensor:
+    """Held-out corpus tokens ``[n_seq, seq_len]`` int32 shipped in ``assets/``.
+
+    Raises:
+        AssetError: the file is missing or unreadable.
+    """
+    from safetensors.torch import load_file
+
+    path = defaults.CORPUS_HELDOUT_FILE
+    if not path.is_file():
+        raise AssetError(f"held-out corpus missing: {path}; rebuild with 'sfc bundle build'")
+    try:
+        return load_file(str(path))["tokens"]
+    except Exception as exc:
+        raise AssetError(f"held-out corpus unreadable: {path}") from exc
+
+
+def load_manifest() -> dict:
+    """``assets/bundle.json``: build config, timings and recorded quality figures."""
+    path = defaults.BUNDLE_MANIFEST
+    if not path.is_file():
+        raise AssetError(f"bundle manifest missing: {path}; rebuild with 'sfc bundle build'")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AssetError(f"bundle manifest corrupted: {path}") from exc
+
+
+def check_bundle(model=None, n_seqs: int | None = None) -> dict:
+    """Load the shipped bundle and recompute every SAE's quality on held-out tokens.
+
+    Returns:
+        ``{"model", "saes": [{"hook_name", "d_sae", "fve", "ce_recovered", "l0", "dead_frac", "passes"}],
+        "assets_mb", "passes"}``.
+    Raises:
+        AssetError: any shipped file is missing or corrupted.
+    """
+    from .model import load_model
+    from .saes import load_bundled_saes
+
+    model = model or load_model()
+    manifest = load_manifest()
+    tokens = load_heldout_tokens()
+    n = n_seqs or manifest.get("build", {}).get("check_seqs", 32)
+    rows = []
+    for hook, loaded in tqdm(load_bundled_saes(model).items(), desc="checking SAEs"):
+        q = sae_quality(model, loaded.sae, hook, tokens[:n])
+        rows.append({"hook_name": hook, "d_sae": loaded.d_sae,
+                     **{k: round(v, 4) for k, v in q.items()}, "passes": passes_bar(q)})
+    return {
+        "model": defaults.BUNDLED_MODEL_NAME,
+        "saes": rows,
+        "assets_mb": round(assets_mb(), 2),
+        "quality_bar": QUALITY_BAR,
+        "passes": all(r["passes"] for r in rows),
+    }
+
+
+# ---------------------------------------------------------------- build
+def build_bundle(cfg: BuildConfig, work_dir: Path = Path(".work/bundle"), log=print) -> dict:
+    """Run (or resume) every stage and write ``assets/``; returns the manifest."""
+    from safetensors.torch import save_file
+
+    from .feature_index import build_feature_index
+    from .model import load_model
+    from .saes import load_bundled_saes
+
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    model = load_model(device=cfg.device)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    corpus = build_corpus(work_dir, cfg.corpus, model.tokenizer)
+    timings["corpus_s"] = time.time() - t0
+    log(f"corpus: train {tuple(corpus['train'].shape)} held-out {tuple(corpus['heldout'].shape)}")
+
+    t = time.time()
+    paths = collect_activations(model, corpus["train"], cfg.hook_names, work_dir / "acts")
+    timings["activations_s"] = time.time() - t
+    n_tokens = corpus["train"].shape[0] * (corpus["train"].shape[1] - 1)
+
+    t = time.time()
+    final_dir = work_dir / "saes_final"
+    if not final_dir.is_dir():
+        saes = train_saes(paths, cfg, work_dir, n_tokens)
+        save_saes(saes, work_dir / "saes_tmp")
+        (work_dir / "saes_tmp").rename(final_dir)
+    timings["training_s"] = time.time() - t
+
+    defaults.ASSETS_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(defaults.SAE_DIR, ignore_errors=True)
+    shutil.copytree(final_dir, defaults.SAE_DIR)
+    save_file({"tokens": corpus["heldout"].contiguous()}, str(defaults.CORPUS_HELDOUT_FILE))
+
+    t = time.time()
+    saes = load_bundled_saes(model)
+    build_feature_index(model, saes, corpus["heldout"], defaults.FEATURE_INDEX_DIR,
+                        top_k=cfg.index_top_k, window=cfg.index_window)
+    timings["feature_index_s"] = time.time() - t
+
+    t = time.time()
+    quality = {}
+    probe = corpus["heldout"][: cfg.check_seqs]
+    for hook, loaded in saes.items():
+        quality[hook] = {k: round(v, 4) for k, v in sae_quality(model, loaded.sae, hook, probe).items()}
+    timings["check_s"] = time.time() - t
+    manifest = {
+        "model": defaults.BUNDLED_MODEL_NAME,
+        "build": {**asdict(cfg), "device": cfg.device},
+        "train_tokens": n_tokens,
+        "tokens_seen": int(n_tokens * cfg.epochs),
+        "heldout_tokens": int(corpus["heldout"].numel()),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "torch_threads": torch.get_num_threads(),
+        "quality": quality,
+    }
+    defaults.BUNDLE_MANIFEST.write_text(json.dumps(manifest, indent=1))
+    return manifest

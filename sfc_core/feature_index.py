@@ -1,0 +1,216 @@
+"""Feature index: what each latent of each bundled SAE responds to and what it writes.
+
+Per SAE one safetensors file ``assets/feature_index/<L>_resid_post.safetensors``:
+
+* ``top_seq`` ``[d_sae, k]`` int32, ``top_pos`` ``[d_sae, k]`` int32: held-out sequence and position
+  of the latent's top-``k`` activating contexts (one per sequence, highest first; −1 = none);
+* ``top_act`` ``[d_sae, k]`` float16: the activation at that position;
+* ``window_act`` ``[d_sae, k, before+1+after]`` float16: per-token activations around it;
+* ``density`` ``[d_sae]`` float32: fraction of held-out tokens (BOS excluded) where it is active;
+* ``hist_counts`` ``[d_sae, n_bins]`` int32 over ``hist_edges`` ``[d_sae, n_bins+1]``: histogram
+  of its non-zero activations;
+* ``logit_top_ids/vals``, ``logit_bottom_ids/vals`` ``[d_sae, 10]``: tokens most promoted /
+  suppressed by its decoder direction through the unembedding (``W_dec @ W_U``, logits per unit
+  activation; final RMSNorm ignored, as in the logit lens).
+
+Token windows are read from ``assets/corpus_heldout.safetensors`` (``[n_seq, seq_len]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import defaults
+from .errors import AssetError, InputError
+
+N_BINS = 20
+N_LOGIT = 10
+
+
+def index_file(hook_name: str, root: Path | None = None) -> Path:
+    layer = hook_name.split(".")[1]
+    return (root or defaults.FEATURE_INDEX_DIR) / f"L{layer}_resid_post.safetensors"
+
+
+def logit_effects(sae, W_U: torch.Tensor, n: int = N_LOGIT) -> dict[str, torch.Tensor]:
+    """Top/bottom ``n`` tokens of each latent's direct logit effect ``W_dec @ W_U`` ``[d_sae, d_vocab]``."""
+    effects = sae.W_dec.float() @ W_U.float()
+    top = effects.topk(n, dim=-1)
+    bottom = effects.topk(n, dim=-1, largest=False)
+    return {
+        "logit_top_ids": top.indices.int(), "logit_top_vals": top.values.half(),
+        "logit_bottom_ids": bottom.indices.int(), "logit_bottom_vals": bottom.values.half(),
+    }
+
+
+def _histograms(acts_per_latent: list[torch.Tensor], d_sae: int) -> tuple[torch.Tensor, torch.Tensor]:
+    counts = torch.zeros(d_sae, N_BINS, dtype=torch.int32)
+    edges = torch.zeros(d_sae, N_BINS + 1)
+    for i, a in enumerate(acts_per_latent):
+        if len(a):
+            hi = float(a.max())
+            edges[i] = torch.linspace(0, hi, N_BINS + 1)
+            counts[i] = torch.histc(a, bins=N_BINS, min=0, max=hi).int()
+    return counts, edges
+
+
+def sae_activations(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs: int = 16) -> torch.Tensor:
+    """Latent activations ``[n_seq, seq_len, d_sae]`` (fp16; BOS position set to 0)."""
+    stop = int(hook_name.split(".")[1]) + 1
+    out = []
+    for b in range(0, len(tokens), batch_seqs):
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(tokens[b:b + batch_seqs].long(), names_filter=[hook_name],
+                                            stop_at_layer=stop)
+            f = sae.encode(cache[hook_name].float())
+            f[:, 0] = 0
+            out.append(f.half())
+    return torch.cat(out)
+
+
+def build_sae_index(model, sae, hook_name: str, tokens: torch.Tensor, top_k: int = 20,
+                    window: tuple[int, int] = (10, 4)) -> dict[str, torch.Tensor]:
+    """Index tensors of one SAE over held-out ``tokens`` ``[n_seq, seq_len]`` (see module doc)."""
+    acts = sae_activations(model, sae, hook_name, tokens)  # [n, s, d]
+    n_seq, seq_len, d_sae = acts.shape
+    per_seq_max, per_seq_pos = acts.float().max(dim=1)  # [n, d]
+    k = min(top_k, n_seq)
+    top_act, top_seq = per_seq_max.topk(k, dim=0)  # [k, d]
+    top_pos = per_seq_pos.gather(0, top_seq)
+    valid = top_act > 0
+    before, after = window
+    width = before + 1 + after
+    offsets = torch.arange(-before, after + 1)
+    pos = (top_pos.unsqueeze(-1) + offsets).clamp(0, seq_len - 1)  # [k, d, w]
+    latent = torch.arange(d_sae).view(1, d_sae, 1).expand(k, d_sae, width)
+    seq = top_seq.unsqueeze(-1).expand(k, d_sae, width)
+    window_act = acts[seq, pos, latent]
+    flat = acts.view(-1, d_sae).float()
+    active = flat > 0
+    density = active.float().mean(0) * seq_len / (seq_len - 1)  # BOS excluded
+    nonzero = [flat[active[:, i], i] for i in range(d_sae)]
+    counts, edges = _histograms(nonzero, d_sae)
+    return {
+        "top_seq": torch.where(valid, top_seq, -1).T.contiguous().int(),
+        "top_pos": torch.where(valid, top_pos, -1).T.contiguous().int(),
+        "top_act": top_act.T.contiguous().half(),
+        "window_act": window_act.permute(1, 0, 2).contiguous().half(),
+        "density": density.contiguous(),
+        "hist_counts": counts,
+        "hist_edges": edges.half(),
+        **logit_effects(sae, model.W_U),
+    }
+
+
+def build_feature_index(model, saes: dict, tokens: torch.Tensor, out_dir: Path, top_k: int = 20,
+                        window: tuple[int, int] = (10, 4)) -> None:
+    """Build and save the index of every SAE in ``saes`` (``{hook_name: LoadedSAE}``)."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for hook, loaded in tqdm(saes.items(), desc="feature index"):
+        tensors = build_sae_index(model, loaded.sae, hook, tokens, top_k, window)
+        path = index_file(hook, out_dir)
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata={"hook_name": hook, "window_before": str(window[0]),
+                                               "window_after": str(window[1])})
+        tmp.rename(path)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One top activating context: tokens and per-token activations; ``max_index`` marks the max."""
+
+    tokens: list[int]
+    activations: list[float]
+    max_index: int
+    max_activation: float
+    sequence: int
+    position: int
+
+
+@dataclass
+class FeatureIndex:
+    """Loaded index of one SAE (tensors as in the module doc) with the held-out tokens."""
+
+    hook_name: str
+    tensors: dict[str, torch.Tensor]
+    tokens: torch.Tensor
+    window: tuple[int, int]
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.tensors["density"].shape[0])
+
+    def _check(self, feature: int) -> None:
+        if not 0 <= feature < self.d_sae:
+            raise InputError(f"feature {feature} out of range for {self.hook_name} (d_sae {self.d_sae})")
+
+    def top_examples(self, feature: int, n: int = 20) -> list[Example]:
+        """Up to ``n`` top activating contexts of ``feature`` (strongest first)."""
+        self._check(feature)
+        before, after = self.window
+        out = []
+        for j in range(min(n, self.tensors["top_seq"].shape[1])):
+            seq, pos = int(self.tensors["top_seq"][feature, j]), int(self.tensors["top_pos"][feature, j])
+            if seq < 0:
+                break
+            acts = self.tensors["window_act"][feature, j].float().tolist()
+            lo, hi = pos - before, pos + after + 1
+            keep = [i for i, p in enumerate(range(lo, hi)) if 0 <= p < self.tokens.shape[1]]
+            toks = [int(self.tokens[seq, lo + i]) for i in keep]
+            out.append(Example(toks, [acts[i] for i in keep], keep.index(before),
+                               float(self.tensors["top_act"][feature, j]), seq, pos))
+        return out
+
+    def density(self, feature: int) -> float:
+        self._check(feature)
+        return float(self.tensors["density"][feature])
+
+    def histogram(self, feature: int) -> tuple[list[int], list[float]]:
+        """``(counts [n_bins], edges [n_bins+1])`` of the non-zero activations."""
+        self._check(feature)
+        return self.tensors["hist_counts"][feature].tolist(), self.tensors["hist_edges"][feature].float().tolist()
+
+    def logit_effects(self, feature: int) -> dict[str, list]:
+        """``{"top": [(token_id, logit)], "bottom": [...]}`` per unit activation."""
+        self._check(feature)
+        t = self.tensors
+        return {
+            "top": list(zip(t["logit_top_ids"][feature].tolist(), t["logit_top_vals"][feature].float().tolist())),
+            "bottom": list(zip(t["logit_bottom_ids"][feature].tolist(), t["logit_bottom_vals"][feature].float().tolist())),
+        }
+
+
+_INDEX_CACHE: dict[Path, FeatureIndex] = {}
+
+
+def load_feature_index(hook_name: str, root: Path | None = None) -> FeatureIndex:
+    """Load (and cache) the shipped index of the SAE at ``hook_name``.
+
+    Raises:
+        AssetError: the index or the held-out corpus is missing or unreadable.
+    """
+    from safetensors import safe_open
+
+    from .bundle import load_heldout_tokens
+
+    path = index_file(hook_name, root)
+    if path in _INDEX_CACHE:
+        return _INDEX_CACHE[path]
+    if not path.is_file():
+        raise AssetError(f"no feature index for {hook_name} at {path}; rebuild with 'sfc bundle build'")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise AssetError(f"feature index unreadable: {path}") from exc
+    window = (int(meta.get("window_before", 10)), int(meta.get("window_after", 4)))
+    index = FeatureIndex(hook_name, tensors, load_heldout_tokens(), window)
+    _INDEX_CACHE[path] = index
+    return index
