@@ -77,3 +77,7 @@ def bundle_check(
 
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m sfc_core.cli
+    main()

@@ -1,0 +1,400 @@
+"""Indirect effects of SAE features and error nodes: AtP, integrated gradients and exact patching.
+
+Sign convention (used everywhere, stated in the UI legend): the indirect effect (IE)
+of a node is the change of the metric ``m`` (default: logit difference
+``logit[answer] − logit[wrong_answer]``, in logits) when that node takes its
+*corrupted* value in the *clean* run (Marks et al. 2024, §2):
+
+* exact patching: ``m(clean | a := a_corr) − m(clean)``
+* attribution patching (AtP, Nanda 2023; Syed et al. 2023): ``∇ₐm|clean · (a_corr − a_clean)``
+* integrated gradients (IG, Marks et al. eq. 3; Sundararajan et al. 2017):
+  ``(a_corr − a_clean) · mean_{α ∈ {0, 1/N, …, (N−1)/N}} ∇ₐm|a_clean + α(a_corr − a_clean)``
+
+so a node that *carries* the clean behaviour has a negative effect (patching it in from
+the corrupted prompt lowers ``m``). Circuits rank nodes by ``|IE|``.
+
+A node is ``(site, feature)`` with the site's error node ``ε`` stored as index
+``d_sae`` (one past the last feature); with ``aggregation="none"`` a node also has a
+position. Per-pair effects are summed over positions and then averaged over pairs.
+
+Because a spliced site writes ``x = decode(f) + ε`` exactly, ``∂m/∂f = W_dec ∂m/∂x`` and
+``∂m/∂ε = ∂m/∂x``; one backward pass through the *unspliced* model gives every
+site's gradient, so AtP costs one clean forward + backward plus the SAE encodes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import torch
+
+from . import defaults
+from .errors import InputError
+from .metrics import get_metric
+from .splice import Site, SiteRecord, check_finite, embed, encode, make_sites, run_from
+
+METHODS = ("atp", "ig", "exact")
+AGGREGATIONS = ("sum", "none")
+
+_DECODER_LOCK = threading.Lock()
+_DECODERS: "weakref.WeakKeyDictionary[object, torch.Tensor]" = weakref.WeakKeyDictionary()
+
+
+def effective_decoder(sae) -> torch.Tensor:
+    """Rows ``[d_sae, d_in]``: the change of ``decode(f)`` per unit of each feature.
+
+    Computed as ``decode(e_k) − decode(0)`` so that any affine output scaling an SAE
+    Lens architecture applies after ``W_dec`` is included. Cached per SAE.
+    """
+    with _DECODER_LOCK:
+        if sae in _DECODERS:
+            return _DECODERS[sae]
+    d_sae = int(sae.cfg.d_sae)
+    dtype = sae.W_dec.dtype
+    with torch.no_grad():
+        zero = sae.decode(torch.zeros(1, d_sae, dtype=dtype))
+        rows = [sae.decode(torch.eye(d_sae, dtype=dtype)[i:i + 4096]) - zero for i in range(0, d_sae, 4096)]
+    W = torch.cat(rows)
+    with _DECODER_LOCK:
+        _DECODERS[sae] = W
+    return W
+
+
+# ------------------------------------------------------------------ the two runs
+@dataclass
+class PairRuns:
+    """Clean and corrupted spliced runs of one :class:`~sfc_core.pairs.PairBatch`.
+
+    Attributes:
+        sites: SAE sites sorted by depth.
+        batch: the tokenized pairs (``n`` pairs, ``pos`` positions, right-padded).
+        metric: metric name (see :mod:`sfc_core.metrics`).
+        clean / corrupted: per site, ``x`` ``[n, pos, d_model]``, ``f`` ``[n, pos, d_sae]``, ``err``.
+        embed_clean / embed_corrupted: residual stream at the embedding ``[n, pos, d_model]``.
+        clean_logprobs: next-token log-probs at the last position ``[n, d_vocab]`` (for KL).
+        m_clean / m_corrupted: metric per pair ``[n]`` (logits for logit_diff).
+        mask: ``[n, pos]`` bool, real non-BOS positions.
+    """
+
+    model: object
+    sites: list[Site]
+    batch: object
+    metric: str
+    clean: list[SiteRecord]
+    corrupted: list[SiteRecord]
+    embed_clean: torch.Tensor
+    embed_corrupted: torch.Tensor
+    clean_logprobs: torch.Tensor
+    m_clean: torch.Tensor
+    m_corrupted: torch.Tensor
+    mask: torch.Tensor
+    _decoders: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(self.m_clean.shape[0])
+
+    def decoder(self, i: int) -> torch.Tensor:
+        """Effective decoder ``[d_sae, d_model]`` of site ``i``."""
+        if not self._decoders:
+            self._decoders = [effective_decoder(s.sae) for s in self.sites]
+        return self._decoders[i]
+
+    def metric_from_resid(self, resid: torch.Tensor, reps: int = 1) -> torch.Tensor:
+        """Metric per row ``[reps·n]`` from the final residual ``[reps·n, pos, d_model]``.
+
+        Only the last real position goes through ``ln_final``/``unembed`` (the vocabulary
+        projection costs as much as several blocks).
+        """
+        last = self.batch.last_pos.repeat(reps)
+        rows = torch.arange(resid.shape[0])
+        logits = self.model.unembed(self.model.ln_final(resid[rows, last][:, None]))
+        ns = SimpleNamespace(last_pos=torch.zeros_like(last), answer_ids=self.batch.answer_ids.repeat(reps),
+                             wrong_ids=self.batch.wrong_ids.repeat(reps))
+        ref = self.clean_logprobs.repeat(reps, 1) if self.clean_logprobs is not None else None
+        return get_metric(self.metric)(logits, ns, ref)
+
+
+def _record(model, sites: list[Site], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[SiteRecord]]:
+    records: list[SiteRecord] = []
+
+    def edit(i: int, x: torch.Tensor) -> torch.Tensor:
+        f, err = encode(sites[i], x)
+        check_finite(f, f"SAE features at {sites[i].hook_name}")
+        records.append(SiteRecord(x, f, err))
+        return x
+
+    with torch.no_grad():
+        resid0, _ = embed(model, tokens)
+        final = run_from(model, sites, resid0, 0, edit, stop_block=model.cfg.n_layers)
+    return resid0, check_finite(final, "residual stream"), records
+
+
+def prepare_runs(model, saes: dict, batch, metric: str = "logit_diff") -> PairRuns:
+    """Run the clean and corrupted prompts once with SAEs spliced in, keeping every site's state.
+
+    Args:
+        saes: ``{hook_name: LoadedSAE | SAE}``.
+        batch: a :class:`~sfc_core.pairs.PairBatch`.
+    Raises:
+        InputError: no SAE / unknown hook point / unknown metric. IncompatibleSAEError.
+        NumericalError: NaN or inf in activations.
+    """
+    get_metric(metric)
+    sites = make_sites(model, saes)
+    e_clean, fin_clean, rec_clean = _record(model, sites, batch.clean_tokens)
+    e_corr, fin_corr, rec_corr = _record(model, sites, batch.corrupted_tokens)
+    runs = PairRuns(model, sites, batch, metric, rec_clean, rec_corr, e_clean, e_corr,
+                    clean_logprobs=None, m_clean=torch.empty(0), m_corrupted=torch.empty(0),
+                    mask=batch.valid_mask.clone())
+    with torch.no_grad():
+        rows = torch.arange(batch.n)
+        last = model.unembed(model.ln_final(fin_clean[rows, batch.last_pos][:, None]))[:, 0]
+        runs.clean_logprobs = last.log_softmax(-1)
+        runs.m_clean = runs.metric_from_resid(fin_clean)
+        runs.m_corrupted = runs.metric_from_resid(fin_corr)
+    return runs
+
+
+# ------------------------------------------------------------------ results
+@dataclass
+class Attribution:
+    """Node effects of one method on one set of pairs.
+
+    Attributes:
+        effects: per site ``[d_sae + 1]`` (``aggregation="sum"``) or ``[pos, d_sae + 1]``
+            (``"none"``): mean over pairs of the IE in metric units; index ``d_sae`` is ε.
+        activations: same shapes: mean over pairs of the clean activation summed over
+            positions (for ε: its L2 norm).
+        timings_s: seconds per stage.
+    """
+
+    method: str
+    metric: str
+    aggregation: str
+    hook_names: list[str]
+    d_sae: list[int]
+    effects: list[torch.Tensor]
+    activations: list[torch.Tensor]
+    n_pairs: int
+    m_clean: float
+    m_corrupted: float
+    timings_s: dict = field(default_factory=dict)
+    steps: int | None = None
+
+
+def _check_aggregation(aggregation: str) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise InputError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, not '{aggregation}'")
+
+
+def _site_effects(runs: PairRuns, i: int, grad: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """IE ``[n, pos, d_sae + 1]`` of site ``i`` from a gradient ``∂m/∂x`` ``[n, pos, d_model]``."""
+    clean, corr = runs.clean[i], runs.corrupted[i]
+    grad_f = grad @ runs.decoder(i).T
+    ie_f = grad_f * (corr.f - clean.f)
+    ie_e = (grad * (corr.err - clean.err)).sum(-1, keepdim=True)
+    ie = torch.cat([ie_f, ie_e], dim=-1) * runs.mask[..., None]
+    return _aggregate(ie, aggregation)
+
+
+def _aggregate(per_pos: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """``[n, pos, k]`` → mean over pairs of the sum over positions ``[k]``, or ``[pos, k]``."""
+    return per_pos.sum(1).mean(0) if aggregation == "sum" else per_pos.mean(0)
+
+
+def _activations(runs: PairRuns, aggregation: str) -> list[torch.Tensor]:
+    out = []
+    for rec in runs.clean:
+        act = torch.cat([rec.f, rec.err.norm(dim=-1, keepdim=True)], dim=-1) * runs.mask[..., None]
+        out.append(_aggregate(act, aggregation))
+    return out
+
+
+def _result(runs: PairRuns, method: str, aggregation: str, effects, timings, steps=None) -> Attribution:
+    for e, s in zip(effects, runs.sites):
+        check_finite(e, f"{method} effects at {s.hook_name}")
+    return Attribution(
+        method=method, metric=runs.metric, aggregation=aggregation,
+        hook_names=[s.hook_name for s in runs.sites], d_sae=[s.d_sae for s in runs.sites],
+        effects=[e.detach() for e in effects], activations=_activations(runs, aggregation),
+        n_pairs=runs.n, m_clean=runs.m_clean.mean().item(), m_corrupted=runs.m_corrupted.mean().item(),
+        timings_s=timings, steps=steps,
+    )
+
+
+# ------------------------------------------------------------------ AtP
+def clean_gradients(runs: PairRuns) -> list[torch.Tensor]:
+    """``∂m/∂x`` at every site on the clean prompts, ``[n, pos, d_model]`` each (one backward).
+
+    ``m`` is summed over pairs, so each row holds its own pair's gradient.
+    """
+    model = runs.model
+    resid0 = runs.embed_clean.detach().clone().requires_grad_(True)
+    xs: list[torch.Tensor] = []
+
+    def keep(i: int, x: torch.Tensor) -> torch.Tensor:
+        xs.append(x)
+        return x
+
+    with torch.enable_grad():
+        final = run_from(model, runs.sites, resid0, 0, keep, stop_block=model.cfg.n_layers)
+        m = runs.metric_from_resid(final).sum()
+        grads = torch.autograd.grad(m, xs)
+    return [check_finite(g, f"gradient at {s.hook_name}") for g, s in zip(grads, runs.sites)]
+
+
+def atp(runs: PairRuns, aggregation: str = "sum") -> Attribution:
+    """Attribution patching: ``IE ≈ ∇ₐm|clean · (a_corr − a_clean)`` for every feature and ε.
+
+    Cost: one clean forward and one backward (plus the two recording runs of ``prepare_runs``).
+    Source: Marks et al. 2024, eq. 2.
+    """
+    _check_aggregation(aggregation)
+    t = time.perf_counter()
+    grads = clean_gradients(runs)
+    effects = [_site_effects(runs, i, g, aggregation) for i, g in enumerate(grads)]
+    return _result(runs, "atp", aggregation, effects, {"nodes": time.perf_counter() - t})
+
+
+# ------------------------------------------------------------------ IG
+def _ig_site_gradient(runs: PairRuns, i: int, steps: int) -> torch.Tensor:
+    """Mean over α of ``∂m/∂x`` at site ``i`` along ``x_clean + α Δx`` ``[n, pos, d_model]``.
+
+    Upstream of the site stays clean; downstream is recomputed (features and ε there
+    follow, as in Marks et al.'s per-submodule IG). Interpolating ``x`` interpolates
+    ``f`` and ``ε`` jointly because ``decode`` is affine.
+    """
+    clean, corr = runs.clean[i].x, runs.corrupted[i].x
+    alphas = torch.arange(steps, dtype=clean.dtype) / steps
+    x = (clean[None] + alphas[:, None, None, None] * (corr - clean)[None]).flatten(0, 1)
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        final = run_from(runs.model, runs.sites, x, runs.sites[i].n_blocks_before, None,
+                         stop_block=runs.model.cfg.n_layers)
+        m = runs.metric_from_resid(final, reps=steps).sum()
+        (grad,) = torch.autograd.grad(m, [x])
+    return grad.view(steps, *clean.shape).mean(0)
+
+
+def ig(runs: PairRuns, steps: int = defaults.IG_STEPS, aggregation: str = "sum", progress=None) -> Attribution:
+    """Integrated gradients per site with ``steps`` α values (Marks et al. 2024, eq. 3).
+
+    Args:
+        progress: optional ``callable(done, total)`` after each site.
+    Raises:
+        InputError: ``steps < 1``.
+    """
+    _check_aggregation(aggregation)
+    if steps < 1:
+        raise InputError(f"IG needs at least 1 step, not {steps}")
+    t = time.perf_counter()
+    effects = []
+    for i in range(len(runs.sites)):
+        grad = check_finite(_ig_site_gradient(runs, i, steps), f"IG gradient at {runs.sites[i].hook_name}")
+        effects.append(_site_effects(runs, i, grad, aggregation))
+        if progress:
+            progress(i + 1, len(runs.sites))
+    return _result(runs, "ig", aggregation, effects, {"nodes": time.perf_counter() - t}, steps=steps)
+
+
+# ------------------------------------------------------------------ exact patching
+@dataclass(frozen=True)
+class NodeKey:
+    """A node: site index, feature index (``d_sae`` = ε) and position (``None`` = all positions)."""
+
+    site: int
+    feature: int
+    position: int | None = None
+
+
+def _patch_delta(runs: PairRuns, node: NodeKey) -> torch.Tensor:
+    """``a_corr − a_clean`` of ``node`` written into the residual stream ``[n, pos, d_model]``."""
+    clean, corr = runs.clean[node.site], runs.corrupted[node.site]
+    if node.feature == runs.sites[node.site].d_sae:
+        delta = corr.err - clean.err
+    else:
+        df = corr.f[..., node.feature] - clean.f[..., node.feature]
+        delta = df[..., None] * runs.decoder(node.site)[node.feature]
+    if node.position is not None:
+        keep = torch.zeros(delta.shape[1], dtype=delta.dtype)
+        keep[node.position] = 1
+        delta = delta * keep[None, :, None]
+    return delta * runs.mask[..., None]
+
+
+def exact_effects(runs: PairRuns, nodes: list[NodeKey], chunk_rows: int = 256, progress=None) -> torch.Tensor:
+    """Exact IE of each node, ``[len(nodes)]`` (mean over pairs, metric units).
+
+    Each node is patched alone (all its positions, or its one position) to its corrupted
+    value in the clean run; everything downstream is recomputed. Nodes of one site run
+    batched, ``chunk_rows`` sequences at a time.
+    """
+    out = torch.zeros(len(nodes), dtype=runs.m_clean.dtype)
+    by_site: dict[int, list[int]] = {}
+    for j, node in enumerate(nodes):
+        by_site.setdefault(node.site, []).append(j)
+    per = max(1, chunk_rows // runs.n)
+    done = 0
+    with torch.no_grad():
+        for site, idx in sorted(by_site.items()):
+            x = runs.clean[site].x
+            for c in range(0, len(idx), per):
+                chunk = idx[c:c + per]
+                patched = torch.cat([x + _patch_delta(runs, nodes[j]) for j in chunk])
+                final = run_from(runs.model, runs.sites, patched, runs.sites[site].n_blocks_before, None,
+                                 stop_block=runs.model.cfg.n_layers)
+                m = runs.metric_from_resid(final, reps=len(chunk)).view(len(chunk), runs.n)
+                out[chunk] = (m - runs.m_clean[None]).mean(1)
+                done += len(chunk)
+                if progress:
+                    progress(done, len(nodes))
+    return check_finite(out, "exact patching effects")
+
+
+def all_nodes(runs: PairRuns, aggregation: str = "sum") -> list[NodeKey]:
+    """Every node: each feature of each site (and ε), per position when not aggregated."""
+    positions = [None] if aggregation == "sum" else list(range(runs.batch.clean_tokens.shape[1]))
+    return [NodeKey(i, k, p) for i, s in enumerate(runs.sites) for p in positions for k in range(s.d_sae + 1)]
+
+
+def exact(runs: PairRuns, aggregation: str = "sum", nodes: list[NodeKey] | None = None, progress=None) -> Attribution:
+    """Exact activation patching of ``nodes`` (default: every node whose clean and corrupted
+    values differ somewhere); the others get effect 0.
+    """
+    _check_aggregation(aggregation)
+    t = time.perf_counter()
+    if nodes is None:
+        nodes = [n for n in all_nodes(runs, aggregation) if _patch_delta(runs, n).abs().amax() > 0]
+    values = exact_effects(runs, nodes, progress=progress)
+    effects = []
+    width = runs.batch.clean_tokens.shape[1]
+    for s in runs.sites:
+        shape = (s.d_sae + 1,) if aggregation == "sum" else (width, s.d_sae + 1)
+        effects.append(torch.zeros(shape, dtype=values.dtype))
+    for node, v in zip(nodes, values):
+        if aggregation == "sum":
+            effects[node.site][node.feature] = v
+        else:
+            effects[node.site][node.position, node.feature] = v
+    return _result(runs, "exact", aggregation, effects, {"nodes": time.perf_counter() - t})
+
+
+def attribute(runs: PairRuns, method: str = "atp", aggregation: str = "sum", steps: int = defaults.IG_STEPS,
+              progress=None) -> Attribution:
+    """Node effects by ``method`` (``atp`` | ``ig`` | ``exact``).
+
+    Raises:
+        InputError: unknown method or aggregation.
+    """
+    if method == "atp":
+        return atp(runs, aggregation)
+    if method == "ig":
+        return ig(runs, steps, aggregation, progress)
+    if method == "exact":
+        return exact(runs, aggregation, progress=progress)
+    raise InputError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")

@@ -1,0 +1,118 @@
+"""Edge effects between nodes of consecutive SAE sites (Marks et al. 2024, §3, eq. 5).
+
+For an upstream node ``u`` at site ``i`` and a downstream node ``d`` at the next site ``j``:
+
+    IE(u → d) = ∇_d m · (∂d/∂u) · Δu,    Δu = u_corr − u_clean,
+
+with ``∇_d m`` the clean gradient of the metric with respect to ``d`` (as in AtP) and
+``∂d/∂u`` taken through only the blocks between the two sites (every residual path from
+``i`` to the output passes ``j``, so no other path exists). One vector–Jacobian product per
+downstream node gives the edges from all upstream nodes at once; downstream nodes are
+batched by repeating the pairs. The embedding is an extra upstream node (``Δ`` = the
+change of the token embeddings), and the metric an extra downstream node whose incoming
+edges are the last site's node effects. Units: metric units (logits for logit difference).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .attribution import NodeKey, PairRuns, clean_gradients
+from .splice import check_finite, encode, run_from
+
+EMBED = "embed"
+METRIC = "metric"
+
+
+def _downstream_scalar(runs: PairRuns, j: int, x_j: torch.Tensor, nodes: list[NodeKey],
+                       grad_j: torch.Tensor) -> torch.Tensor:
+    """``Σ_r Σ_pos ∇_d m · d(x_j)`` over replicas ``r`` (one downstream node each)."""
+    site = runs.sites[j]
+    n = runs.n
+    f, err = encode(site, x_j)
+    total = x_j.new_zeros(())
+    g_f = grad_j @ runs.decoder(j).T  # [n, pos, d_sae]
+    for r, node in enumerate(nodes):
+        rows = slice(r * n, (r + 1) * n)
+        if node.feature == site.d_sae:
+            contrib = (grad_j * err[rows]).sum(-1)
+        else:
+            contrib = g_f[..., node.feature] * f[rows, :, node.feature]
+        contrib = contrib * runs.mask
+        total = total + (contrib[:, node.position].sum() if node.position is not None else contrib.sum())
+    return total
+
+
+def _upstream_weights(runs: PairRuns, i: int | None, grad_x: torch.Tensor, nodes: list[NodeKey]) -> torch.Tensor:
+    """Edge weights ``[len(nodes)]`` (mean over pairs) from ``∂s/∂x_i`` ``[n, pos, d_model]``."""
+    out = torch.zeros(len(nodes), dtype=grad_x.dtype)
+    if i is None:  # embedding
+        delta = (runs.embed_corrupted - runs.embed_clean) * runs.mask[..., None]
+        out[:] = (grad_x * delta).sum((1, 2)).mean(0)
+        return out
+    clean, corr = runs.clean[i], runs.corrupted[i]
+    site = runs.sites[i]
+    g_f = grad_x @ runs.decoder(i).T
+    for u, node in enumerate(nodes):
+        if node.feature == site.d_sae:
+            per = (grad_x * (corr.err - clean.err)).sum(-1)
+        else:
+            per = g_f[..., node.feature] * (corr.f[..., node.feature] - clean.f[..., node.feature])
+        per = per * runs.mask
+        out[u] = (per[:, node.position] if node.position is not None else per.sum(1)).mean(0)
+    return out
+
+
+def edge_effects(runs: PairRuns, nodes: list[NodeKey], node_effects: dict[NodeKey, float] | None = None,
+                 include_embed: bool = True, include_metric: bool = True, chunk_rows: int = 256,
+                 progress=None) -> tuple[dict[tuple, float], dict]:
+    """Edge IEs among ``nodes`` (consecutive sites), plus embedding → first site and last site → metric.
+
+    Args:
+        nodes: the kept nodes (edges are computed for these only).
+        node_effects: node IEs, used as the weights of the edges into the metric.
+    Returns:
+        ``({(source, target): weight}, timings)``, where endpoints are :class:`NodeKey` or
+        the strings ``"embed"`` / ``"metric"``.
+    """
+    t0 = time.perf_counter()
+    grads = clean_gradients(runs)
+    by_site: dict[int, list[NodeKey]] = {}
+    for node in nodes:
+        by_site.setdefault(node.site, []).append(node)
+    edges: dict[tuple, float] = {}
+    n_sites = len(runs.sites)
+    per = max(1, chunk_rows // runs.n)
+    done = 0
+    for j in range(n_sites):
+        down = by_site.get(j, [])
+        up_index = j - 1 if j > 0 else None
+        up = by_site.get(j - 1, []) if j > 0 else None
+        if not down or (up_index is not None and not up) or (up_index is None and not include_embed):
+            done += len(down)
+            continue
+        x_up = runs.clean[up_index].x if up_index is not None else runs.embed_clean
+        start = runs.sites[up_index].n_blocks_before if up_index is not None else 0
+        for c in range(0, len(down), per):
+            chunk = down[c:c + per]
+            x = x_up.repeat(len(chunk), 1, 1).detach().requires_grad_(True)
+            with torch.enable_grad():
+                x_j = run_from(runs.model, runs.sites, x, start, None, stop_block=runs.sites[j].n_blocks_before)
+                s = _downstream_scalar(runs, j, x_j, chunk, grads[j])
+                (g,) = torch.autograd.grad(s, [x])
+            g = check_finite(g, "edge gradient").view(len(chunk), runs.n, *x_up.shape[1:])
+            for r, d in enumerate(chunk):
+                if up_index is None:
+                    edges[(EMBED, d)] = float(_upstream_weights(runs, None, g[r], [d])[0])
+                else:
+                    for u, w in zip(up, _upstream_weights(runs, up_index, g[r], up)):
+                        edges[(u, d)] = float(w)
+            done += len(chunk)
+            if progress:
+                progress(done, len(nodes))
+    if include_metric and node_effects is not None:
+        for node in by_site.get(n_sites - 1, []):
+            edges[(node, METRIC)] = float(node_effects[node])
+    return edges, {"edges": time.perf_counter() - t0}

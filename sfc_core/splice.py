@@ -1,0 +1,184 @@
+"""The SAE-spliced forward pass: residual activations written as SAE features plus an error node.
+
+At every SAE hook point ("site") the residual activation ``x`` ``[batch, pos, d_model]`` is
+written as ``x = decode(f) + ε`` with ``f = encode(x)`` ``[batch, pos, d_sae]`` and the error
+node ``ε = x − decode(f)`` (Marks et al. 2024, §2), so the spliced model computes exactly
+what the original does. Position 0 (BOS) passes through: its features are zero and it is
+never a node that differs between clean and corrupted prompts.
+
+The forward runs the TransformerLens blocks directly (``input_to_embed`` → ``blocks`` →
+``ln_final`` → ``unembed``) instead of registering hooks, so calls from several threads on
+one shared model never see each other's interventions. Only residual-stream hook points
+(``hook_resid_pre``/``hook_resid_post``, ``hook_embed`` for the embedding) are sites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .errors import IncompatibleSAEError, InputError, NumericalError
+
+EMBED_HOOK = "hook_embed"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One SAE hook point in the residual stream.
+
+    Attributes:
+        hook_name: e.g. ``blocks.7.hook_resid_post``.
+        n_blocks_before: how many transformer blocks run before this point (resid_post L → L+1).
+        sae: SAE Lens SAE reading ``[..., d_model]`` (``None`` for the embedding pseudo-site).
+    """
+
+    hook_name: str
+    n_blocks_before: int
+    sae: object | None
+
+    @property
+    def layer(self) -> int:
+        return self.n_blocks_before - 1
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.sae.cfg.d_sae) if self.sae is not None else 0
+
+
+def blocks_before(hook_name: str, n_layers: int) -> int:
+    """Number of blocks before a residual hook point.
+
+    Raises:
+        InputError: not a residual-stream hook point of a model with ``n_layers`` layers.
+    """
+    if hook_name == EMBED_HOOK:
+        return 0
+    parts = hook_name.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
+        layer = int(parts[1])
+        if layer < n_layers:
+            if parts[2] == "hook_resid_post":
+                return layer + 1
+            if parts[2] == "hook_resid_pre":
+                return layer
+    raise InputError(
+        f"unknown or unsupported hook point '{hook_name}': the circuit engine uses residual-stream "
+        f"hook points blocks.{{0..{n_layers - 1}}}.hook_resid_pre/post"
+    )
+
+
+def make_sites(model, saes: dict) -> list[Site]:
+    """Sites sorted by depth from ``{hook_name: LoadedSAE | SAE}``.
+
+    Raises:
+        InputError: no SAE given or an unknown hook point. IncompatibleSAEError: ``d_in`` mismatch.
+    """
+    if not saes:
+        raise InputError("select at least one SAE hook point")
+    sites = []
+    for hook, sae in saes.items():
+        sae = getattr(sae, "sae", sae)
+        n = blocks_before(hook, model.cfg.n_layers)
+        if int(sae.cfg.d_in) != model.cfg.d_model:
+            raise IncompatibleSAEError(f"SAE at '{hook}' has d_in={sae.cfg.d_in}, the model's d_model is {model.cfg.d_model}")
+        sites.append(Site(hook, n, sae))
+    sites.sort(key=lambda s: s.n_blocks_before)
+    if len({s.n_blocks_before for s in sites}) != len(sites):
+        raise InputError("two SAEs sit at the same residual point; pick one")
+    return sites
+
+
+def encode(site: Site, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f [b, p, d_sae], ε [b, p, d_model])`` with ``decode(f) + ε == x`` and BOS features zero."""
+    f = site.sae.encode(x)
+    f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], dim=1)
+    err = x - site.sae.decode(f)
+    return f, err
+
+
+def decode(site: Site, f: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    """``decode(f) + ε`` ``[b, p, d_model]``."""
+    return site.sae.decode(f) + err
+
+
+#: ``edit(site_index, x) -> x`` applied at each site; ``x`` is ``[batch, pos, d_model]``.
+SiteEdit = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def embed(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """``(resid [b, p, d_model], block_kwargs)`` at the start of the model.
+
+    Built from the embedding modules directly, not ``input_to_embed``: that one
+    derives an attention mask from the tokenizer's padding side (shared, mutable
+    state); our batches are right-padded, which causal attention never sees.
+
+    Raises:
+        InputError: a shortformer positional embedding (unsupported here).
+    """
+    kind = model.cfg.positional_embedding_type
+    if kind == "shortformer":
+        raise InputError("models with shortformer positional embeddings are not supported")
+    resid = model.hook_embed(model.embed(tokens))
+    if kind == "standard":
+        resid = resid + model.hook_pos_embed(model.pos_embed(tokens))
+    return resid, {}
+
+
+def run_from(model, sites: list[Site], resid: torch.Tensor, start_block: int, edit: SiteEdit | None,
+             block_kwargs: dict | None = None, stop_block: int | None = None) -> torch.Tensor:
+    """Run blocks ``start_block..`` on ``resid``, calling ``edit`` at each site reached.
+
+    A site whose ``n_blocks_before == start_block`` is edited before the first block.
+    Returns logits ``[b, p, d_vocab]``, or the residual after ``stop_block`` blocks if given.
+    """
+    kwargs = block_kwargs or {}
+    by_block = {s.n_blocks_before: i for i, s in enumerate(sites)}
+    end = model.cfg.n_layers if stop_block is None else stop_block
+    for b in range(start_block, end + 1):
+        if b in by_block and edit is not None:
+            resid = edit(by_block[b], resid)
+        if b == end:
+            break
+        resid = model.blocks[b](resid, **kwargs)
+    if stop_block is not None:
+        return resid
+    return model.unembed(model.ln_final(resid))
+
+
+def forward(model, sites: list[Site], tokens: torch.Tensor, edit: SiteEdit | None = None) -> torch.Tensor:
+    """Spliced forward from tokens ``[b, p]`` to logits ``[b, p, d_vocab]``."""
+    resid, kwargs = embed(model, tokens)
+    return run_from(model, sites, resid, 0, edit, kwargs)
+
+
+def check_finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """Raise :class:`NumericalError` if ``t`` holds NaN or inf."""
+    if not torch.isfinite(t).all():
+        raise NumericalError(f"NaN or inf in {what}; check the SAE weights and prompts")
+    return t
+
+
+@dataclass
+class SiteRecord:
+    """Clean/corrupted state of one site: ``x``, ``f`` ``[b, p, d_sae]``, ``err`` ``[b, p, d_model]``."""
+
+    x: torch.Tensor
+    f: torch.Tensor
+    err: torch.Tensor
+
+
+def record_run(model, sites: list[Site], tokens: torch.Tensor) -> tuple[torch.Tensor, list[SiteRecord]]:
+    """No-grad spliced run keeping every site's ``x``, ``f`` and ``ε``; returns ``(logits, records)``."""
+    records: list[SiteRecord] = []
+
+    def edit(i: int, x: torch.Tensor) -> torch.Tensor:
+        f, err = encode(sites[i], x)
+        check_finite(f, f"SAE features at {sites[i].hook_name}")
+        records.append(SiteRecord(x, f, err))
+        return x
+
+    with torch.no_grad():
+        logits = forward(model, sites, tokens, edit)
+    return check_finite(logits, "logits"), records

@@ -1,0 +1,191 @@
+"""Node and edge attribution on tiny models, checked against independent TransformerLens-hook computations."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from sfc_core import attribution as A
+from sfc_core.edges import EMBED, METRIC, edge_effects
+from sfc_core.errors import IncompatibleSAEError, InputError
+from sfc_core.splice import encode, make_sites
+from tests.tiny import tiny_batch, tiny_model, tiny_sae, tiny_setup
+
+
+def _logit_diff_tl(model, tokens, batch, hooks=()):
+    """Reference metric with TransformerLens hooks: logit diff at last_pos, per pair."""
+    logits = model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+    rows = torch.arange(len(tokens))
+    last = logits[rows, batch.last_pos]
+    return last[rows, batch.answer_ids] - last[rows, batch.wrong_ids]
+
+
+def _add_hook(delta):
+    def hook(act, hook):  # noqa: ARG001
+        return act + delta
+    return hook
+
+
+@pytest.mark.parametrize("kind", ["standard", "topk", "jumprelu", "gated"])
+def test_spliced_run_equals_model_and_reconstructs(kind):
+    model = tiny_model()
+    sae = tiny_sae(kind=kind, hook="blocks.1.hook_resid_post")
+    batch = tiny_batch()
+    runs = A.prepare_runs(model, {"blocks.1.hook_resid_post": sae}, batch)
+    ref = _logit_diff_tl(model, batch.clean_tokens, batch)
+    torch.testing.assert_close(runs.m_clean, ref, atol=1e-9, rtol=1e-9)
+    rec = runs.clean[0]
+    assert rec.f.shape == (4, 7, 24) and rec.err.shape == (4, 7, 16)
+    assert torch.all(rec.f[:, 0] == 0)  # BOS is not a node
+    W = A.effective_decoder(sae)
+    torch.testing.assert_close(rec.f @ W + sae.decode(torch.zeros(1, 24, dtype=W.dtype)) + rec.err, rec.x)
+
+
+def test_exact_matches_hooked_patch():
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    hook = "blocks.1.hook_resid_post"
+    site = 1
+    feat = int(torch.argmax((runs.corrupted[site].f - runs.clean[site].f).abs().sum((0, 1))))
+    nodes = [A.NodeKey(site, feat), A.NodeKey(site, 24), A.NodeKey(0, 24, position=2)]
+    got = A.exact_effects(runs, nodes)
+    W = A.effective_decoder(saes[hook])
+    deltas = [
+        (hook, (runs.corrupted[site].f - runs.clean[site].f)[..., feat, None] * W[feat]),
+        (hook, runs.corrupted[site].err - runs.clean[site].err),
+        ("blocks.0.hook_resid_post", torch.zeros_like(runs.clean[0].err)),
+    ]
+    d = runs.corrupted[0].err - runs.clean[0].err
+    deltas[2][1][:, 2] = d[:, 2]
+    for g, (h, delta) in zip(got, deltas):
+        delta = delta * batch.valid_mask[..., None]
+        ref = (_logit_diff_tl(model, batch.clean_tokens, batch, [(h, _add_hook(delta))]) - runs.m_clean).mean()
+        assert abs(float(g) - float(ref)) < 1e-9
+    assert abs(float(got[0])) > 1e-4  # the test patches something that matters
+
+
+def test_atp_is_the_first_order_term():
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    attr = A.atp(runs)
+    site, hook = 0, "blocks.0.hook_resid_post"
+    W = A.effective_decoder(saes[hook])
+    df = (runs.corrupted[site].f - runs.clean[site].f) * batch.valid_mask[..., None]
+    feat = int(torch.argmax(attr.effects[site][:-1].abs()))
+    eps = 1e-6
+    delta = eps * df[..., feat, None] * W[feat]
+    fd = (_logit_diff_tl(model, batch.clean_tokens, batch, [(hook, _add_hook(delta))]) - runs.m_clean).mean() / eps
+    assert attr.effects[site].shape == (25,)
+    assert abs(float(attr.effects[site][feat]) - float(fd)) < 1e-5 * max(1.0, abs(float(fd)))
+
+
+def test_ig_sums_to_the_site_patch():
+    """Completeness of IG: Σ over a site's nodes ≈ m(clean | site := corrupted) − m(clean)."""
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    attr = A.ig(runs, steps=400)
+    for site, hook in enumerate(saes):
+        delta = (runs.corrupted[site].x - runs.clean[site].x) * batch.valid_mask[..., None]
+        ref = (_logit_diff_tl(model, batch.clean_tokens, batch, [(hook, _add_hook(delta))]) - runs.m_clean).mean()
+        total = float(attr.effects[site].sum())
+        assert abs(total - float(ref)) < 0.02 * abs(float(ref)) + 1e-3, (hook, total, float(ref))
+
+
+def test_positions_kept_sum_to_aggregate():
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    agg, per_pos = A.atp(runs, "sum"), A.atp(runs, "none")
+    for a, p in zip(agg.effects, per_pos.effects):
+        assert p.shape == (7, 25)
+        torch.testing.assert_close(p.sum(0), a)
+
+
+def test_edges_sum_to_downstream_node_change():
+    """Σ_u IE(u → d) over every upstream node = ∇_d m · (d(x_up + Δx_up) − d(x_up)) to first order."""
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    attr = A.atp(runs)
+    up = [A.NodeKey(0, k) for k in range(25)]
+    feat = int(torch.argmax(attr.effects[1][:-1].abs()))
+    down = [A.NodeKey(1, feat), A.NodeKey(1, 24)]
+    effects = {n: float(attr.effects[n.site][n.feature]) for n in up + down}
+    edges, _ = edge_effects(runs, up + down, effects)
+    grads = A.clean_gradients(runs)
+    site1 = runs.sites[1]
+    eps = 1e-6
+    x0 = runs.clean[0].x
+    dx = (runs.corrupted[0].x - x0) * batch.valid_mask[..., None]
+
+    def downstream(x):
+        from sfc_core.splice import run_from
+        x1 = run_from(model, runs.sites, x, 1, None, stop_block=2)
+        return encode(site1, x1)
+
+    f_a, e_a = downstream(x0)
+    f_b, e_b = downstream(x0 + eps * dx)
+    g_f = grads[1] @ A.effective_decoder(site1.sae).T
+    ref_feat = ((g_f[..., feat] * (f_b[..., feat] - f_a[..., feat]) / eps) * batch.valid_mask).sum(1).mean()
+    ref_err = ((grads[1] * (e_b - e_a) / eps).sum(-1) * batch.valid_mask).sum(1).mean()
+    got_feat = sum(w for (u, d), w in edges.items() if d == down[0] and u != EMBED)
+    got_err = sum(w for (u, d), w in edges.items() if d == down[1] and u != EMBED)
+    assert abs(got_feat - float(ref_feat)) < 1e-4 * max(1, abs(float(ref_feat)))
+    assert abs(got_err - float(ref_err)) < 1e-4 * max(1, abs(float(ref_err)))
+    assert edges[(down[0], METRIC)] == effects[down[0]]
+    assert (EMBED, up[3]) in edges
+
+
+def test_bad_inputs():
+    model, saes, batch = tiny_setup()
+    with pytest.raises(InputError, match="at least one SAE"):
+        A.prepare_runs(model, {}, batch)
+    with pytest.raises(InputError, match="unknown or unsupported hook point"):
+        make_sites(model, {"blocks.9.hook_resid_post": saes["blocks.0.hook_resid_post"]})
+    with pytest.raises(IncompatibleSAEError):
+        make_sites(model, {"blocks.0.hook_resid_post": tiny_sae(d_in=8)})
+    runs = A.prepare_runs(model, saes, batch)
+    with pytest.raises(InputError, match="unknown method"):
+        A.attribute(runs, "magic")
+    with pytest.raises(InputError, match="aggregation"):
+        A.atp(runs, "max")
+    with pytest.raises(InputError, match="metric"):
+        A.prepare_runs(model, saes, batch, metric="accuracy")
+
+
+def test_nan_activations_are_refused():
+    from sfc_core.errors import NumericalError
+
+    model, saes, batch = tiny_setup()
+    with torch.no_grad():
+        saes["blocks.1.hook_resid_post"].W_enc[0, 0] = float("nan")
+    with pytest.raises(NumericalError, match="NaN or inf"):
+        A.prepare_runs(model, saes, batch)
+
+
+def test_parallel_threads_match_sequential():
+    """Two different attributions on one shared model in parallel threads give the sequential numbers."""
+    model = tiny_model()
+    sae_sets = [
+        {"blocks.0.hook_resid_post": tiny_sae(hook="blocks.0.hook_resid_post", seed=1)},
+        {"blocks.1.hook_resid_post": tiny_sae(kind="topk", hook="blocks.1.hook_resid_post", seed=2),
+         "blocks.2.hook_resid_post": tiny_sae(hook="blocks.2.hook_resid_post", seed=3)},
+    ]
+    batches = [tiny_batch(seed=1), tiny_batch(seed=2)]
+    methods = ["ig", "atp"]
+
+    def job(j):
+        runs = A.prepare_runs(model, sae_sets[j], batches[j])
+        return [e.clone() for e in A.attribute(runs, methods[j], steps=20).effects]
+
+    sequential = [job(0), job(1)]
+    results: dict[int, list] = {}
+    for _ in range(3):
+        threads = [threading.Thread(target=lambda j=j: results.__setitem__(j, job(j))) for j in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for j in range(2):
+            for a, b in zip(results[j], sequential[j]):
+                assert torch.equal(a, b)

@@ -1,0 +1,133 @@
+"""Circuit selection, graph, sfc-circuit/1 round trip, and faithfulness/completeness on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sfc_core import attribution as A
+from sfc_core import circuit as C
+from sfc_core import evaluation as E
+from sfc_core.edges import edge_effects
+from sfc_core.errors import InputError
+from tests.tiny import tiny_setup
+
+
+@pytest.fixture(scope="module")
+def runs():
+    model, saes, batch = tiny_setup()
+    return A.prepare_runs(model, saes, batch)
+
+
+def test_select_rules(runs):
+    attr = A.atp(runs)
+    flat = torch.cat([e.abs() for e in attr.effects])
+    top = C.select_nodes(attr, top_k=5)
+    assert len(top) == 5
+    got = sorted((abs(C.node_value(attr.effects, n)) for n in top), reverse=True)
+    assert got == pytest.approx(torch.sort(flat, descending=True).values[:5].tolist())
+    thr = float(torch.sort(flat, descending=True).values[7])
+    assert len(C.select_nodes(attr, node_threshold=thr)) == int((flat >= thr).sum())
+    per = C.select_nodes(attr, top_k_per_layer=3)
+    assert sorted(n.site for n in per) == [0, 0, 0, 1, 1, 1]
+    for bad in ({}, {"top_k": 3, "node_threshold": 0.1}, {"top_k": 0}, {"node_threshold": -1.0}):
+        with pytest.raises(InputError):
+            C.select_nodes(attr, **bad)
+
+
+def test_graph_stats_and_json_round_trip(runs, tmp_path):
+    attr = A.atp(runs)
+    nodes = C.select_nodes(attr, top_k=8)
+    effects = {n: C.node_value(attr.effects, n) for n in nodes}
+    edges, _ = edge_effects(runs, nodes, effects)
+    G = C.build_graph(attr, nodes, edges, edge_threshold=0.0, metadata={"model": "tiny", "method": "atp"}, n_layers=3)
+    stats = C.circuit_stats(G)
+    assert stats["nodes"] == 8
+    assert stats["edges"] == G.number_of_edges() > 0
+    assert sum(stats["nodes_per_layer"].values()) == 8
+    G.graph["scores"] = {"faithfulness": 0.5, "completeness": 0.1}
+    path = tmp_path / "c.json"
+    C.save_circuit(G, path)
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "sfc-circuit/1" and doc["metadata"]["model"] == "tiny"
+    G2 = C.load_circuit(path)
+    assert C.to_json(G2) == C.to_json(G)
+    keys = C.circuit_nodes(G2, attr.hook_names, attr.d_sae)
+    assert set(keys) == set(nodes)
+    # thresholded edges are a subset
+    G3 = C.build_graph(attr, nodes, edges, edge_threshold=1e9)
+    assert G3.number_of_edges() == 0
+
+
+def test_load_circuit_bad_input(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        C.load_circuit(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        C.load_circuit(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="not a circuit"):
+        C.load_circuit('{"schema": "other"}')
+    with pytest.raises(InputError, match="names a node"):
+        C.load_circuit('{"schema": "sfc-circuit/1", "nodes": [], "edges": [{"source": "a", "target": "b", "weight": 1}]}')
+
+
+def test_faithfulness_end_points(runs):
+    every = A.all_nodes(runs)
+    scores = E.score_circuits(runs, [every, []])
+    full, empty = scores
+    assert full.faithfulness == pytest.approx(1.0, abs=1e-9)
+    assert full.completeness == pytest.approx(0.0, abs=1e-9)
+    assert empty.faithfulness == pytest.approx(0.0, abs=1e-9)
+    assert empty.completeness == pytest.approx(1.0, abs=1e-9)
+    assert full.m_full == pytest.approx(float(runs.m_clean.mean()), abs=1e-9)
+
+
+def test_mean_ablation_is_the_corrupted_mean(runs):
+    """With one site and only ε kept, the site's features are replaced by their corrupted-token means."""
+    means = E.ablation_means(runs, "mean")
+    rec = runs.corrupted[0]
+    m = runs.mask[..., None]
+    ref = (rec.f * m).sum((0, 1)) / m.sum()
+    torch.testing.assert_close(means.f[0], ref)
+    zero = E.ablation_means(runs, "zero")
+    assert float(zero.f[1].abs().sum()) == 0.0
+    with pytest.raises(InputError):
+        E.ablation_means(runs, "resample")
+
+
+def test_ablated_metric_matches_hooked_reference(runs):
+    """Keep two features at site 0 and everything at site 1; compare with a hand-written TL hook run."""
+    model = runs.model
+    means = E.ablation_means(runs, "mean")
+    site0 = runs.sites[0]
+    keep_feats = [0, 3]
+    nodes = [A.NodeKey(0, k) for k in keep_feats] + [A.NodeKey(1, k) for k in range(runs.sites[1].d_sae + 1)]
+    got = E.ablated_metric(runs, [E.keep_masks(runs, nodes)], means)[0]
+
+    def hook(act, hook):  # noqa: ARG001
+        f = site0.sae.encode(act)
+        f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], 1)
+        err = act - site0.sae.decode(f)
+        keep = torch.zeros(f.shape[-1], dtype=torch.bool)
+        keep[keep_feats] = True
+        new = site0.sae.decode(torch.where(keep, f, means.f[0])) + means.err[0]
+        return torch.cat([act[:, :1], new[:, 1:]], 1)
+
+    b = runs.batch
+    logits = model.run_with_hooks(b.clean_tokens, fwd_hooks=[(site0.hook_name, hook)])
+    rows = torch.arange(b.n)
+    last = logits[rows, b.last_pos]
+    ref = (last[rows, b.answer_ids] - last[rows, b.wrong_ids]).mean()
+    assert float(got) == pytest.approx(float(ref), abs=1e-9)
+
+
+def test_curve_and_random_baseline(runs):
+    attr = A.atp(runs)
+    curve = E.faithfulness_curve(runs, attr.effects, [1, 5, 50])
+    assert curve["sizes"] == [1, 5, 50]
+    assert len(curve["faithfulness"]) == 3 and len(curve["random_faithfulness"]) == 3
+    assert all(isinstance(v, float) for v in curve["faithfulness"])
+    with pytest.raises(InputError):
+        E.faithfulness_curve(runs, attr.effects, [])

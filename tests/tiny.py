@@ -1,0 +1,81 @@
+"""Tiny TransformerLens models, SAEs and pair batches built in the tests (no assets needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+
+def tiny_model(n_layers: int = 3, d_model: int = 16, d_vocab: int = 23, seed: int = 0, dtype=torch.float64):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(seed)
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers, d_model=d_model, n_heads=2, d_head=d_model // 2, d_mlp=2 * d_model,
+        d_vocab=d_vocab, n_ctx=16, act_fn="gelu", normalization_type="LN", positional_embedding_type="standard",
+        dtype=dtype, seed=seed,
+    )
+    model = HookedTransformer(cfg)
+    # Larger-than-default weights so that patches move the metric measurably.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(4.0)
+    model.eval()
+    return model
+
+
+def tiny_sae(d_in: int = 16, d_sae: int = 24, kind: str = "standard", hook: str = "blocks.0.hook_resid_post",
+             seed: int = 0, dtype: str = "float64", k: int = 6):
+    import sae_lens
+
+    torch.manual_seed(seed)
+    if kind == "topk":
+        cfg = sae_lens.TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype=dtype)
+        sae = sae_lens.TopKSAE(cfg)
+    elif kind == "jumprelu":
+        cfg = sae_lens.JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype=dtype)
+        sae = sae_lens.JumpReLUSAE(cfg)
+    elif kind == "gated":
+        cfg = sae_lens.GatedSAEConfig(d_in=d_in, d_sae=d_sae, dtype=dtype)
+        sae = sae_lens.GatedSAE(cfg)
+    else:
+        cfg = sae_lens.StandardSAEConfig(d_in=d_in, d_sae=d_sae, dtype=dtype)
+        sae = sae_lens.StandardSAE(cfg)
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            if name.startswith("W_"):
+                p.copy_(torch.randn_like(p) * 0.3)
+            elif name == "threshold":
+                p.fill_(0.05)
+            else:
+                p.zero_()
+    sae.cfg.metadata.hook_name = hook
+    return sae
+
+
+def tiny_batch(n: int = 4, length: int = 7, d_vocab: int = 23, seed: int = 0):
+    """Random clean prompts; corrupted = clean with two positions changed; BOS = 0 first."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, d_vocab, (n, length), generator=g)
+    clean[:, 0] = 0
+    corr = clean.clone()
+    corr[:, 2] = (clean[:, 2] + 5) % (d_vocab - 1) + 1
+    corr[:, length - 2] = (clean[:, length - 2] + 3) % (d_vocab - 1) + 1
+    last_pos = torch.full((n,), length - 1)
+    last_pos[0] = length - 2  # one shorter row (right padding after it)
+    mask = torch.arange(length)[None] <= last_pos[:, None]
+    mask[:, 0] = False
+    return SimpleNamespace(
+        clean_tokens=clean, corrupted_tokens=corr, last_pos=last_pos,
+        answer_ids=torch.randint(0, d_vocab, (n,), generator=g), wrong_ids=torch.randint(0, d_vocab, (n,), generator=g),
+        valid_mask=mask, n=n,
+    )
+
+
+def tiny_setup(kinds=("standard", "topk"), layers=(0, 1), seed: int = 0):
+    model = tiny_model(seed=seed)
+    saes = {f"blocks.{L}.hook_resid_post": tiny_sae(kind=k, hook=f"blocks.{L}.hook_resid_post", seed=seed + L)
+            for L, k in zip(layers, kinds)}
+    return model, saes, tiny_batch(seed=seed)
