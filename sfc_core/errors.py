@@ -28,3 +28,7 @@ class IncompatibleSAEError(InputError):
 
 class NumericalError(SFCError):
     """NaN or inf appeared in activations, gradients or metrics."""
+
+
+class ExportError(SFCError):
+    """An export format could not be produced (e.g. static images need Chromium for kaleido)."""

@@ -58,24 +58,34 @@ def _histograms(acts_per_latent: list[torch.Tensor], d_sae: int) -> tuple[torch.
     return counts, edges
 
 
-def sae_activations(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs: int = 16) -> torch.Tensor:
-    """Latent activations ``[n_seq, seq_len, d_sae]`` (fp16; BOS position set to 0)."""
-    stop = int(hook_name.split(".")[1]) + 1
+def sae_activations(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs: int = 16,
+                    progress=None) -> torch.Tensor:
+    """Latent activations ``[n_seq, seq_len, d_sae]`` (fp16; BOS position set to 0).
+
+    Runs the blocks directly (no hooks), so it is safe next to other sessions' calls.
+    Args:
+        progress: optional ``callable(done_seqs, total_seqs)``.
+    """
+    from .splice import blocks_before, embed, run_from
+
+    stop = blocks_before(hook_name, model.cfg.n_layers)
     out = []
     for b in range(0, len(tokens), batch_seqs):
         with torch.inference_mode():
-            _, cache = model.run_with_cache(tokens[b:b + batch_seqs].long(), names_filter=[hook_name],
-                                            stop_at_layer=stop)
-            f = sae.encode(cache[hook_name].float())
+            resid, _ = embed(model, tokens[b:b + batch_seqs].long())
+            x = run_from(model, [], resid, 0, None, stop_block=stop)
+            f = sae.encode(x.to(sae.W_enc.dtype)).float()
             f[:, 0] = 0
             out.append(f.half())
+        if progress:
+            progress(min(b + batch_seqs, len(tokens)), len(tokens))
     return torch.cat(out)
 
 
 def build_sae_index(model, sae, hook_name: str, tokens: torch.Tensor, top_k: int = 20,
-                    window: tuple[int, int] = (10, 4)) -> dict[str, torch.Tensor]:
+                    window: tuple[int, int] = (10, 4), progress=None) -> dict[str, torch.Tensor]:
     """Index tensors of one SAE over held-out ``tokens`` ``[n_seq, seq_len]`` (see module doc)."""
-    acts = sae_activations(model, sae, hook_name, tokens)  # [n, s, d]
+    acts = sae_activations(model, sae, hook_name, tokens, progress=progress)  # [n, s, d]
     n_seq, seq_len, d_sae = acts.shape
     per_seq_max, per_seq_pos = acts.float().max(dim=1)  # [n, d]
     k = min(top_k, n_seq)

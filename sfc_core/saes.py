@@ -9,6 +9,7 @@ TransformerLens hook point it reads. :func:`check_fits` refuses an SAE whose
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +196,44 @@ def load_sae_release(model, release: str, sae_id: str, device: str = "cpu") -> L
 
 def sae_weights_dtype(sae) -> torch.dtype:
     return sae.W_dec.dtype
+
+
+def _layer_of_sae_id(sae_id: str) -> int | None:
+    """Layer number in an SAE Lens id such as ``blocks.8.hook_resid_pre`` or ``layer_5/width_16k/...``."""
+    m = re.search(r"(?:blocks\.|layer_|layers\.|L)(\d+)", sae_id)
+    return int(m.group(1)) if m else None
+
+
+def load_release_layers(model, release: str, layers: list[int] | None, device: str = "cpu") -> dict[str, LoadedSAE]:
+    """Load one SAE per requested layer from an SAE Lens release (the first id naming that layer).
+
+    Raises:
+        InputError: unknown release, no ``layers`` given, or a layer with no SAE in the release.
+        OfflineError / IncompatibleSAEError: see :func:`load_sae_release`.
+    """
+    releases = known_releases()
+    if release not in releases:
+        raise InputError(f"unknown SAE Lens release '{release}' (the offline default uses the bundled SAEs)")
+    if not layers:
+        raise InputError(f"choose --layers for release '{release}'")
+    ids = list(releases[release].saes_map)
+    out = {}
+    for layer in layers:
+        match = [i for i in ids if _layer_of_sae_id(i) == layer]
+        if not match:
+            raise InputError(f"release '{release}' has no SAE at layer {layer}")
+        loaded = load_sae_release(model, release, match[0], device)
+        out[loaded.hook_name] = loaded
+    return dict(sorted(out.items(), key=lambda kv: hook_layer(kv[0])))
+
+
+def load_sae_by_source(model, source: str, device: str = "cpu") -> LoadedSAE:
+    """Load an SAE from a circuit file's ``source``: ``"<release>/<sae_id>"`` or a folder path.
+
+    Raises:
+        InputError: neither a known release nor an existing folder.
+    """
+    release, _, sae_id = source.partition("/")
+    if release in known_releases() and sae_id:
+        return load_sae_release(model, release, sae_id, device)
+    return load_sae_folder(model, source, device)

@@ -1,0 +1,282 @@
+"""Exports of a circuit graph and its figure: GraphML, CSV, standalone HTML, PNG/SVG, Neuronpedia JSON.
+
+All functions return the file content (``bytes`` / ``str`` / ``dict``) and never write files themselves, so
+the app can hand them to ``st.download_button`` and the CLI to ``Path.write_*``; :func:`safe_filename`
+makes a download name. No Streamlit import.
+
+Static images (:func:`to_image`) go through kaleido 1.x, which drives a Chrome/Chromium browser; where none
+is installed an :class:`~sfc_core.errors.ExportError` says so (HTML export always works offline).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import shutil
+
+import networkx as nx
+import pandas as pd
+
+from .errors import ExportError
+
+EMBED = "embed"
+METRIC = "metric"
+
+_BROWSER_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome",
+                       "/usr/bin/google-chrome-stable")
+_NO_BROWSER = ("static image export needs Chromium (apt install chromium) or Chrome for kaleido; "
+               "use the HTML export instead")
+
+
+# ------------------------------------------------------------------ helpers
+def _scalar(v):
+    """A GraphML-writable scalar (str/int/float/bool) or ``None`` to drop the attribute."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        return None if math.isnan(v) else float(v)
+    if hasattr(v, "item") and callable(v.item):  # numpy / torch scalars
+        try:
+            return _scalar(v.item())
+        except (TypeError, ValueError):
+            pass
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, default=str)
+
+
+def _jsonable(v):
+    return json.loads(json.dumps(v, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+# ------------------------------------------------------------------ GraphML / CSV
+def to_graphml(G: nx.DiGraph) -> bytes:
+    """GraphML of ``G``. ``None`` attributes are dropped, ``feature`` is always written as a string (it mixes
+    ints and ``"error"``/``"embed"``/``"metric"``), other non-scalars as JSON text, and the whole
+    ``G.graph`` metadata dict as one JSON string graph attribute ``metadata``."""
+    H = nx.DiGraph()
+    H.graph["metadata"] = json.dumps(_jsonable(dict(G.graph)))
+    for key in ("model", "method", "metric"):
+        if isinstance(G.graph.get(key), str):
+            H.graph[key] = G.graph[key]
+    for n, d in G.nodes(data=True):
+        attrs = {}
+        for k, v in d.items():
+            v = str(v) if k == "feature" and v is not None else _scalar(v)
+            if v is not None:
+                attrs[k] = v
+        H.add_node(str(n), **attrs)
+    for u, v, d in G.edges(data=True):
+        attrs = {k: s for k, s in ((k, _scalar(x)) for k, x in d.items()) if s is not None}
+        if "weight" in attrs and not isinstance(attrs["weight"], bool):
+            attrs["weight"] = float(attrs["weight"])
+        H.add_edge(str(u), str(v), **attrs)
+    buf = io.BytesIO()
+    nx.write_graphml(H, buf, encoding="utf-8", prettyprint=True)
+    return buf.getvalue()
+
+
+_NODE_COLUMNS = ("id", "hook_name", "layer", "site", "feature", "position", "effect", "activation")
+
+
+def to_csv(G: nx.DiGraph) -> tuple[str, str]:
+    """``(nodes_csv, edges_csv)``: one row per node (``id, hook_name, layer, site, feature, position, effect,
+    activation`` then any extra attributes) and per edge (``source, target, weight`` then extras)."""
+    rows = [{"id": n, **{k: d.get(k) for k in _NODE_COLUMNS[1:]},
+             **{k: _scalar(v) for k, v in d.items() if k not in _NODE_COLUMNS}} for n, d in G.nodes(data=True)]
+    nodes = pd.DataFrame(rows, columns=None if rows else list(_NODE_COLUMNS))
+    if rows:
+        extra = [c for c in nodes.columns if c not in _NODE_COLUMNS]
+        nodes = nodes[list(_NODE_COLUMNS) + extra]
+    erows = [{"source": u, "target": v, "weight": d.get("weight"),
+              **{k: _scalar(x) for k, x in d.items() if k != "weight"}} for u, v, d in G.edges(data=True)]
+    edges = pd.DataFrame(erows, columns=None if erows else ["source", "target", "weight"])
+    return nodes.to_csv(index=False), edges.to_csv(index=False)
+
+
+# ------------------------------------------------------------------ HTML / images
+def to_html(fig) -> str:
+    """A standalone HTML page of ``fig`` with plotly.js inlined (works offline, no CDN script)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def _find_browser() -> str | None:
+    """Path of a Chrome/Chromium kaleido can drive, or ``None``."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and os.path.isfile(env) and os.access(env, os.X_OK):
+        return env
+    for path in _BROWSER_CANDIDATES:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:  # a Chrome fetched with `plotly_get_chrome` / `kaleido.get_chrome_sync()`
+        from choreographer.browsers.chromium import Chromium
+
+        found = Chromium.find_browser(skip_local=False)  # type: ignore[attr-defined]
+        if found and os.path.isfile(str(found)):
+            return str(found)
+    except Exception:  # noqa: BLE001 - optional, version-dependent lookup
+        pass
+    return None
+
+
+def to_image(fig, fmt: str = "png", width: int | None = None, height: int | None = None,
+             scale: float = 2.0) -> bytes:
+    """PNG or SVG bytes of ``fig`` via kaleido.
+
+    Raises:
+        ExportError: unknown format, no Chrome/Chromium found, or kaleido failed.
+    """
+    fmt = (fmt or "").lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise ExportError(f"image format must be png or svg, not {fmt!r}")
+    browser = _find_browser()
+    if browser is None:
+        raise ExportError(_NO_BROWSER)
+    if not os.path.isfile(os.environ.get("BROWSER_PATH") or ""):
+        os.environ["BROWSER_PATH"] = browser
+    try:
+        data = fig.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
+    except Exception as exc:  # noqa: BLE001 - kaleido/choreographer raise many kinds
+        msg = str(exc).strip().splitlines()
+        first = next((line for line in msg if line.strip()), type(exc).__name__)
+        raise ExportError(f"static image export failed ({first.strip()}); {_NO_BROWSER}") from None
+    return data if isinstance(data, bytes) else str(data).encode()
+
+
+# ------------------------------------------------------------------ Neuronpedia
+def _slugify(text: str) -> str:
+    s = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return re.sub(r"-{2,}", "-", s)[:60].strip("-") or "sfc-circuit"
+
+
+def to_neuronpedia(G: nx.DiGraph, slug: str | None = None) -> dict:
+    """``G`` in the circuit-tracer / Neuronpedia attribution-graph JSON format.
+
+    Top level: ``metadata`` (``slug, scan`` = model, ``prompt, prompt_tokens, node_threshold,
+    schema_version`` 1, ``info`` with creator and method), ``qParams``, ``nodes``, ``links``.
+
+    Node choices (documented here because SAE circuits differ from transcoder graphs):
+
+    * ``layer`` is a **string** as in circuit-tracer: ``"7"`` for features and error nodes, ``"E"`` for the
+      embedding, and ``str(n_layers + 1)`` for the metric (circuit-tracer puts logit nodes one past the
+      last layer).
+    * ``feature_type``: ``"sae feature"``, ``"sae error"``, ``"embedding"``, ``"logit"`` (the metric).
+    * ``node_id`` = ``"{layer}_{feature}_{ctx_idx}"`` (``feature`` = ``"error"`` for ε, ``0`` for embed and
+      metric); where a layer has several hook points the feature part is qualified with the hook's short
+      name (``"7_mlp_out.12_0"``) to stay unique. ``jsNodeId`` is the same with ``-`` before ``ctx_idx``.
+      ``sfc_id`` keeps the original graph id.
+    * ``ctx_idx`` = the node's position, or 0 (the metric: the last prompt token when positions are known).
+    * ``influence`` = the signed indirect effect (``None`` for embed / metric); ``activation`` as in ``G``.
+    * ``clerp`` = ``G.nodes[n]["label"]`` (or ``"clerp"``) when present, else ``""``.
+    """
+    meta = dict(G.graph)
+    n_layers = int(meta.get("n_layers") or 0)
+    method = meta.get("method") or ""
+    model = str(meta.get("model") or "")
+    prompt_tokens = list(meta.get("prompt_tokens") or [])
+    positions = [d.get("position") for _, d in G.nodes(data=True) if d.get("position") is not None]
+    last_ctx = len(prompt_tokens) - 1 if prompt_tokens else (max(positions) if positions else 0)
+
+    hooks_per_layer: dict[int, set] = {}
+    for n, d in G.nodes(data=True):
+        if n not in (EMBED, METRIC) and d.get("feature") not in ("embed", "metric"):
+            hooks_per_layer.setdefault(d.get("layer"), set()).add(d.get("hook_name"))
+
+    id_map: dict[str, str] = {}
+    nodes = []
+    used: set[str] = set()
+    for n, d in G.nodes(data=True):
+        feat = d.get("feature")
+        pos = d.get("position")
+        if n == EMBED or feat == "embed":
+            layer, ftype, fval, fpart = "E", "embedding", 0, "0"
+            ctx = int(pos) if pos is not None else 0
+        elif n == METRIC or feat == "metric":
+            layer, ftype, fval, fpart = str(n_layers + 1), "logit", 0, "0"
+            ctx = int(pos) if pos is not None else int(last_ctx)
+        else:
+            layer = str(d.get("layer"))
+            ftype = "sae error" if feat == "error" else "sae feature"
+            fval = -1 if feat == "error" else int(feat)
+            fpart = "error" if feat == "error" else str(int(feat))
+            if len(hooks_per_layer.get(d.get("layer"), ())) > 1:
+                short = str(d.get("hook_name") or "").split(".")[-1].removeprefix("hook_")
+                fpart = f"{short}.{fpart}"
+            ctx = int(pos) if pos is not None else 0
+        nid = f"{layer}_{fpart}_{ctx}"
+        base, k = nid, 1
+        while nid in used:  # never expected, but ids must be unique
+            nid = f"{base}.{k}"
+            k += 1
+        used.add(nid)
+        id_map[n] = nid
+        effect, act = d.get("effect"), d.get("activation")
+        nodes.append({
+            "node_id": nid,
+            "feature": fval,
+            "layer": layer,
+            "ctx_idx": ctx,
+            "feature_type": ftype,
+            "jsNodeId": f"{layer}_{fpart}-{ctx}" + nid[len(base):],
+            "clerp": str(d.get("label") or d.get("clerp") or ""),
+            "influence": None if ftype in ("embedding", "logit") or effect is None else float(effect),
+            "activation": None if act is None else float(act),
+            "is_target_logit": ftype == "logit",
+            "token_prob": 0.0,
+            "run_idx": 0,
+            "sfc_id": n,
+        })
+    links = [{"source": id_map[u], "target": id_map[v], "weight": float(d.get("weight") or 0.0)}
+             for u, v, d in G.edges(data=True)]
+    info = {
+        "creator": "SFC Explorer",
+        "creator_name": "SFC Explorer",
+        "method": method,
+        "metric": meta.get("metric") or "logit_diff",
+        "generator": {"name": "SFC Explorer", "version": "1"},
+    }
+    for key in ("saes", "n_pairs", "aggregation", "edge_threshold", "scores"):
+        if meta.get(key) is not None:
+            info[key] = _jsonable(meta[key])
+    return {
+        "metadata": {
+            "slug": _slugify(slug) if slug else _slugify(f"sfc-{model}-{method}"),
+            "scan": model,
+            "prompt": str(meta.get("prompt", "")),
+            "prompt_tokens": [str(t) for t in prompt_tokens],
+            "node_threshold": meta.get("node_threshold"),
+            "schema_version": 1,
+            "info": info,
+        },
+        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "",
+                    "sparsityThreshold": None},
+        "nodes": nodes,
+        "links": links,
+    }
+
+
+# ------------------------------------------------------------------ file names
+def safe_filename(name: str, ext: str) -> str:
+    """A download file name from ``name``: characters outside ``[A-Za-z0-9._-]`` become ``_``, no leading
+    dots, at most 80 characters including ``.ext``, never empty (``"circuit"``)."""
+    ext = re.sub(r"[^A-Za-z0-9]", "", str(ext or ""))[:10]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name or ""))
+    stem = re.sub(r"\.{2,}", ".", stem).lstrip("._-")
+    if ext and stem.lower().endswith("." + ext.lower()):
+        stem = stem[: -len(ext) - 1]
+    stem = stem.rstrip(".") or "circuit"
+    room = 80 - (len(ext) + 1 if ext else 0)
+    stem = stem[:room].rstrip(".") or "circuit"
+    return f"{stem}.{ext}" if ext else stem

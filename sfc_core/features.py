@@ -1,0 +1,207 @@
+"""What one feature is and does: top activating examples, logit effects, ablation and steering.
+
+* Examples, density, histogram and logit effects come from the bundle's feature index
+  (:mod:`sfc_core.feature_index`) or, for other SAEs, are computed over a corpus once and cached.
+* Ablation: the feature set to 0 (zero ablation) or to its mean over the corrupted prompts
+  (mean ablation) at every real position of the clean prompts, everything downstream
+  recomputed; the metric before → after per pair (metric units) and the next-token
+  log-prob changes at the last position (nats).
+* Steering (Turner et al. 2023; Templeton et al. 2024): add ``α × d_k`` at the feature's hook
+  point at every position, ``d_k`` its decoder direction (the change of the SAE's output per unit
+  of the feature, so ``α`` is in units of the feature's activation).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from .attribution import PairRuns, effective_decoder
+from .errors import InputError
+from .feature_index import build_sae_index, load_feature_index
+from .splice import Site, blocks_before, embed, run_from
+
+#: Largest |α| accepted for steering (in units of feature activation).
+MAX_STEERING_ALPHA = 1000.0
+
+
+def check_feature(sae, feature: int) -> int:
+    """Raises InputError unless ``0 ≤ feature < d_sae``."""
+    d_sae = int(sae.cfg.d_sae)
+    try:
+        feature = int(feature)
+    except (TypeError, ValueError):
+        raise InputError(f"feature id must be an integer, not {feature!r}") from None
+    if not 0 <= feature < d_sae:
+        raise InputError(f"feature {feature} is out of range: this SAE has d_sae={d_sae}")
+    return feature
+
+
+# ------------------------------------------------------------------ examples
+_COMPUTED: dict[tuple, object] = {}
+_COMPUTED_LOCK = threading.Lock()
+
+
+@dataclass
+class ComputedIndex:
+    """A feature index computed on the fly for a non-bundled SAE (same API as FeatureIndex)."""
+
+    hook_name: str
+    tensors: dict
+    tokens: torch.Tensor
+    window: tuple[int, int] = (10, 4)
+
+
+def feature_index_for(model, loaded, corpus_tokens: torch.Tensor | None = None, progress=None):
+    """The feature index of an SAE: the shipped one for bundled SAEs, else computed over
+    ``corpus_tokens`` ``[n_seq, seq_len]`` (tokenized for ``model``) and cached per process.
+
+    Raises:
+        AssetError: a bundled index is missing. InputError: no corpus for a non-bundled SAE.
+    """
+    from .feature_index import FeatureIndex
+
+    if getattr(loaded, "source", None) == "bundled":
+        return load_feature_index(loaded.hook_name)
+    if corpus_tokens is None:
+        raise InputError("top activating examples of this SAE need a corpus to run over")
+    key = (id(loaded.sae), loaded.hook_name, tuple(corpus_tokens.shape))
+    with _COMPUTED_LOCK:
+        if key in _COMPUTED:
+            return _COMPUTED[key]
+    tensors = build_sae_index(model, loaded.sae, loaded.hook_name, corpus_tokens, progress=progress)
+    index = FeatureIndex(loaded.hook_name, tensors, corpus_tokens, (10, 4))
+    with _COMPUTED_LOCK:
+        _COMPUTED[key] = index
+    return index
+
+
+def example_tokens(tokenizer, example) -> list[str]:
+    """The example's tokens as display strings (one per token)."""
+    return [tokenizer.decode([t]) for t in example.tokens]
+
+
+def logit_effect_tokens(tokenizer, sae, W_U: torch.Tensor, feature: int, n: int = 10) -> dict[str, list]:
+    """Top promoted / suppressed tokens of a feature's direct logit effect ``d_k @ W_U`` (logits per unit)."""
+    feature = check_feature(sae, feature)
+    effects = effective_decoder(sae)[feature].float() @ W_U.float()
+    top, bottom = effects.topk(n), effects.topk(n, largest=False)
+    return {
+        "top": [(tokenizer.decode([i]), float(v)) for i, v in zip(top.indices.tolist(), top.values.tolist())],
+        "bottom": [(tokenizer.decode([i]), float(v)) for i, v in zip(bottom.indices.tolist(), bottom.values.tolist())],
+    }
+
+
+# ------------------------------------------------------------------ ablation
+def ablate_feature(runs: PairRuns, site: int, feature: int, ablation: str = "zero", top_n: int = 10) -> dict:
+    """Ablate one feature on the clean prompts of ``runs``.
+
+    Returns:
+        ``{"before": [n], "after": [n], "mean_before", "mean_after", "metric",
+        "promoted": [(token, Δlogprob)], "suppressed": [...]}`` — metric per pair before → after,
+        and the next-token log-prob changes (nats, mean over pairs) with the largest rise / fall.
+    Raises:
+        InputError: bad site, feature or ablation kind.
+    """
+    if not 0 <= site < len(runs.sites):
+        raise InputError(f"no SAE site {site}")
+    s = runs.sites[site]
+    feature = check_feature(s.sae, feature)
+    clean = runs.clean[site]
+    f_now = clean.f[..., feature]
+    if ablation == "zero":
+        target = torch.zeros_like(f_now)
+    elif ablation == "mean":
+        m = runs.mask
+        target = torch.full_like(f_now, float((runs.corrupted[site].f[..., feature] * m).sum() / m.sum()))
+    else:
+        raise InputError(f"ablation must be zero or mean, not '{ablation}'")
+    delta = ((target - f_now) * runs.mask)[..., None] * runs.decoder(site)[feature]
+    with torch.no_grad():
+        final = run_from(runs.model, runs.sites, clean.x + delta, s.n_blocks_before, None,
+                         stop_block=runs.model.cfg.n_layers)
+        after = runs.metric_from_resid(final)
+        rows = torch.arange(runs.n)
+        logits = runs.model.unembed(runs.model.ln_final(final[rows, runs.batch.last_pos][:, None]))[:, 0]
+        change = (logits.log_softmax(-1) - runs.clean_logprobs).mean(0)
+    tok = runs.model.tokenizer
+    up, down = change.topk(top_n), change.topk(top_n, largest=False)
+    return {
+        "metric": runs.metric,
+        "ablation": ablation,
+        "before": runs.m_clean.tolist(),
+        "after": after.tolist(),
+        "mean_before": float(runs.m_clean.mean()),
+        "mean_after": float(after.mean()),
+        "promoted": [(tok.decode([i]), float(v)) for i, v in zip(up.indices.tolist(), up.values.tolist())],
+        "suppressed": [(tok.decode([i]), float(v)) for i, v in zip(down.indices.tolist(), down.values.tolist())],
+    }
+
+
+# ------------------------------------------------------------------ steering
+def check_alpha(alpha: float) -> float:
+    """Raises InputError for NaN, inf or ``|α| > MAX_STEERING_ALPHA``."""
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise InputError(f"steering strength must be a number, not {alpha!r}") from None
+    if not math.isfinite(alpha):
+        raise InputError("steering strength α must be a finite number")
+    if abs(alpha) > MAX_STEERING_ALPHA:
+        raise InputError(f"steering strength |α| must be ≤ {MAX_STEERING_ALPHA:g}, not {alpha:g}")
+    return alpha
+
+
+def _steered_logits(model, site: Site, direction: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+    """Last-position logits ``[d_vocab]`` with ``direction`` added at the site (all non-BOS positions)."""
+
+    def edit(i: int, x: torch.Tensor) -> torch.Tensor:
+        if direction is None:
+            return x
+        add = direction.to(x.dtype).expand_as(x).clone()
+        add[:, 0] = 0
+        return x + add
+
+    with torch.no_grad():
+        resid, _ = embed(model, tokens)
+        final = run_from(model, [site], resid, 0, edit, stop_block=model.cfg.n_layers)
+        return model.unembed(model.ln_final(final[:, -1:]))[0, 0]
+
+
+def steer(model, loaded, feature: int, alpha: float, prompt: str, max_new_tokens: int = 20, top_n: int = 10) -> dict:
+    """Next-token top-``top_n`` before/after adding ``α × d_k`` at the feature's hook point, and a
+    greedy continuation of ``max_new_tokens`` tokens with and without steering.
+
+    Returns:
+        ``{"alpha", "before": [(token, prob)], "after": [...], "continuation_before", "continuation_after"}``.
+    Raises:
+        InputError: empty prompt, bad feature, α NaN/inf/huge, a prompt over the length limit.
+    """
+    from . import defaults
+
+    alpha = check_alpha(alpha)
+    if not prompt or not prompt.strip():
+        raise InputError("type a prompt to steer")
+    sae = loaded.sae
+    feature = check_feature(sae, feature)
+    site = Site(loaded.hook_name, blocks_before(loaded.hook_name, model.cfg.n_layers), sae)
+    tokens = model.to_tokens(prompt, prepend_bos=True)
+    if tokens.shape[1] > defaults.MAX_PROMPT_TOKENS:
+        raise InputError(f"prompt is {tokens.shape[1]} tokens; the limit is {defaults.MAX_PROMPT_TOKENS}")
+    direction = alpha * effective_decoder(sae)[feature]
+    out: dict = {"alpha": alpha, "feature": feature, "hook_name": loaded.hook_name}
+    for label, d in (("before", None), ("after", direction)):
+        probs = _steered_logits(model, site, d, tokens).float().softmax(-1)
+        top = probs.topk(top_n)
+        out[label] = [(model.tokenizer.decode([i]), float(p)) for i, p in zip(top.indices.tolist(), top.values.tolist())]
+        seq = tokens
+        for _ in range(max_new_tokens):
+            nxt = int(_steered_logits(model, site, d, seq).argmax())
+            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+            if nxt == model.tokenizer.eos_token_id:
+                break
+        out[f"continuation_{label}"] = model.tokenizer.decode(seq[0, tokens.shape[1]:])
+    return out

@@ -1,0 +1,354 @@
+"""Plotly figures of circuits and of faithfulness/completeness curves (no Streamlit import).
+
+:func:`circuit_figure` draws a circuit graph in the :mod:`sfc_core.circuit` contract:
+
+* **x** = one column per hook point, sorted by ``(layer, site)``: ``embed`` at the left, ``metric`` at the
+  right. Columns are labelled ``L7`` (or ``L7 mlp_out`` where a layer has several hook points).
+* **y**: without positions, the nodes of a column are stacked by *signed* effect, most negative (the
+  strongest carriers of the clean behaviour) at the top. With positions (``"@pos"`` nodes), the y axis is
+  split into one horizontal band per token position (labelled with ``G.graph["prompt_tokens"]`` where
+  present), and each ``(column, position)`` cell stacks its nodes by effect the same way; ``embed`` and
+  ``metric`` sit at the vertical centre.
+* **colour** = signed effect on a symmetric diverging ``RdBu`` scale (red = negative = the node carries the
+  clean behaviour, see :mod:`sfc_core.attribution`); **size** ∝ ``sqrt(|effect|)`` with a minimum size.
+* feature nodes are circles, error nodes (ε) diamonds, ``embed``/``metric`` grey squares, each kind one trace.
+* edges: line traces bucketed by sign × three ``|weight|`` bins (width and opacity grow with ``|weight|``;
+  negative red, positive blue), plus one invisible trace of edge mid-points for edge hover text.
+
+Every node point carries ``customdata=[node_id]``, so a Streamlit ``on_select`` event maps back to the node
+with :func:`node_id_from_selection`. The figure uses ``clickmode="event+select"`` and ``dragmode="pan"``
+(drag pans, click selects a node).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+
+import numpy as np
+import plotly.graph_objects as go
+
+EMBED = "embed"
+METRIC = "metric"
+
+#: Short metric names for legends (kept here so this module does not import torch via ``metrics``).
+_METRIC_LABELS = {"logit_diff": "logit diff", "prob_diff": "prob diff", "kl": "−KL(clean ‖ run)"}
+
+_RED = (178, 24, 43)
+_BLUE = (33, 102, 172)
+_GREY = "#8c8c8c"
+_MIN_SIZE, _MAX_SIZE, _SPECIAL_SIZE = 7.0, 30.0, 16.0
+_EDGE_BINS = ((1.0, 0.30), (2.5, 0.50), (4.5, 0.75))  # (line width, opacity) per |weight| tercile
+
+
+# ------------------------------------------------------------------ helpers
+def _num(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _fmt(x) -> str:
+    v = _num(x)
+    return "–" if v is None else f"{v:.4g}"
+
+
+def _column_key(node: str, data: dict, n_layers: int) -> tuple:
+    if node == EMBED or data.get("feature") == "embed":
+        return (-1, -1, "")
+    if node == METRIC or data.get("feature") == "metric":
+        return (max(n_layers, int(data.get("layer") or 0)) + 1e6, 0, "")
+    layer = data.get("layer")
+    layer = int(layer) if layer is not None else -1
+    site = data.get("site")
+    site = int(site) if isinstance(site, (int, float)) and not isinstance(site, bool) else 0
+    return (layer, site, str(data.get("hook_name") or ""))
+
+
+def _column_label(key: tuple, multi_hook_layers: set[int]) -> str:
+    layer, _, hook = key
+    if layer == -1 and hook == "":
+        return "embed"
+    if layer >= 1e6:
+        return "metric"
+    if layer in multi_hook_layers and hook:
+        tail = hook.split(".")[-1]
+        return f"L{layer} {tail.removeprefix('hook_')}"
+    return f"L{layer}"
+
+
+def metric_label(metric: str | None) -> str:
+    """Short legend name of a metric (``"logit diff"`` for ``"logit_diff"``)."""
+    return _METRIC_LABELS.get(metric or "logit_diff", str(metric))
+
+
+# ------------------------------------------------------------------ circuit figure
+def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int = 600) -> go.Figure:
+    """A Plotly figure of circuit ``G`` (a ``networkx.DiGraph`` in the :mod:`sfc_core.circuit` contract).
+
+    Args:
+        G: the circuit.
+        feature_labels: optional ``node_id -> text`` shown in the hover (e.g. top logit tokens).
+        height: figure height in pixels.
+
+    Returns:
+        A figure with fewer than 12 traces; every node point has ``customdata=[node_id]``.
+    """
+    labels = feature_labels or {}
+    meta = dict(getattr(G, "graph", {}) or {})
+    n_layers = int(meta.get("n_layers") or 0)
+    metric = meta.get("metric") or "logit_diff"
+    cbar_title = f"effect on {metric_label(metric)}<br>(− = carries clean behaviour)"
+
+    if G.number_of_nodes() == 0:
+        return go.Figure(layout=dict(
+            height=height, paper_bgcolor="white", plot_bgcolor="white", xaxis={"visible": False},
+            yaxis={"visible": False},
+            annotations=[{"text": "empty circuit", "showarrow": False, "font": {"size": 16}}]))
+    traces: list = []
+
+    nodes = list(G.nodes(data=True))
+    positional = any(d.get("position") is not None for _, d in nodes)
+
+    # columns
+    keys = {n: _column_key(n, d, n_layers) for n, d in nodes}
+    hooks_per_layer: dict[int, set] = defaultdict(set)
+    for k in keys.values():
+        hooks_per_layer[k[0]].add(k[2])
+    multi = {layer for layer, hooks in hooks_per_layer.items() if len(hooks) > 1}
+    col_keys = sorted(set(keys.values()), key=lambda k: (k[0], k[1], k[2]))
+    col_index = {k: i for i, k in enumerate(col_keys)}
+
+    effect = {n: _num(d.get("effect")) for n, d in nodes}
+
+    def order(ns):  # most negative effect first (top); special / None effects last
+        return sorted(ns, key=lambda n: (effect[n] is None, effect[n] if effect[n] is not None else 0.0, n))
+
+    xy: dict[str, tuple[float, float]] = {}
+    ytick_vals: list[float] = []
+    ytick_text: list[str] = []
+    if not positional:
+        cols: dict[tuple, list] = defaultdict(list)
+        for n, _ in nodes:
+            cols[keys[n]].append(n)
+        for k, ns in cols.items():
+            ns = order(ns)
+            m = len(ns)
+            for r, n in enumerate(ns):
+                xy[n] = (float(col_index[k]), (m - 1) / 2.0 - r)
+    else:
+        cells: dict[tuple, list] = defaultdict(list)
+        special = []
+        for n, d in nodes:
+            pos = d.get("position")
+            if pos is None:
+                special.append(n)
+            else:
+                cells[(keys[n], int(pos))].append(n)
+        positions = sorted({p for _, p in cells})
+        band = {p: max(len(ns) for (k, q), ns in cells.items() if q == p) for p in positions}
+        gap = 1.0
+        top = 0.0
+        centre: dict[int, float] = {}
+        for p in positions:  # first position at the top
+            centre[p] = top - (band[p] - 1) / 2.0
+            top -= band[p] + gap
+        for (k, p), ns in cells.items():
+            ns = order(ns)
+            m = len(ns)
+            for r, n in enumerate(ns):
+                xy[n] = (float(col_index[k]), centre[p] + (m - 1) / 2.0 - r)
+        mid = (0.0 + top + gap) / 2.0
+        for n in special:
+            xy[n] = (float(col_index[keys[n]]), mid)
+        tokens = meta.get("prompt_tokens") or []
+        for p in positions:
+            ytick_vals.append(centre[p])
+            tok = tokens[p] if isinstance(tokens, (list, tuple)) and 0 <= p < len(tokens) else None
+            ytick_text.append(f"{p}: {html.escape(str(tok), quote=False)!s}" if tok is not None else f"pos {p}")
+
+    # edges
+    weights = [(u, v, _num(d.get("weight"))) for u, v, d in G.edges(data=True)]
+    wmax = max((abs(w) for _, _, w in weights if w is not None), default=0.0) or 1.0
+    buckets: dict[tuple[int, int], tuple[list, list]] = {}
+    mid_x, mid_y, mid_text = [], [], []
+    for u, v, w in weights:
+        if u not in xy or v not in xy:
+            continue
+        w0 = w if w is not None else 0.0
+        b = min(int(3 * abs(w0) / wmax), 2)
+        xs, ys = buckets.setdefault((1 if w0 >= 0 else 0, b), ([], []))
+        (x0, y0), (x1, y1) = xy[u], xy[v]
+        xs.extend((x0, x1, None))
+        ys.extend((y0, y1, None))
+        mid_x.append((x0 + x1) / 2.0)
+        mid_y.append((y0 + y1) / 2.0)
+        mid_text.append(f"{html.escape(u, quote=False)} → {html.escape(v, quote=False)}<br>weight {_fmt(w)}")
+    for (sign, b), (xs, ys) in sorted(buckets.items()):
+        width, alpha = _EDGE_BINS[b]
+        r, g, bl = _BLUE if sign else _RED
+        traces.append(go.Scatter(
+            x=np.array(xs, dtype=float), y=np.array(ys, dtype=float), mode="lines", hoverinfo="skip",
+            showlegend=False, name=f"{'positive' if sign else 'negative'} edges",
+            line={"width": width, "color": f"rgba({r},{g},{bl},{alpha})"}))
+    if mid_x:
+        traces.append(go.Scatter(
+            x=np.array(mid_x), y=np.array(mid_y), mode="markers", hovertext=mid_text,
+            hovertemplate="%{hovertext}<extra></extra>", marker={"size": 6, "opacity": 0.0},
+            showlegend=False, name="edges"))
+
+    # nodes: features, error nodes, embed/metric
+    emax = max((abs(e) for e in effect.values() if e is not None), default=0.0) or 1.0
+    kinds: dict[str, list] = {"feature": [], "error": [], "special": []}
+    for n, d in nodes:
+        feat = d.get("feature")
+        kind = "special" if (n in (EMBED, METRIC) or feat in ("embed", "metric")) else (
+            "error" if feat == "error" else "feature")
+        kinds[kind].append(n)
+
+    def hover(n: str) -> str:
+        d = G.nodes[n]
+        lines = [f"<b>{html.escape(n, quote=False)}</b>",
+                 f"hook point: {html.escape(str(d.get('hook_name', '')), quote=False)}",
+                 f"feature: {html.escape(str(d.get('feature', '')), quote=False)}"]
+        if d.get("position") is not None:
+            lines.append(f"position: {d.get('position')}")
+        lines.append(f"effect: {_fmt(d.get('effect'))}")
+        lines.append(f"activation: {_fmt(d.get('activation'))}")
+        if n in labels and labels[n]:
+            lines.append(html.escape(str(labels[n]), quote=False))
+        return "<br>".join(lines)
+
+    for kind, symbol, name in (("feature", "circle", "features"), ("error", "diamond", "error nodes (ε)"),
+                               ("special", "square", "embed / metric")):
+        ns = kinds[kind]
+        if not ns:
+            continue
+        marker: dict = {"symbol": symbol, "line": {"width": 1, "color": "#333333"}}
+        if kind == "special":
+            marker.update(size=_SPECIAL_SIZE, color=_GREY)
+        else:
+            es = [effect[n] if effect[n] is not None else 0.0 for n in ns]
+            es = np.array(es, dtype=float)
+            marker.update(size=_MIN_SIZE + (_MAX_SIZE - _MIN_SIZE) * np.sqrt(np.abs(es) / emax),
+                          color=es, coloraxis="coloraxis")
+        traces.append(go.Scatter(
+            x=np.array([xy[n][0] for n in ns]), y=np.array([xy[n][1] for n in ns]),
+            mode="markers+text" if kind == "special" else "markers",
+            text=ns if kind == "special" else None, textposition="top center",
+            customdata=np.array(ns, dtype=object).reshape(-1, 1), hovertext=[hover(n) for n in ns],
+            hovertemplate="%{hovertext}<extra></extra>", marker=marker, name=name,
+            unselected={"marker": {"opacity": 0.35}}))
+
+    tickvals = list(range(len(col_keys)))
+    ticktext = [_column_label(k, multi) for k in col_keys]
+    title = meta.get("title")
+    if not title:
+        bits = [str(meta[k]) for k in ("model", "method") if meta.get(k)]
+        title = " · ".join(bits) if bits else None
+    return go.Figure(data=traces, layout=dict(
+        height=height, title=title, showlegend=True, paper_bgcolor="white", plot_bgcolor="white",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        margin={"l": 60 if positional else 20, "r": 20, "t": 60, "b": 40},
+        clickmode="event+select", dragmode="pan", hovermode="closest",
+        coloraxis={"colorscale": "RdBu", "cmin": -emax, "cmax": emax, "cmid": 0.0,
+                   "colorbar": {"title": {"text": cbar_title, "side": "right"}, "thickness": 14}},
+        xaxis={"tickvals": tickvals, "ticktext": ticktext, "showgrid": False, "zeroline": False,
+               "range": [-0.6, len(col_keys) - 0.4]},
+        yaxis={"showgrid": False, "zeroline": False, "showticklabels": positional,
+               "tickvals": ytick_vals or None, "ticktext": ytick_text or None},
+    ))
+
+
+# ------------------------------------------------------------------ selection events
+def _get(obj, key):
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    try:
+        return obj[key]
+    except Exception:  # noqa: BLE001 - defensive parsing of foreign event objects
+        return getattr(obj, key, None)
+
+
+def node_ids_from_selection(selection) -> list[str]:
+    """All node ids in a Streamlit plotly selection event (``{"selection": {"points": [...]}}``), in order,
+    without duplicates; ``[]`` for anything unparseable."""
+    try:
+        sel = _get(selection, "selection")
+        if sel is None:
+            sel = selection
+        points = _get(sel, "points")
+        if not isinstance(points, (list, tuple)):
+            return []
+        out: list[str] = []
+        for p in points:
+            cd = _get(p, "customdata")
+            if isinstance(cd, (list, tuple)):
+                cd = cd[0] if cd else None
+            if isinstance(cd, str) and cd and cd not in out:
+                out.append(cd)
+        return out
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def node_id_from_selection(selection) -> str | None:
+    """The first node id in a Streamlit plotly selection event, or ``None`` (nothing selected, an edge
+    mid-point, or a malformed event)."""
+    ids = node_ids_from_selection(selection)
+    return ids[0] if ids else None
+
+
+# ------------------------------------------------------------------ curves
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def _pairs(xs, ys) -> tuple[list, list]:
+    px, py = [], []
+    for x, y in zip(xs or [], ys or []):
+        if _num(x) is not None and _num(y) is not None:
+            px.append(x)
+            py.append(y)
+    return px, py
+
+
+def curve_figure(curves: dict[str, dict], title: str = "faithfulness and completeness") -> go.Figure:
+    """Faithfulness (solid) and completeness (dashed) against circuit size, one colour per method.
+
+    Args:
+        curves: ``method -> {"sizes", "n_nodes", "faithfulness", "completeness", "random_faithfulness",
+            "random_completeness"}``; x is ``n_nodes`` (else ``sizes``); ``None`` values are skipped. A
+            ``random_*`` series is drawn as a dotted grey baseline.
+        title: figure title.
+    """
+    fig = go.Figure()
+    for i, (method, c) in enumerate((curves or {}).items()):
+        c = c or {}
+        colour = _PALETTE[i % len(_PALETTE)]
+        xs = c.get("n_nodes") or c.get("sizes") or []
+        for key, dash, label in (("faithfulness", "solid", "faithfulness"), ("completeness", "dash", "completeness")):
+            px, py = _pairs(xs, c.get(key))
+            if px:
+                fig.add_trace(go.Scatter(x=px, y=py, mode="lines+markers", name=f"{method} {label}",
+                                         legendgroup=method, line={"color": colour, "dash": dash}))
+        for key, width, label in (("random_faithfulness", 2.0, "faithfulness"),
+                                  ("random_completeness", 1.2, "completeness")):
+            if c.get(key) is None:
+                continue
+            px, py = _pairs(xs, c.get(key))
+            if px:
+                fig.add_trace(go.Scatter(x=px, y=py, mode="lines", name=f"random {label} ({method})",
+                                         legendgroup=f"random-{method}",
+                                         line={"color": _GREY, "dash": "dot", "width": width}))
+    fig.update_layout(
+        title=title, paper_bgcolor="white", plot_bgcolor="white", hovermode="x unified",
+        xaxis={"title": {"text": "circuit size (nodes)"}, "gridcolor": "#eeeeee"},
+        yaxis={"title": {"text": "score (faithfulness ↑, completeness ↓)"}, "gridcolor": "#eeeeee"},
+        shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
+                 "line": {"color": "#bbbbbb", "width": 1, "dash": "dot"}} for y in (0.0, 1.0)],
+    )
+    return fig
