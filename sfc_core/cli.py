@@ -35,7 +35,7 @@ def user_errors(fn):
 @user_errors
 def bundle_build(
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    tokens: int = typer.Option(160_000, help="tokens of English text to sample from the model"),
+    tokens: int = typer.Option(65_000, help="tokens of English text to sample from the model"),
     epochs: float = typer.Option(4.0, help="passes over the cached activations"),
     work_dir: Path = typer.Option(Path(".work/bundle"), help="resumable build folder"),
 ) -> None:
@@ -73,6 +73,231 @@ def bundle_check(
         typer.echo(f"assets: {report['assets_mb']} MB")
     if not report["passes"]:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------ circuits
+def _parse_ints(text: str | None, what: str) -> list[int] | None:
+    from .errors import InputError
+
+    if text is None or text == "":
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, not '{text}'") from None
+    if not values:
+        raise InputError(f"{what} is empty")
+    return values
+
+
+def _check_pair_source(pairs: Path | None, task: str | None, n: int | None, required: bool = True):
+    """Fail fast (before loading a model) on a missing or contradictory pair source."""
+    from .errors import InputError
+    from .pairs import read_pairs
+
+    if pairs is not None and task is not None:
+        raise InputError("give only one of --pairs FILE or --task NAME")
+    if required and pairs is None and task is None:
+        raise InputError("give one of --pairs FILE or --task NAME")
+    if n is not None and n <= 0:
+        raise InputError("--n must be positive")
+    if pairs is not None:
+        if not pairs.is_file():
+            raise InputError(f"pair file not found: {pairs}")
+        return read_pairs(pairs)
+    return None
+
+
+def _load_pairs(model, pairs: Path | None, task: str | None, n: int | None):
+    from .tasks import get_task_pairs
+
+    loaded = _check_pair_source(pairs, task, n)
+    if loaded is not None:
+        return loaded[:n] if n else loaded
+    return get_task_pairs(model, task, n=n)
+
+
+def _load_model_and_saes(model_name: str | None, sae_release: str | None, layers: str | None):
+    from . import defaults
+    from .errors import InputError
+    from .model import is_bundled, load_model
+    from .saes import load_bundled_saes, load_release_layers
+
+    model = load_model(model_name)
+    wanted = _parse_ints(layers, "--layers")
+    if sae_release is None:
+        if not is_bundled(model_name):
+            raise InputError("--sae-release is needed with a model other than the bundled one")
+        hooks = [defaults.sae_hook_name(L) for L in wanted] if wanted else None
+        return model, load_bundled_saes(model, hooks)
+    return model, load_release_layers(model, sae_release, wanted)
+
+
+class _Bar:
+    """tqdm progress bar fed by the engine's ``progress(stage, fraction)`` callbacks."""
+
+    def __init__(self, desc: str):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=100, desc=desc, file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        self.bar.set_description(stage)
+        self.bar.n = int(100 * min(max(fraction, 0.0), 1.0))
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _write_json(doc: dict, out: Path) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out)
+
+
+@app.command()
+@user_errors
+def tasks(
+    n: int = typer.Option(50, help="pairs per task for the accuracy check"),
+    model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List the built-in tasks with the loaded model's accuracy and mean logit difference."""
+    from tqdm.auto import tqdm
+
+    from .model import load_model
+    from .tasks import TASKS, task_accuracy
+
+    model = load_model(model_name)
+    rows = [task_accuracy(model, name, n=n) for name in tqdm(list(TASKS), desc="tasks", file=sys.stderr)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        verdict = "ok" if r["can_do"] else "model cannot do this task"
+        typer.echo(f"{r['name']:16s} n={r['n']:3d} accuracy={r['accuracy']:.2f} "
+                   f"mean_logit_diff={r['mean_logit_diff']:+.2f}  {verdict}  {TASKS[r['name']].description}")
+
+
+@app.command()
+@user_errors
+def discover(
+    out: Path = typer.Option(..., help="circuit JSON to write (sfc-circuit/1)"),
+    pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
+    task: str = typer.Option(None, help="built-in task name (see 'sfc tasks')"),
+    n: int = typer.Option(None, help="use the first N pairs"),
+    method: str = typer.Option("atp", help="atp | ig | exact"),
+    layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
+    node_threshold: float = typer.Option(None, help="keep nodes with |effect| >= T"),
+    top_k: int = typer.Option(None, help="keep the K nodes of largest |effect| (default 50)"),
+    top_k_per_layer: int = typer.Option(None, help="keep the K largest per SAE"),
+    edges: bool = typer.Option(True, "--edges/--no-edges", help="compute edges between kept nodes"),
+    edge_threshold: float = typer.Option(0.0, help="keep edges with |weight| >= T"),
+    aggregate: str = typer.Option("sum", help="sum over positions, or none (nodes per position)"),
+    metric: str = typer.Option("logit_diff", help="logit_diff | prob_diff | kl"),
+    steps: int = typer.Option(10, help="IG steps"),
+    multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
+    length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
+    model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
+    sae_release: str = typer.Option(None, help="SAE Lens release (needs --model)"),
+) -> None:
+    """Find a sparse feature circuit for prompt pairs and write it as sfc-circuit/1 JSON."""
+    from .discovery import DiscoverConfig, discover as run_discover
+    from .circuit import circuit_stats, save_circuit
+
+    if node_threshold is None and top_k is None and top_k_per_layer is None:
+        top_k = 50
+    cfg = DiscoverConfig(method=method, metric=metric, aggregation=aggregate, node_threshold=node_threshold,
+                         top_k=top_k, top_k_per_layer=top_k_per_layer, edges=edges, edge_threshold=edge_threshold,
+                         steps=steps, multi_token=multi_token, length_mismatch=length_mismatch)
+    cfg.check()
+    _check_pair_source(pairs, task, n)
+    model, saes = _load_model_and_saes(model_name, sae_release, layers)
+    loaded = _load_pairs(model, pairs, task, n)
+    bar = _Bar("discover")
+    try:
+        result = run_discover(model, saes, loaded, cfg, progress=bar)
+    finally:
+        bar.close()
+    result.graph.graph["task"] = task
+    save_circuit(result.graph, out)
+    stats = circuit_stats(result.graph)
+    typer.echo(json.dumps({"out": str(out), "stats": {k: stats[k] for k in ("nodes", "error_nodes", "edges")},
+                           "timings_s": result.metadata["timings_s"]}))
+
+
+def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int | None):
+    """Model, SAEs and spliced runs matching a saved circuit."""
+    from . import defaults
+    from .attribution import prepare_runs
+    from .circuit import load_circuit
+    from .discovery import DiscoverConfig, as_batch
+    from .errors import InputError
+    from .model import load_model
+    from .saes import load_bundled_saes, load_sae_by_source
+
+    _check_pair_source(pairs, task, n, required=False)
+    G = load_circuit(circuit)
+    meta = G.graph
+    task = task if (task or pairs) else meta.get("task")
+    model_name = meta.get("model")
+    model = load_model(None if model_name in (None, defaults.BUNDLED_MODEL_NAME) else model_name)
+    sae_meta = meta.get("saes") or []
+    if not sae_meta:
+        raise InputError("the circuit file lists no SAEs in its metadata")
+    if all(s.get("source") == defaults.BUNDLED_SAE_SOURCE for s in sae_meta):
+        saes = load_bundled_saes(model, [s["hook_name"] for s in sae_meta])
+    else:
+        saes = {s["hook_name"]: load_sae_by_source(model, s["source"]) for s in sae_meta}
+    loaded = _load_pairs(model, pairs, task, n or meta.get("n_pairs"))
+    cfg = DiscoverConfig(metric=meta.get("metric", "logit_diff"))
+    batch = as_batch(model, loaded, cfg)
+    return G, prepare_runs(model, saes, batch, cfg.metric)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    circuit: Path = typer.Option(..., help="circuit JSON (sfc-circuit/1)"),
+    out: Path = typer.Option(..., help="curve JSON to write"),
+    pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
+    task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
+    n: int = typer.Option(None, help="use the first N pairs (default: as many as the circuit used)"),
+    sizes: str = typer.Option("5,10,20,50,100", help="circuit sizes for the curve"),
+    ablation: str = typer.Option("mean", help="mean | zero"),
+) -> None:
+    """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline."""
+    from .discovery import check_ablation, evaluate as run_evaluate
+    from .errors import InputError
+
+    check_ablation(ablation)
+    size_list = _parse_ints(sizes, "--sizes")
+    if any(s <= 0 for s in size_list):
+        raise InputError("--sizes must be positive")
+    G, runs = _circuit_context(circuit, pairs, task, n)
+    report = run_evaluate(runs, G, size_list, ablation)
+    _write_json(report, out)
+    typer.echo(json.dumps({k: report[k] for k in ("n_nodes", "faithfulness", "completeness")}))
+
+
+@app.command()
+@user_errors
+def verify(
+    circuit: Path = typer.Option(..., help="circuit JSON (sfc-circuit/1)"),
+    pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
+    task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
+    n: int = typer.Option(None, help="use the first N pairs"),
+    out: Path = typer.Option(None, help="write the per-node comparison as JSON"),
+) -> None:
+    """Exact patching of a circuit's nodes; agreement (Spearman, Pearson) with its recorded effects."""
+    from .discovery import verify as run_verify
+
+    G, runs = _circuit_context(circuit, pairs, task, n)
+    report = run_verify(runs, G)
+    if out is not None:
+        _write_json(report, out)
+    typer.echo(json.dumps({k: report[k] for k in ("n_nodes", "spearman", "pearson", "seconds")}))
 
 
 def main() -> None:  # pragma: no cover - console entry

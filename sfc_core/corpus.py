@@ -60,7 +60,7 @@ class CorpusConfig:
     """Corpus size and shape (token counts are approximate for generated text)."""
 
     seed: int = 0
-    generated_tokens: int = 160_000
+    generated_tokens: int = 65_000
     code_tokens: int = 200_000
     seq_len: int = 128
     heldout_frac: float = 0.08

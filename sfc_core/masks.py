@@ -1,0 +1,182 @@
+"""Binary mask optimisation by continuous sparsification (Nainani et al., "Scaling Sparse Feature
+Circuit Finding to Gemma 9B"; Savarese et al. 2020, "Winning the Lottery with Continuous Sparsification").
+
+One logit ``θ`` per candidate latent per site (per position when ``per_position``), soft mask
+``s = σ(T·θ)`` with the temperature ``T`` raised geometrically from 1 to ``T_max`` over training.
+In the masked forward every site's features become ``s·f + (1 − s)·f̄`` with ``f̄`` the
+latent's mean over the corrupted prompts (mean ablation), the error node ``ε`` is kept (or
+replaced by its mean, ``error="mean"``), and the loss is
+
+    |m_full − m_masked| + λ · Σ σ(T·θ)          (or KL(clean ‖ masked) + λ·Σσ with ``loss="kl"``)
+
+minimised with Adam. The binarised mask ``θ > 0`` is the circuit (method ``mask``); its nodes'
+effects are filled in by AtP so the graph can colour them. Candidates are the latents active
+on some clean or corrupted token; the others always take their mean.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .attribution import NodeKey, PairRuns
+from .errors import InputError
+from .evaluation import ablation_means
+from .splice import decode, encode, run_from
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Hyper-parameters of one mask training run."""
+
+    lam: float = 1e-3
+    steps: int = 200
+    lr: float = 0.1
+    t_max: float = 200.0
+    theta_init: float = 1.0
+    loss: str = "abs"  # "abs" | "kl"
+    error: str = "keep"  # "keep" | "mean"
+    per_position: bool = False
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raises InputError on λ ≤ 0, T_max ≤ 1, steps < 1, lr ≤ 0 or unknown options."""
+        if not (self.lam > 0 and math.isfinite(self.lam)):
+            raise InputError(f"λ must be > 0, not {self.lam}")
+        if not (self.t_max > 1 and math.isfinite(self.t_max)):
+            raise InputError(f"T_max must be > 1, not {self.t_max}")
+        if self.steps < 1 or self.lr <= 0:
+            raise InputError("steps must be ≥ 1 and the learning rate > 0")
+        if self.loss not in ("abs", "kl"):
+            raise InputError(f"mask loss must be abs or kl, not '{self.loss}'")
+        if self.error not in ("keep", "mean"):
+            raise InputError(f"error handling must be keep or mean, not '{self.error}'")
+
+
+@dataclass
+class MaskResult:
+    """A trained mask: per site the candidate latent ids ``[c]`` and logits ``θ`` ``[c]`` (or ``[pos, c]``)."""
+
+    candidates: list[torch.Tensor]
+    theta: list[torch.Tensor]
+    config: MaskConfig
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def nodes(self, runs: PairRuns) -> list[NodeKey]:
+        """The binarised circuit ``θ > 0`` as nodes (error nodes included when kept)."""
+        out = []
+        for i, (cand, th) in enumerate(zip(self.candidates, self.theta)):
+            if th.dim() == 1:
+                out += [NodeKey(i, int(k)) for k in cand[th > 0].tolist()]
+            else:
+                for p, k in torch.nonzero(th > 0).tolist():
+                    out.append(NodeKey(i, int(cand[k]), p))
+            if self.config.error == "keep":
+                out.append(NodeKey(i, runs.sites[i].d_sae))
+        return out
+
+    def n_latents(self) -> int:
+        return int(sum(int((t > 0).sum()) for t in self.theta))
+
+
+def candidate_latents(runs: PairRuns) -> list[torch.Tensor]:
+    """Per site, the latents active on some real clean or corrupted token ``[c]`` (long)."""
+    out = []
+    for clean, corr in zip(runs.clean, runs.corrupted):
+        m = runs.mask[..., None]
+        active = ((clean.f * m) > 0).any(0).any(0) | ((corr.f * m) > 0).any(0).any(0)
+        out.append(torch.nonzero(active).flatten())
+    return out
+
+
+def masked_resid(runs: PairRuns, candidates, soft: list[torch.Tensor], means, error: str) -> torch.Tensor:
+    """Final residual ``[n, pos, d_model]`` with soft masks ``soft[i]`` (``[c]`` or ``[1, pos, c]``) at every site."""
+
+    def edit(i: int, x: torch.Tensor) -> torch.Tensor:
+        f, err = encode(runs.sites[i], x)
+        base = means.f[i].expand_as(f)
+        cand = candidates[i]
+        s = soft[i]
+        fc = f[..., cand]
+        mixed = base.index_copy(-1, cand, s * fc + (1 - s) * means.f[i][cand])
+        if error == "mean":
+            err = means.err[i].expand_as(err)
+        new = decode(runs.sites[i], mixed, err)
+        return torch.cat([x[:, :1], new[:, 1:]], dim=1)
+
+    return run_from(runs.model, runs.sites, runs.embed_clean, 0, edit, stop_block=runs.model.cfg.n_layers)
+
+
+def _kl_to_clean(runs: PairRuns, final: torch.Tensor) -> torch.Tensor:
+    """KL(clean ‖ masked) at the last position, nats, mean over pairs."""
+    rows = torch.arange(runs.n)
+    logits = runs.model.unembed(runs.model.ln_final(final[rows, runs.batch.last_pos][:, None]))[:, 0]
+    logp = logits.log_softmax(-1)
+    return (runs.clean_logprobs.exp() * (runs.clean_logprobs - logp)).sum(-1).mean()
+
+
+def train_mask(runs: PairRuns, cfg: MaskConfig = MaskConfig(), progress=None) -> MaskResult:
+    """Optimise a binary mask over the latents of every site (see module doc).
+
+    Args:
+        progress: optional ``callable(step, steps, loss)``.
+    Raises:
+        InputError: bad hyper-parameters.
+    """
+    cfg.check()
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    means = ablation_means(runs, "mean")
+    candidates = candidate_latents(runs)
+    width = runs.batch.clean_tokens.shape[1]
+    dtype = runs.m_clean.dtype
+    theta = [torch.full(((width, len(c)) if cfg.per_position else (len(c),)), cfg.theta_init, dtype=dtype,
+                        requires_grad=True) for c in candidates]
+    opt = torch.optim.Adam(theta, lr=cfg.lr)
+    target = runs.m_clean.detach()
+    losses = []
+    for step in range(cfg.steps):
+        temp = cfg.t_max ** (step / max(cfg.steps - 1, 1))
+        with torch.enable_grad():
+            soft = [torch.sigmoid(temp * th) for th in theta]
+            soft_b = [s[None, :, :] if cfg.per_position else s for s in soft]
+            final = masked_resid(runs, candidates, soft_b, means, cfg.error)
+            if cfg.loss == "kl":
+                faith = _kl_to_clean(runs, final)
+            else:
+                faith = (target.mean() - runs.metric_from_resid(final).mean()).abs()
+            size = sum(s.sum() for s in soft)
+            loss = faith + cfg.lam * size
+            opt.zero_grad()
+            loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if progress:
+            progress(step + 1, cfg.steps, float(loss))
+    return MaskResult(candidates, [t.detach() for t in theta], cfg, losses, time.perf_counter() - t0)
+
+
+def lambda_sweep(runs: PairRuns, lams: list[float], cfg: MaskConfig = MaskConfig(), progress=None) -> list[MaskResult]:
+    """One mask per λ (ascending λ → smaller masks), for a size/faithfulness frontier.
+
+    Raises:
+        InputError: an empty list or any λ ≤ 0.
+    """
+    if not lams:
+        raise InputError("give at least one λ")
+    out = []
+    for j, lam in enumerate(sorted(lams)):
+        c = MaskConfig(**{**cfg.__dict__, "lam": lam})
+        out.append(train_mask(runs, c, progress=(lambda s, n, l, j=j: progress(j, s, n, l)) if progress else None))
+    return out
+
+
+def nesting(results: list[MaskResult], runs: PairRuns) -> list[list[float | None]]:
+    """Stability of a sweep: ``[a][b]`` = fraction of mask ``a``'s latents contained in mask ``b``
+    (``None`` when mask ``a`` is empty). Nested masks give 1.0 for every smaller-in-larger pair."""
+    sets = [{k for k in r.nodes(runs) if k.feature != runs.sites[k.site].d_sae} for r in results]
+    return [[(len(a & b) / len(a)) if a else None for b in sets] for a in sets]

@@ -1,0 +1,102 @@
+"""Mask optimisation (continuous sparsification) and FAP / FAP-Synergy on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sfc_core import attribution as A
+from sfc_core import fap as P
+from sfc_core import masks as M
+from sfc_core.errors import InputError
+from sfc_core.evaluation import ablation_means
+from tests.tiny import tiny_batch, tiny_model, tiny_sae
+
+
+@pytest.fixture(scope="module")
+def runs():
+    model = tiny_model()
+    hook = "blocks.2.hook_resid_post"
+    sae = tiny_sae(hook=hook, seed=5)
+    batch = tiny_batch()
+    first = A.prepare_runs(model, {hook: sae}, batch)
+    # the "irrelevant" latent writes nothing; the "carrier" has the largest mean-ablation effect
+    active = torch.nonzero(((first.clean[0].f * first.mask[..., None]) > 0).any(0).any(0)).flatten().tolist()
+    imp = P.ablation_importance(first, [[A.NodeKey(0, k)] for k in active])
+    carrier = active[int(torch.argmax(imp))]
+    irrelevant = next(k for k in active if k != carrier)
+    with torch.no_grad():
+        sae.W_dec[irrelevant] = 0
+    A._DECODERS.pop(sae, None)
+    out = A.prepare_runs(model, {hook: sae}, batch)
+    out.carrier, out.irrelevant = carrier, irrelevant
+    return out
+
+
+def test_mask_keeps_the_carrier_and_prunes_the_irrelevant(runs):
+    res = M.train_mask(runs, M.MaskConfig(lam=1e-3, steps=150, lr=0.1, t_max=100.0))
+    cand = res.candidates[0].tolist()
+    theta = dict(zip(cand, res.theta[0].tolist()))
+    assert theta[runs.carrier] > 0
+    assert theta[runs.irrelevant] <= 0
+    assert res.losses[-1] < res.losses[0]
+    nodes = res.nodes(runs)
+    assert A.NodeKey(0, runs.carrier) in nodes and A.NodeKey(0, runs.sites[0].d_sae) in nodes
+    assert res.n_latents() == sum(1 for n in nodes if n.feature != runs.sites[0].d_sae)
+
+
+def test_lambda_sweep_shrinks_and_reports_nesting(runs):
+    results = M.lambda_sweep(runs, [1e-3, 1.0], M.MaskConfig(steps=60, t_max=50.0))
+    assert results[0].n_latents() >= results[1].n_latents()
+    table = M.nesting(results, runs)
+    assert len(table) == 2 and table[0][0] in (1.0, None)
+
+
+@pytest.mark.parametrize("bad", [{"lam": 0.0}, {"lam": -1.0}, {"t_max": 1.0}, {"steps": 0}, {"loss": "l2"}])
+def test_mask_bad_inputs(runs, bad):
+    with pytest.raises(InputError):
+        M.train_mask(runs, M.MaskConfig(**bad))
+
+
+def test_synergy_formula_and_greedy():
+    assert P.synergy(3.0, 1.0, 1.0) == 1.0
+    assert P.synergy(1.0, 1.0, 1.0) == 0.0
+    a, b, c = A.NodeKey(0, 1), A.NodeKey(0, 2), A.NodeKey(1, 3)
+    score = {a: 1.0, b: -0.9, c: 0.5}
+    assert P.greedy_synergy([a, b, c], score, {}, 2) == [a, b]
+    assert P.greedy_synergy([a, b, c], score, {(a, c): 1.0}, 2) == [a, c]
+
+
+def test_ablation_importance_matches_hooked_run(runs):
+    model, site = runs.model, runs.sites[0]
+    k = runs.carrier
+    mean = ablation_means(runs).f[0][k]
+    W = A.effective_decoder(site.sae)
+
+    def hook(act, hook):  # noqa: ARG001
+        f = site.sae.encode(act)[..., k]
+        return act + ((mean - f) * runs.mask)[..., None] * W[k]
+
+    b = runs.batch
+    logits = model.run_with_hooks(b.clean_tokens, fwd_hooks=[(site.hook_name, hook)])
+    rows = torch.arange(b.n)
+    last = logits[rows, b.last_pos]
+    m = (last[rows, b.answer_ids] - last[rows, b.wrong_ids]).mean()
+    got = P.ablation_importance(runs, [[A.NodeKey(0, k)]])[0]
+    assert float(got) == pytest.approx(abs(float(runs.m_clean.mean() - m)), abs=1e-9)
+
+
+def test_fap_and_budget_errors(runs):
+    scores = P.fap_scores(runs)
+    assert scores[0].shape == (runs.sites[0].d_sae,)
+    assert float(scores[0][runs.irrelevant]) == 0.0
+    sel = P.fap_select(runs, 3, scores)
+    assert len(sel.nodes) == 3
+    syn = P.fap_synergy_select(runs, 3, synergy_pool=4, scores=scores)
+    assert len(syn.nodes) == 3 and len(syn.synergy) == 6
+    n_cand = len(P.ranked_latents(scores))
+    for k in (0, n_cand + 1):
+        with pytest.raises(InputError):
+            P.fap_select(runs, k, scores)
+        with pytest.raises(InputError):
+            P.fap_synergy_select(runs, k, scores=scores)
