@@ -67,7 +67,9 @@ def _key(attr: Attribution, site: int, flat_index: int) -> NodeKey:
 def node_value(values: list[torch.Tensor], node: NodeKey) -> float:
     """The entry of per-site ``[d_sae+1]`` / ``[pos, d_sae+1]`` tensors at ``node``."""
     t = values[node.site]
-    return float(t[node.feature] if node.position is None else t[node.position, node.feature])
+    if node.position is None:
+        return float(t[..., node.feature].sum())  # a whole-prompt node on per-position values: their sum
+    return float(t[node.position, node.feature])
 
 
 # ------------------------------------------------------------------ graph

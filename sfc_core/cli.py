@@ -187,7 +187,7 @@ def discover(
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task name (see 'sfc tasks')"),
     n: int = typer.Option(None, help="use the first N pairs"),
-    method: str = typer.Option("atp", help="atp | ig | exact"),
+    method: str = typer.Option("atp", help="atp | ig | exact | mask | fap | fap-synergy"),
     layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
     node_threshold: float = typer.Option(None, help="keep nodes with |effect| >= T"),
     top_k: int = typer.Option(None, help="keep the K nodes of largest |effect| (default 50)"),
@@ -197,6 +197,11 @@ def discover(
     aggregate: str = typer.Option("sum", help="sum over positions, or none (nodes per position)"),
     metric: str = typer.Option("logit_diff", help="logit_diff | prob_diff | kl"),
     steps: int = typer.Option(10, help="IG steps"),
+    mask_lambda: float = typer.Option(1e-3, help="mask: sparsity weight λ (> 0)"),
+    mask_steps: int = typer.Option(200, help="mask: optimisation steps"),
+    t_max: float = typer.Option(200.0, help="mask: final temperature T_max (> 1)"),
+    budget: int = typer.Option(50, help="fap / fap-synergy: number of latents K"),
+    synergy_pool: int = typer.Option(24, help="fap-synergy: candidates whose pairwise synergy is measured"),
     multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
     length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
     model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
@@ -210,7 +215,9 @@ def discover(
         top_k = 50
     cfg = DiscoverConfig(method=method, metric=metric, aggregation=aggregate, node_threshold=node_threshold,
                          top_k=top_k, top_k_per_layer=top_k_per_layer, edges=edges, edge_threshold=edge_threshold,
-                         steps=steps, multi_token=multi_token, length_mismatch=length_mismatch)
+                         steps=steps, multi_token=multi_token, length_mismatch=length_mismatch,
+                         mask_lambda=mask_lambda, mask_steps=mask_steps, mask_t_max=t_max, budget=budget,
+                         synergy_pool=synergy_pool)
     cfg.check()
     _check_pair_source(pairs, task, n)
     model, saes = _load_model_and_saes(model_name, sae_release, layers)
@@ -298,6 +305,59 @@ def verify(
     if out is not None:
         _write_json(report, out)
     typer.echo(json.dumps({k: report[k] for k in ("n_nodes", "spearman", "pearson", "seconds")}))
+
+
+@app.command()
+@user_errors
+def compare(
+    out: Path = typer.Option(..., help="comparison JSON to write"),
+    pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
+    task: str = typer.Option(None, help="built-in task name"),
+    n: int = typer.Option(20, help="use the first N pairs"),
+    methods: str = typer.Option("atp,ig,mask,fap,fap-synergy", help="comma-separated methods"),
+    sizes: str = typer.Option("10,25,50,75,100", help="latent counts to compare at"),
+    ablation: str = typer.Option("mean", help="mean | zero"),
+    lambdas: str = typer.Option("1e-4,3e-4,1e-3,3e-3,1e-2", help="mask: λ values of the sweep"),
+    mask_steps: int = typer.Option(200, help="mask: optimisation steps per λ"),
+    t_max: float = typer.Option(200.0, help="mask: final temperature"),
+    synergy_pool: int = typer.Option(24, help="fap-synergy: candidates whose pairwise synergy is measured"),
+    layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
+) -> None:
+    """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline)."""
+    from .attribution import prepare_runs
+    from .compare import compare_methods
+    from .discovery import DiscoverConfig, as_batch, check_ablation
+    from .errors import InputError
+    from .masks import MaskConfig
+
+    check_ablation(ablation)
+    size_list = _parse_ints(sizes, "--sizes")
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    from .compare import COMPARE_METHODS
+
+    bad = [m for m in method_list if m not in COMPARE_METHODS] or ([] if method_list else ["(none)"])
+    if bad:
+        raise InputError(f"unknown methods {', '.join(bad)}; choose from {', '.join(COMPARE_METHODS)}")
+    try:
+        lam_list = [float(v) for v in lambdas.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--lambdas must be comma-separated numbers, not '{lambdas}'") from None
+    mask_cfg = MaskConfig(steps=mask_steps, t_max=t_max)
+    for lam in lam_list:
+        MaskConfig(lam=lam, steps=mask_steps, t_max=t_max).check()
+    _check_pair_source(pairs, task, n)
+    model, saes = _load_model_and_saes(None, None, layers)
+    loaded = _load_pairs(model, pairs, task, n)
+    runs = prepare_runs(model, saes, as_batch(model, loaded, DiscoverConfig()))
+    bar = _Bar("compare")
+    try:
+        report = compare_methods(runs, method_list, size_list, ablation, lam_list, mask_cfg, synergy_pool, bar)
+    finally:
+        bar.close()
+    report["task"] = task
+    _write_json(report, out)
+    typer.echo(json.dumps({m: {"n_latents": r["n_latents"], "faithfulness": r["faithfulness"]}
+                           for m, r in report["methods"].items()}))
 
 
 def main() -> None:  # pragma: no cover - console entry
