@@ -132,6 +132,11 @@ def _build_hooked(cfg_dict: dict, state_dict: dict, tokenizer, device: str):
         model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
     model.load_state_dict(state_dict, strict=False, assign=True)
     model.set_tokenizer(tokenizer, default_padding_side="right")
+    if tokenizer.bos_token == BOS_TOKEN:
+        # set_tokenizer re-loads the tokenizer with the checkpoint's own BOS; keep ours, which
+        # does not add BOS by itself (TransformerLens prepends it).
+        model.tokenizer = tokenizer
+        model.cfg.tokenizer_prepends_bos = False
     # Rotary tables are buffers computed at init; rebuild them on the real device.
     model = _rebuild_buffers(model, cfg, device)
     model.eval()

@@ -1,0 +1,96 @@
+"""The engine on the bundled model and SAEs: splice fidelity, discovery, evaluation, CLI round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from sfc_core.model import load_model
+    from sfc_core.saes import load_bundled_saes
+
+    model = load_model()
+    return model, load_bundled_saes(model)
+
+
+def test_bundled_saes_reconstruct_as_recorded(bundled):
+    """FVE of each SAE on held-out tokens matches the figure recorded in bundle.json."""
+    from sfc_core.bundle import load_heldout_tokens, load_manifest
+    from sfc_core.splice import embed, encode, make_sites, run_from
+
+    model, saes = bundled
+    tokens = load_heldout_tokens()[:4].long()
+    manifest = load_manifest()
+    sites = make_sites(model, saes)
+    xs = []
+    with torch.no_grad():
+        resid, _ = embed(model, tokens)
+        run_from(model, sites, resid, 0, lambda i, x: xs.append(x) or x, stop_block=model.cfg.n_layers)
+    for site, x in zip(sites, xs):
+        f, err = encode(site, x)
+        x, err = x[:, 1:].flatten(0, 1), err[:, 1:].flatten(0, 1)
+        fve = 1 - err.pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+        recorded = manifest["quality"][site.hook_name]["fve"]
+        assert abs(float(fve) - recorded) < 0.05, (site.hook_name, float(fve), recorded)
+        assert float(fve) >= 0.75
+
+
+def test_ioi_circuit_is_faithful(bundled):
+    from sfc_core.discovery import DiscoverConfig, discover, evaluate
+    from sfc_core.tasks import get_task_pairs
+
+    model, saes = bundled
+    pairs = get_task_pairs(model, "ioi", n=8)
+    d = discover(model, saes, pairs, DiscoverConfig(method="atp", top_k=60, edges=True))
+    assert d.runs.m_clean.mean() > 0 > d.runs.m_corrupted.mean()
+    assert len([n for n in d.graph if n not in ("embed", "metric")]) == 60
+    assert d.graph.number_of_edges() > 0
+    report = evaluate(d.runs, d.graph, sizes=[10, 60])
+    assert report["faithfulness"] > 0.5
+    assert report["curve"]["faithfulness"][1] > report["curve"]["random_faithfulness"][1]
+
+
+def test_cli_discover_evaluate_verify(tmp_path):
+    from sfc_core.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "c.json"
+    r = runner.invoke(app, ["discover", "--task", "sva", "--n", "6", "--method", "atp", "--top-k", "20",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "sfc-circuit/1" and doc["metadata"]["n_pairs"] == 6
+    curve = tmp_path / "curve.json"
+    r = runner.invoke(app, ["evaluate", "--circuit", str(out), "--sizes", "5,20", "--out", str(curve)])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(curve.read_text())["curve"]["faithfulness"]) == 2
+    r = runner.invoke(app, ["verify", "--circuit", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["n_nodes"] == 20
+
+
+def test_cli_bad_inputs_exit_2(tmp_path):
+    from sfc_core.cli import app
+
+    runner = CliRunner()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"clean": "a", "corrupted": "b", "answer": " x", "wrong_answer": " y"}\n{oops\n')
+    cases = [
+        ["discover", "--pairs", str(bad), "--out", str(tmp_path / "o.json")],
+        ["discover", "--task", "nope", "--out", str(tmp_path / "o.json")],
+        ["discover", "--task", "ioi", "--layers", "4", "--out", str(tmp_path / "o.json")],
+        ["discover", "--task", "ioi", "--layers", "x", "--out", str(tmp_path / "o.json")],
+        ["evaluate", "--circuit", str(bad), "--out", str(tmp_path / "e.json")],
+    ]
+    for args in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "Traceback" not in r.output
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "e.json").exists()

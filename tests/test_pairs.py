@@ -1,0 +1,303 @@
+"""Prompt pairs: reading (both spellings), validation errors, tokenization, alignment, report."""
+
+import json
+
+import pytest
+import torch
+
+from sfc_core.errors import InputError, SFCError
+from sfc_core.pairs import (
+    PairBatch,
+    PromptPair,
+    pair_report,
+    pairs_from_records,
+    read_pairs,
+    tokenize_pairs,
+    write_pairs,
+)
+
+CORPUS = [
+    "When Mary and John went to the store, John gave a drink to Mary.",
+    "The author is here. The authors are here. The friend has left. The friends have left.",
+    "Mark and Mary and John talked to the doctor.",
+]
+
+
+def make_tiny_tokenizer():
+    """A byte-level BPE trained on CORPUS: its words are one token, unseen words split into bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000,
+        special_tokens=["<|endoftext|>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<pad>"
+    )
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tok):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=len(tok), n_ctx=64, act_fn="gelu"
+    )
+    model = HookedTransformer(cfg)
+    model.tokenizer = tok  # set_tokenizer would re-load it by name
+    model.eval()
+    return model
+
+
+def enc(tok, s):
+    return tok.encode(s, add_special_tokens=False)
+
+
+IOI = PromptPair(
+    "When Mary and John went to the store, John gave a drink to",
+    "When Mary and John went to the store, Mary gave a drink to",
+    " Mary",
+    " John",
+)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_read_both_spellings_and_meta(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        json.dumps({"clean": "a b", "corrupted": "a c", "answer": " x", "wrong_answer": " y", "case": "ABBA"})
+        + "\n\n   \n"
+        + json.dumps({"clean_prefix": "The friends", "patch_prefix": "The friend", "clean_answer": " have",
+                      "patch_answer": " has", "case": 3})
+        + "\n"
+    )
+    pairs = read_pairs(path)
+    assert pairs[0] == PromptPair("a b", "a c", " x", " y", {"case": "ABBA"})
+    assert pairs[1].clean == "The friends" and pairs[1].corrupted == "The friend"
+    assert pairs[1].answer == " have" and pairs[1].wrong_answer == " has" and pairs[1].meta == {"case": 3}
+    # also from lines and from text
+    assert read_pairs(path.read_text().splitlines()) == pairs
+    assert read_pairs(path.read_text()) == pairs
+
+
+def test_write_then_read_round_trip(tmp_path):
+    pairs = [IOI, PromptPair("The author", "The authors", " is", " are", {"case": "sva"})]
+    out = write_pairs(pairs, tmp_path / "sub" / "p.jsonl")
+    assert read_pairs(out) == pairs
+    first = json.loads(out.read_text().splitlines()[0])
+    assert set(first) == {"clean", "corrupted", "answer", "wrong_answer"}
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('{"clean": "a", "corrupted": "b", "answer": " x", "wrong_answer": " y"}\n\n{not json\n', "line 3: not valid JSON"),
+        ('{"clean": "a", "corrupted": "b", "answer": " x"}\n', r"line 1: missing key\(s\) wrong_answer"),
+        ('{"clean": "  ", "corrupted": "b", "answer": " x", "wrong_answer": " y"}\n', "line 1: empty clean prompt"),
+        ('{"clean": "a", "corrupted": "b", "answer": "", "wrong_answer": " y"}\n', "line 1: empty answer"),
+        ('{"clean": 3, "corrupted": "b", "answer": " x", "wrong_answer": " y"}\n', "line 1: 'clean' must be a string"),
+        ('[1, 2]\n', "line 1: expected a JSON object"),
+    ],
+)
+def test_read_errors_name_the_line(text, match, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(InputError, match=match):
+        read_pairs(path)
+
+
+def test_empty_and_missing_files(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n  \n")
+    with pytest.raises(InputError, match="no prompt pairs in"):
+        read_pairs(empty)
+    with pytest.raises(InputError, match="not found"):
+        read_pairs(tmp_path / "nope.jsonl")
+
+
+def test_pairs_from_records_rows():
+    records = [
+        {"clean": "a", "corrupted": "b", "answer": " x", "wrong_answer": " y", "note": 1},
+        {"clean": None, "corrupted": "", "answer": None, "wrong_answer": None},  # fresh editor row
+    ]
+    pairs = pairs_from_records(records)
+    assert len(pairs) == 1 and pairs[0].meta == {"note": 1}
+    with pytest.raises(InputError, match="row 2: empty corrupted prompt"):
+        pairs_from_records([records[0], {"clean": "a", "corrupted": " ", "answer": " x", "wrong_answer": " y"}])
+    with pytest.raises(InputError, match="no prompt pairs"):
+        pairs_from_records([])
+
+
+def test_errors_are_sfc_errors():
+    assert issubclass(InputError, SFCError)
+
+
+# --------------------------------------------------------------------------- tokenization
+
+
+def test_tokenize_shapes_padding_and_mask(tok):
+    short = PromptPair("The author", "The authors", " is", " are")
+    batch = tokenize_pairs(tok, [IOI, short])
+    assert isinstance(batch, PairBatch) and batch.n == 2
+    n_ioi = len(enc(tok, IOI.clean))
+    n_short = len(enc(tok, short.clean))
+    assert batch.clean_tokens.shape == batch.corrupted_tokens.shape == (2, 1 + n_ioi)
+    assert batch.clean_tokens.dtype == torch.long
+    assert (batch.clean_tokens[:, 0] == tok.bos_token_id).all()
+    assert batch.clean_tokens[0, 1:].tolist() == enc(tok, IOI.clean)
+    assert batch.corrupted_tokens[0, 1:].tolist() == enc(tok, IOI.corrupted)
+    assert batch.clean_tokens[1, 1 : 1 + n_short].tolist() == enc(tok, short.clean)
+    assert (batch.clean_tokens[1, 1 + n_short :] == tok.pad_token_id).all()
+    assert batch.last_pos.tolist() == [n_ioi, n_short]
+    assert batch.answer_ids.tolist() == [enc(tok, " Mary")[0], enc(tok, " is")[0]]
+    assert batch.wrong_ids.tolist() == [enc(tok, " John")[0], enc(tok, " are")[0]]
+    expected_mask = torch.zeros_like(batch.valid_mask)
+    expected_mask[0, 1 : 1 + n_ioi] = True
+    expected_mask[1, 1 : 1 + n_short] = True
+    assert torch.equal(batch.valid_mask, expected_mask)
+    assert batch.skipped == [] and batch.warnings == []
+    assert batch.pairs == [IOI, short]
+
+
+def test_multi_token_answer_reject_lists_rows(tok):
+    bad = PromptPair(IOI.clean, IOI.corrupted, " Elizabeth", " John")
+    n_tokens = len(enc(tok, " Elizabeth"))
+    assert n_tokens > 1
+    with pytest.raises(InputError, match=rf"multi-token answers in rows 2, 3: ' Elizabeth' -> {n_tokens} tokens.*multi_token='truncate'"):
+        tokenize_pairs(tok, [IOI, bad, bad])
+
+
+def test_multi_token_answer_truncate_warns(tok):
+    bad = PromptPair(IOI.clean, IOI.corrupted, " Elizabeth", " John")
+    batch = tokenize_pairs(tok, [bad], multi_token="truncate")
+    assert batch.answer_ids.tolist() == [enc(tok, " Elizabeth")[0]]
+    assert len(batch.warnings) == 1 and "row 1" in batch.warnings[0] and "first token" in batch.warnings[0]
+
+
+def test_length_mismatch_skip(tok):
+    mism = PromptPair("When Elizabeth went to", "When Mary went to", " John", " Mary")
+    batch = tokenize_pairs(tok, [mism, IOI])
+    assert batch.n == 1 and batch.pairs == [IOI]
+    assert len(batch.skipped) == 1 and batch.skipped[0][0] == 0 and "tokens" in batch.skipped[0][1]
+    assert any("row 1 skipped" in w for w in batch.warnings)
+    with pytest.raises(InputError, match="no valid pairs: row 1"):
+        tokenize_pairs(tok, [mism])
+
+
+def test_length_mismatch_align_last_drops_earliest_tokens(tok):
+    mism = PromptPair("When Elizabeth went to", "When Mary went to", " John", " Mary")
+    long_ids, short_ids = enc(tok, mism.clean), enc(tok, mism.corrupted)
+    drop = len(long_ids) - len(short_ids)
+    batch = tokenize_pairs(tok, [mism], length_mismatch="align_last")
+    assert batch.n == 1 and batch.last_pos.tolist() == [len(short_ids)]
+    assert batch.clean_tokens[0].tolist() == [tok.bos_token_id] + long_ids[drop:]
+    assert batch.corrupted_tokens[0].tolist() == [tok.bos_token_id] + short_ids
+    # last tokens coincide
+    assert batch.clean_tokens[0, -2:].tolist() == batch.corrupted_tokens[0, -2:].tolist()
+    assert len(batch.warnings) == 1
+    assert f"first {drop} token(s) of the clean prompt" in batch.warnings[0] and "'When'" in batch.warnings[0]
+
+
+def test_same_answer_token_is_skipped(tok):
+    same = PromptPair(IOI.clean, IOI.corrupted, " Mary", " Mary")
+    batch = tokenize_pairs(tok, [same, IOI])
+    assert batch.n == 1 and batch.skipped[0][0] == 0 and "same token" in batch.skipped[0][1]
+
+
+@pytest.mark.parametrize(
+    "pair, kwargs, match",
+    [
+        (PromptPair("", "x", " a", " b"), {}, "row 1: empty clean prompt"),
+        (PromptPair("x", "x", "", " b"), {}, "row 1: empty answer"),
+        (PromptPair(("Mary and John " * 3).strip(), ("John and Mary " * 3).strip(), " a", " b"), {"max_tokens": 5}, r"row 1: clean prompt has \d+ tokens, more than the limit of 5"),
+    ],
+)
+def test_tokenize_errors(tok, pair, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        tokenize_pairs(tok, [pair], **kwargs)
+
+
+def test_tokenize_bad_options_and_empty(tok):
+    with pytest.raises(InputError, match="no prompt pairs"):
+        tokenize_pairs(tok, [])
+    with pytest.raises(InputError, match="multi_token"):
+        tokenize_pairs(tok, [IOI], multi_token="keep")
+    with pytest.raises(InputError, match="length_mismatch"):
+        tokenize_pairs(tok, [IOI], length_mismatch="pad")
+
+
+def test_right_padding_keeps_last_position_logits(tiny_model, tok):
+    short = PromptPair("The author", "The authors", " is", " are")
+    batch = tokenize_pairs(tiny_model, [IOI, short])
+    with torch.no_grad():
+        together = tiny_model(batch.clean_tokens)
+        alone = tiny_model(batch.clean_tokens[1:2, : batch.last_pos[1] + 1])
+    torch.testing.assert_close(together[1, batch.last_pos[1]], alone[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_subset_trims_padding(tok):
+    short = PromptPair("The author", "The authors", " is", " are")
+    batch = tokenize_pairs(tok, [IOI, short])
+    sub = batch.subset([1])
+    assert sub.n == 1 and sub.clean_tokens.shape[1] == int(batch.last_pos[1]) + 1 and sub.pairs == [short]
+
+
+def test_pair_report_never_raises(tok):
+    pairs = [
+        IOI,
+        PromptPair(IOI.clean, IOI.corrupted, " Elizabeth", " John"),
+        PromptPair("When Elizabeth went to", "When Mary went to", " John", " Mary"),
+        PromptPair("", "x", "", " b"),
+    ]
+    report = pair_report(tok, pairs)
+    assert [r["row"] for r in report] == [1, 2, 3, 4]
+    assert report[0]["valid"] and report[0]["problem"] is None
+    assert report[0]["answer_tokens"] == [" Mary"] and report[0]["clean_tokens"][0] == "When"
+    assert not report[1]["valid"] and "answer ' Elizabeth' is" in report[1]["problem"]
+    assert not report[2]["valid"] and "length mismatch" in report[2]["problem"]
+    assert not report[3]["valid"] and "empty clean prompt" in report[3]["problem"]
+
+
+# --------------------------------------------------------------------------- bundled tokenizer
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from sfc_core.model import load_model
+
+    return load_model()
+
+
+@pytest.mark.integration
+def test_bundled_rows_match_to_tokens(bundled):
+    batch = tokenize_pairs(bundled, [IOI])
+    expected = bundled.to_tokens(IOI.clean, prepend_bos=True)[0]
+    assert batch.clean_tokens[0].tolist() == expected.tolist()
+    assert batch.clean_tokens[0, 0].item() == bundled.tokenizer.bos_token_id
+
+
+@pytest.mark.integration
+def test_bundled_multi_token_name_and_mismatch(bundled):
+    tok = bundled.tokenizer
+    assert len(enc(tok, " Donna")) > 1
+    with pytest.raises(InputError, match="multi-token answers in row 1:"):
+        tokenize_pairs(bundled, [PromptPair(IOI.clean, IOI.corrupted, " Donna", " John")])
+    mism = PromptPair("When Donna and John went", "When Mary and John went", " home", " away")
+    assert len(enc(tok, mism.clean)) != len(enc(tok, mism.corrupted))
+    report = pair_report(bundled, [mism])
+    assert "length mismatch" in report[0]["problem"]
