@@ -272,7 +272,7 @@ def evaluate(
     task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
     n: int = typer.Option(None, help="use the first N pairs (default: as many as the circuit used)"),
     sizes: str = typer.Option("5,10,20,50,100", help="circuit sizes for the curve"),
-    ablation: str = typer.Option("mean", help="mean | zero"),
+    ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero"),
 ) -> None:
     """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline."""
     from .discovery import check_ablation, evaluate as run_evaluate
@@ -316,7 +316,7 @@ def compare(
     n: int = typer.Option(20, help="use the first N pairs"),
     methods: str = typer.Option("atp,ig,mask,fap,fap-synergy", help="comma-separated methods"),
     sizes: str = typer.Option("10,25,50,75,100", help="latent counts to compare at"),
-    ablation: str = typer.Option("mean", help="mean | zero"),
+    ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero"),
     lambdas: str = typer.Option("1e-4,3e-4,1e-3,3e-3,1e-2", help="mask: λ values of the sweep"),
     mask_steps: int = typer.Option(200, help="mask: optimisation steps per λ"),
     t_max: float = typer.Option(200.0, help="mask: final temperature"),

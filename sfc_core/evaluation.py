@@ -24,35 +24,49 @@ from .attribution import NodeKey, PairRuns
 from .errors import InputError
 from .splice import decode, encode, run_from
 
-ABLATIONS = ("mean", "zero")
+ABLATIONS = ("mean", "mean_all", "zero")
 
 
 @dataclass(frozen=True)
 class AblationMeans:
-    """Per site: feature means ``[d_sae]`` and ε mean ``[d_model]`` used for ablated nodes."""
+    """Per site: feature values ``[d_sae]`` or ``[pos, d_sae]`` and ε values ``[d_model]`` or ``[pos, d_model]``."""
 
     f: list[torch.Tensor]
     err: list[torch.Tensor]
 
 
 def ablation_means(runs: PairRuns, ablation: str = "mean") -> AblationMeans:
-    """Means over the corrupted prompts' real tokens (``"mean"``) or zeros (``"zero"``).
+    """Values that ablated nodes take, per site.
+
+    * ``"mean"``: mean over the corrupted prompts *at each position* ``[pos, d]`` — prompt pairs
+      are templatic (clean and corrupted aligned token by token), so a position's mean keeps the
+      template and removes only what varies; a position no corrupted prompt reaches takes the
+      mean over all their real tokens.
+    * ``"mean_all"``: mean over every real non-BOS token of the corrupted prompts ``[d]``.
+    * ``"zero"``: zeros.
 
     Raises:
         InputError: unknown ablation kind.
     """
     if ablation not in ABLATIONS:
         raise InputError(f"ablation must be one of {', '.join(ABLATIONS)}, not '{ablation}'")
-    m = runs.mask[..., None].float()
+    m = runs.mask[..., None].to(runs.corrupted[0].f.dtype)
     count = m.sum()
+    per_pos = m.sum(0)  # [pos, 1]
     fs, es = [], []
     for rec in runs.corrupted:
         if ablation == "zero":
-            fs.append(torch.zeros(rec.f.shape[-1]))
-            es.append(torch.zeros(rec.err.shape[-1]))
+            fs.append(torch.zeros(rec.f.shape[-1], dtype=rec.f.dtype))
+            es.append(torch.zeros(rec.err.shape[-1], dtype=rec.err.dtype))
+            continue
+        f_all, e_all = (rec.f * m).sum((0, 1)) / count, (rec.err * m).sum((0, 1)) / count
+        if ablation == "mean_all":
+            fs.append(f_all)
+            es.append(e_all)
         else:
-            fs.append((rec.f * m).sum((0, 1)) / count)
-            es.append((rec.err * m).sum((0, 1)) / count)
+            seen = per_pos > 0
+            fs.append(torch.where(seen, (rec.f * m).sum(0) / per_pos.clamp(min=1), f_all))
+            es.append(torch.where(seen, (rec.err * m).sum(0) / per_pos.clamp(min=1), e_all))
     return AblationMeans(fs, es)
 
 

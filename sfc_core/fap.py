@@ -73,7 +73,7 @@ def ablation_importance(runs: PairRuns, sets: list[list[NodeKey]], ablation: str
                         rows = slice(r * runs.n, (r + 1) * runs.n)
                         for k in sets[j]:
                             if k.site == i:
-                                change = (means.f[i][k.feature] - f[rows, :, k.feature]) * runs.mask
+                                change = (means.f[i][..., k.feature] - f[rows, :, k.feature]) * runs.mask
                                 delta[rows] += change[..., None] * W[k.feature]
                     return x + delta
 

@@ -102,7 +102,7 @@ def masked_resid(runs: PairRuns, candidates, soft: list[torch.Tensor], means, er
         cand = candidates[i]
         s = soft[i]
         fc = f[..., cand]
-        mixed = base.index_copy(-1, cand, s * fc + (1 - s) * means.f[i][cand])
+        mixed = base.index_copy(-1, cand, s * fc + (1 - s) * means.f[i][..., cand].expand_as(fc))
         if error == "mean":
             err = means.err[i].expand_as(err)
         new = decode(runs.sites[i], mixed, err)

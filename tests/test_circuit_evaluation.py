@@ -86,11 +86,14 @@ def test_faithfulness_end_points(runs):
 
 def test_mean_ablation_is_the_corrupted_mean(runs):
     """With one site and only ε kept, the site's features are replaced by their corrupted-token means."""
-    means = E.ablation_means(runs, "mean")
     rec = runs.corrupted[0]
-    m = runs.mask[..., None]
+    m = runs.mask[..., None].double()
     ref = (rec.f * m).sum((0, 1)) / m.sum()
-    torch.testing.assert_close(means.f[0], ref)
+    torch.testing.assert_close(E.ablation_means(runs, "mean_all").f[0], ref)
+    per_pos = E.ablation_means(runs, "mean").f[0]
+    assert per_pos.shape == rec.f.shape[1:]
+    torch.testing.assert_close(per_pos[3], rec.f[:, 3].mean(0))  # every row reaches position 3
+    torch.testing.assert_close(per_pos[0], ref)  # BOS: no real token there, falls back to the all-token mean
     zero = E.ablation_means(runs, "zero")
     assert float(zero.f[1].abs().sum()) == 0.0
     with pytest.raises(InputError):

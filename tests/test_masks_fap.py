@@ -70,7 +70,7 @@ def test_synergy_formula_and_greedy():
 def test_ablation_importance_matches_hooked_run(runs):
     model, site = runs.model, runs.sites[0]
     k = runs.carrier
-    mean = ablation_means(runs).f[0][k]
+    mean = ablation_means(runs).f[0][..., k]
     W = A.effective_decoder(site.sae)
 
     def hook(act, hook):  # noqa: ARG001
