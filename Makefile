@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup app test
+.PHONY: setup app test browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -16,5 +16,9 @@ $(VENV)/.installed: pyproject.toml
 app: setup
 	$(VENV)/bin/streamlit run app.py --server.headless true
 
-test: setup
+# Headless Chromium for the browser test (tests/test_browser.py) and PNG/SVG export (kaleido).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: setup browser
 	$(PY) -m pytest -q

@@ -1,0 +1,456 @@
+"""SFC Explorer — circuit explorer (main page of the Streamlit app).
+
+Run with ``make app`` (or ``streamlit run app.py``). Inputs: a task preset or an editable table of
+prompt pairs (or a JSONL upload), the SAE hook points, the attribution method and selection
+thresholds. **Find circuit** runs :func:`sfc_core.discovery.discover` once per distinct input
+(cached in this session); sliders re-select nodes and edges from the cached effects without
+recomputing. Click a node (or pick it in the list under the graph) to inspect its feature.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from pages._shared import panel, ui  # noqa: E402
+from sfc_core import app_state as S  # noqa: E402
+from sfc_core.errors import InputError, SFCError  # noqa: E402
+
+ui.setup_page("Circuit explorer")
+ss = st.session_state
+ss.setdefault("pairs_version", 0)
+ss.setdefault("view", None)
+
+METHOD_LABELS = {"atp": "AtP — attribution patching (fast)", "ig": "IG — integrated gradients",
+                 "exact": "exact patching (slow: one run per node)", "mask": "mask — binary mask optimisation (slow)",
+                 "fap": "FAP — gradient × activation, top-K", "fap-synergy": "FAP-Synergy — greedy with synergy"}
+
+
+# ------------------------------------------------------------------ callbacks (run before the script)
+def _set_table(pairs) -> None:
+    ss["pairs_df"] = S.table_from_pairs(pairs)
+    ss["pairs_version"] = ss.get("pairs_version", 0) + 1
+
+
+def _on_pairs_upload() -> None:
+    f = ss.get("pairs_upload")
+    if f is None:
+        return
+    try:
+        pairs = S.parse_pairs_upload(f.getvalue(), f"'{f.name}'")
+    except SFCError as exc:
+        ss["_flash_pairs"] = ("error", str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001
+        ui.log.exception("pair upload failed")
+        ss["_flash_pairs"] = ("error", f"could not read '{f.name}' ({type(exc).__name__})")
+        return
+    _set_table(pairs)
+    ss["task_preset"] = ui.CUSTOM
+    ss["_loaded_preset"] = None
+    ss["_flash_pairs"] = ("success", f"Loaded {len(pairs)} pairs from '{f.name}'.")
+
+
+def _on_circuit_upload() -> None:
+    from sfc_core.circuit import load_circuit
+
+    f = ss.get("circuit_upload")
+    if f is None:
+        return
+    try:
+        try:
+            text = f.getvalue().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InputError(f"'{f.name}' is not a circuit file: it is not UTF-8 JSON text") from None
+        if not text.lstrip().startswith("{"):
+            raise InputError(f"'{f.name}' is not a circuit file: expected sfc-circuit/1 JSON (an object)")
+        G = load_circuit(text)
+        if not any(n not in ("embed", "metric") for n in G.nodes):
+            raise InputError(f"'{f.name}' holds a circuit with no feature or error nodes")
+        for n in G.nodes:
+            if n not in ("embed", "metric"):
+                S.parse_node_id(n)
+    except SFCError as exc:
+        ss["_flash_circuit"] = ("error", f"{exc}")
+        return
+    except Exception as exc:  # noqa: BLE001
+        ui.log.exception("circuit upload failed")
+        ss["_flash_circuit"] = ("error", f"could not read '{f.name}' as a circuit ({type(exc).__name__})")
+        return
+    ss["uploaded_graph"] = G
+    ss["uploaded_name"] = f.name
+    ss["view"] = "uploaded"
+    ss["node_pick"] = ""
+    ss["_flash_circuit"] = ("success", f"Showing the circuit from '{f.name}' ({G.number_of_nodes()} nodes).")
+
+
+def _flash(key: str, where=st) -> None:
+    msg = ss.pop(key, None)
+    if msg:
+        getattr(where, msg[0])(msg[1])
+
+
+# ------------------------------------------------------------------ header, model, SAEs
+st.title("Sparse feature circuit explorer")
+st.caption(ui.SIGN_CONVENTION)
+
+with ui.guard("Loading the model and SAEs") as g:
+    m = ui.model()
+    sae_dict = ui.saes()
+if not g.ok:
+    st.info("Fix the model / SAE choice on the *Model and SAEs* page.")
+    st.stop()
+st.caption(ui.model_caption(m, sae_dict))
+
+# ------------------------------------------------------------------ sidebar: options
+from sfc_core.discovery import DISCOVERY_METHODS, DiscoverConfig  # noqa: E402
+
+try:
+    from sfc_core.discovery import SELECTION_METHODS  # methods that choose the nodes themselves
+except ImportError:  # an engine without mask / FAP selection
+    SELECTION_METHODS = ()
+
+with st.sidebar:
+    st.header("Circuit options")
+    hooks_all = list(sae_dict)
+    sae_sig = S.input_key(saes=S.sae_signature(sae_dict))
+    hooks = st.multiselect("SAE hook points", hooks_all, default=hooks_all, key=f"hooks_{sae_sig}",
+                           help="Residual-stream SAEs spliced into the model; nodes come from these.")
+    methods = list(DISCOVERY_METHODS)
+    method = st.selectbox("Method", methods, index=methods.index("atp") if "atp" in methods else 0,
+                          format_func=lambda k: METHOD_LABELS.get(k, k), key="method")
+    ig_steps, extra = 10, {}
+    if method == "ig":
+        ig_steps = int(st.number_input("IG steps", 2, 50, 10, key="ig_steps"))
+    elif method == "mask":
+        extra["mask_lambda"] = float(st.number_input("Mask sparsity λ", min_value=0.0, value=1e-3, step=1e-4,
+                                                     format="%.4f", key="mask_lambda"))
+        extra["mask_steps"] = int(st.number_input("Mask training steps", 10, 2000, 200, key="mask_steps"))
+    elif method in ("fap", "fap-synergy"):
+        extra["budget"] = int(st.number_input("Budget K (nodes the method picks)", 1, 200, 30, key="fap_budget"))
+    aggregate = st.toggle("Aggregate over positions", value=True, key="aggregate",
+                          help="On: one node per feature (summed over token positions). Off: one node per "
+                               "(feature, position).")
+    length_mode = st.selectbox("Pairs whose prompts differ in token length",
+                               ["skip", "align_last"], key="length_mismatch",
+                               format_func=lambda k: {"skip": "skip them",
+                                                      "align_last": "align at the last token"}[k])
+    st.subheader("Selection (no recompute)")
+    sel_mode = st.radio("Select nodes by", ["top-k", "threshold"], horizontal=True, key="sel_mode")
+    sel_box = st.container()
+    ablation = st.selectbox("Ablation for scores", ["mean", "zero"], key="ablation",
+                            help="How nodes outside the circuit are removed when scoring it: mean over the "
+                                 "corrupted prompts, or zero.")
+    st.divider()
+    # No `type=` filter: Streamlit would raise on a wrong extension; the content is validated instead.
+    st.file_uploader("Load a saved circuit (sfc-circuit/1 JSON)", key="circuit_upload",
+                     on_change=_on_circuit_upload)
+    _flash("_flash_circuit")
+
+# ------------------------------------------------------------------ prompt pairs
+st.header("1 · Prompt pairs")
+names = ui.task_names()
+options = names + [ui.CUSTOM]
+if not names:
+    st.warning("The built-in tasks are not available; type pairs into the table or upload a JSONL file.")
+if "task_preset" not in ss or ss["task_preset"] not in options:
+    ss["task_preset"] = "ioi" if "ioi" in options else ui.CUSTOM
+c1, c2, c3 = st.columns([2, 1, 3])
+preset = c1.selectbox("Task preset", options, key="task_preset",
+                      format_func=ui.task_label)
+n_task = int(c2.number_input("Pairs from the task", min_value=1, max_value=64, value=ui.DEFAULT_N_PAIRS,
+                             key="task_n"))
+c3.file_uploader("…or upload prompt pairs (JSON Lines)", key="pairs_upload",
+                 on_change=_on_pairs_upload,
+                 help='One pair per line: {"clean", "corrupted", "answer", "wrong_answer"} or feature-circuits\' '
+                      '{"clean_prefix", "patch_prefix", "clean_answer", "patch_answer"}.')
+_flash("_flash_pairs")
+if preset != ui.CUSTOM and ss.get("_loaded_preset") != (ss["model_name"], preset, n_task):
+    with ui.guard(f"Building the {preset} pairs") as g:
+        _set_table(ui.task_pairs(preset, n_task))
+        ss["_loaded_preset"] = (ss["model_name"], preset, n_task)
+if "pairs_df" not in ss:
+    ss["pairs_df"] = S.empty_table()
+
+edited = st.data_editor(
+    ss["pairs_df"], num_rows="dynamic", key=f"pairs_editor_{ss['pairs_version']}", width="stretch",
+    column_config={
+        "clean": st.column_config.TextColumn("clean", help="prompt whose next token should be the answer"),
+        "corrupted": st.column_config.TextColumn("corrupted", help="same template; its next token is the wrong answer"),
+        "answer": st.column_config.TextColumn("answer", help="one token, usually with a leading space"),
+        "wrong_answer": st.column_config.TextColumn("wrong_answer", help="one token: the corrupted prompt's answer"),
+    },
+)
+records = S.records_from_table(edited)
+ss["current_records"] = records
+
+pairs, pairs_error = None, None
+try:
+    pairs = S.pairs_from_table(records)
+except InputError as exc:
+    pairs_error = str(exc)
+filled = [(i, r) for i, r in enumerate(records) if any(v not in (None, "") for v in r.values())]
+report = []
+with ui.guard("Tokenizing the pairs"):
+    from sfc_core.pairs import pair_report
+
+    report = pair_report(m, [SimpleNamespace(**r) for _, r in filled])
+    for entry, (i, _) in zip(report, filled):  # number rows as in the table (fresh empty rows count)
+        entry["row"], entry["index"] = i + 1, i
+problems = S.report_problems(report)
+with st.expander(f"Tokenization and validity — {len(report)} pairs, {len(problems)} with problems",
+                 expanded=bool(problems)):
+    st.dataframe(S.report_table(report), hide_index=True, width="stretch")
+if pairs_error:
+    st.error(f"Fix the pairs table: {pairs_error}")
+elif problems:
+    shown = "; ".join(problems[:4]) + (f"; … ({len(problems) - 4} more)" if len(problems) > 4 else "")
+    st.warning(f"{len(problems)} pair(s) have problems — length mismatches are "
+               f"{'skipped' if length_mode == 'skip' else 'aligned at the last token'}, multi-token answers are "
+               f"rejected: {shown}")
+
+# ------------------------------------------------------------------ find circuit
+st.header("2 · Circuit")
+aggregation = "sum" if aggregate else "none"
+top_k_default = 30
+cfg = DiscoverConfig(method=method, aggregation=aggregation, top_k=top_k_default, edges=True,
+                     steps=ig_steps, length_mismatch=length_mode, **extra)
+key_cfg = replace(cfg, top_k=None, node_threshold=None, edge_threshold=0.0)
+sub_saes = {h: sae_dict[h] for h in hooks}
+input_key = ui.discovery_key(m, sub_saes, pairs, key_cfg) if pairs else None
+
+if st.button("Find circuit", type="primary", key="find_circuit"):
+    if not hooks:
+        st.error("Select at least one SAE hook point in the sidebar.")
+    elif pairs_error or not pairs:
+        st.error(f"Cannot find a circuit: {pairs_error or 'no prompt pairs'}. Fix the table above.")
+    else:
+        with ui.guard("Finding the circuit"):
+            ui.run_discovery(m, sub_saes, pairs, cfg, input_key)
+            ss["current_key"] = input_key
+            ss["view"] = "discovery"
+
+d = ss["results"].get(ss.get("current_key")) if ss.get("current_key") else None
+has_upload = ss.get("uploaded_graph") is not None
+if d is not None and has_upload:
+    choice = st.radio("Show", ["found circuit", f"uploaded: {ss.get('uploaded_name', 'circuit')}"],
+                      index=0 if ss.get("view") == "discovery" else 1, horizontal=True, key=f"view_pick_{ss.get('view')}")
+    ss["view"] = "discovery" if choice == "found circuit" else "uploaded"
+view = ss.get("view") if (ss.get("view") == "uploaded" and has_upload) or (ss.get("view") == "discovery" and d) else None
+if view is None and d is not None:
+    view = "discovery"
+if view is None and has_upload:
+    view = "uploaded"
+
+G = None
+render_s = None
+if view == "discovery":
+    from sfc_core.discovery import reselect
+
+    emax, wmax = S.effect_range(d)
+    chosen_by_method = d.metadata.get("method") in SELECTION_METHODS
+    with sel_box:
+        if chosen_by_method:
+            st.caption(f"{d.metadata.get('method')} chose its own {d.graph.number_of_nodes()} nodes: the node "
+                       "sliders apply to AtP / IG / exact circuits.")
+            k, thr = None, None
+        elif sel_mode == "top-k":
+            k = st.slider("Nodes: top-k by |effect|", 1, ui.EDGE_POOL, top_k_default, key="top_k")
+            thr = None
+        else:
+            step = S.nice_step(emax)
+            thr = st.slider("Nodes: |effect| ≥", 0.0, S.round_up(emax, step), S.round_up(emax / 10, step),
+                            step=step, format="%.4f", key=f"node_thr_{ss['current_key']}")
+            k = None
+        estep = S.nice_step(wmax)
+        ethr = st.slider("Edges: |weight| ≥", 0.0, S.round_up(wmax, estep), 0.0, step=estep, format="%.4f",
+                         key=f"edge_thr_{ss['current_key']}")
+    if input_key != ss.get("current_key"):
+        st.info("The inputs changed since this circuit was found — click **Find circuit** to recompute. "
+                "Showing the last circuit.")
+    for w in d.runs.batch.warnings[:6]:
+        st.warning(w)
+    with ui.guard("Selecting the circuit"):
+        from sfc_core.viz import circuit_figure
+
+        t0 = time.perf_counter()
+        if chosen_by_method:
+            G = d.graph.copy()
+            G.remove_edges_from([(u, v) for u, v, w in G.edges(data="weight") if abs(w or 0.0) < ethr])
+        else:
+            G = reselect(d, node_threshold=thr, top_k=k, edge_threshold=ethr)
+        G.graph["task"] = ss.get("_loaded_preset", (None, None))[1] if ss.get("_loaded_preset") else "custom"
+        fig = circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict)))
+        render_s = time.perf_counter() - t0
+    runs = d.runs
+elif view == "uploaded":
+    G = ss["uploaded_graph"]
+    runs = None
+    with ui.guard("Drawing the uploaded circuit"):
+        from sfc_core.viz import circuit_figure
+
+        fig = circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict)))
+else:
+    st.info("Choose prompt pairs and click **Find circuit** (the IOI preset is ready), or load a saved circuit "
+            "in the sidebar.")
+
+if G is not None:
+    from sfc_core.circuit import circuit_stats
+    from sfc_core.viz import node_id_from_selection
+
+    col_graph, col_stats = st.columns([3, 1])
+    with col_graph:
+        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="circuit_graph",
+                                config={"displaylogo": False, "scrollZoom": True})
+        cap = "Click a node to inspect it (drag pans, scroll zooms). Red: negative effect (carries the clean behaviour)."
+        if render_s is not None:
+            cap += f" Re-selected and drawn in {render_s * 1000:.0f} ms from cached effects."
+        st.caption(cap)
+    with col_stats:
+        st.markdown("**Circuit statistics**")
+        stats = circuit_stats(G)
+        a, b = st.columns(2)
+        a.metric("nodes", stats["nodes"])
+        b.metric("edges", stats["edges"])
+        a.metric("features", stats["features"])
+        b.metric("error nodes", stats["error_nodes"])
+        a.metric("density", f"{stats['density']:.3f}")
+        b.metric("components", stats["weakly_connected_components"])
+        meta = G.graph
+        if meta.get("metric_clean") is not None:
+            st.markdown(f"metric clean → corrupted: **{meta['metric_clean']:.3f} → {meta['metric_corrupted']:.3f}** "
+                        f"({S.metric_name(meta.get('metric'))}, mean over {meta.get('n_pairs')} pairs)")
+        per_layer = stats["nodes_per_layer"]
+        if per_layer:
+            st.markdown("nodes per layer")
+            st.bar_chart({"nodes": {f"L{k:02d}": v for k, v in per_layer.items()}}, height=160)
+        hubs = [f"{n} ({deg})" for n, deg in stats["out_degree_hubs"] if deg][:3]
+        if hubs:
+            st.caption("top out-degree: " + ", ".join(hubs))
+        timings = meta.get("timings_s") or {}
+        if timings:
+            st.caption("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
+                       + (f"; total {meta['wall_s']:.1f} s" if meta.get("wall_s") else ""))
+        st.caption(f"method {meta.get('method')}, aggregation {meta.get('aggregation')}")
+
+    # -------------------------------------------------------------- node panel
+    node_ids = S.ranked_node_ids(G)
+    clicked = node_id_from_selection(event)
+    if clicked and clicked != ss.get("_last_click"):
+        ss["node_pick"] = clicked
+    ss["_last_click"] = clicked
+    if ss.get("node_pick") not in [""] + node_ids:
+        ss["node_pick"] = ""
+    pick = st.selectbox("Inspect a node (or click one in the graph)", [""] + node_ids, key="node_pick",
+                        format_func=lambda n: "— choose a node —" if not n else S.node_label(G, n))
+    if pick:
+        info = S.node_info(G, pick)
+        with st.container(border=True):
+            if info["kind"] == "feature":
+                loaded = sae_dict.get(info["hook_name"])
+                if loaded is None:
+                    st.warning(f"No SAE is loaded at {info['hook_name']}; load it on the Model and SAEs page to "
+                               "inspect this feature.")
+                else:
+                    if runs is None and pairs:
+                        with ui.guard("Running the current pairs", warn=True):
+                            runs = ui.runs_for(m, sae_dict, pairs, S.circuit_hooks(G))
+                    default_prompt = (runs.batch.pairs[0].clean if runs is not None else
+                                      (pairs[0].clean if pairs else "When Mary and John went to the store, John gave a drink to"))
+                    panel.feature_panel(m, loaded, info["feature"], runs=runs, key=f"node_{pick}",
+                                        default_prompt=default_prompt, ablation_kind="zero", node=info)
+            else:
+                panel.special_node_panel(info)
+
+    # -------------------------------------------------------------- scores
+    st.header("3 · Scores")
+    st.caption("Faithfulness (m(C) − m(∅)) / (m(M) − m(∅)): how much of the model's metric the circuit alone "
+               "recovers when every other node is ablated (1 = all). Completeness: the same for the complement "
+               "(lower is better). The curve scores the top-n nodes by |effect| against random circuits.")
+    score_key = S.input_key(view=view, key=ss.get("current_key") if view == "discovery" else ss.get("uploaded_name"),
+                            nodes=sorted(G.nodes), ablation=ablation)
+    score_cache = ss.setdefault("scores", {})
+    if st.button("Compute faithfulness and completeness", key="compute_scores"):
+        with ui.guard("Scoring the circuit"):
+            from sfc_core.discovery import evaluate
+
+            eval_runs = runs
+            if eval_runs is None:
+                if not pairs:
+                    raise InputError(f"scoring needs prompt pairs: {pairs_error or 'the table is empty'}")
+                eval_runs = ui.runs_for(m, sae_dict, pairs, S.circuit_hooks(G))
+            n_nodes = len([n for n in G.nodes if n not in ("embed", "metric")])
+            with st.spinner("Ablating everything outside the circuit…"):
+                t0 = time.perf_counter()
+                res = evaluate(eval_runs, G, sizes=S.curve_sizes(n_nodes), ablation=ablation)
+                res["seconds"] = time.perf_counter() - t0
+            score_cache[score_key] = res
+    res = score_cache.get(score_key)
+    if res is not None:
+        from sfc_core.viz import curve_figure
+
+        G.graph["scores"] = {"faithfulness": res.get("faithfulness"), "completeness": res.get("completeness"),
+                             "ablation": res.get("ablation")}
+        a, b, c, e = st.columns(4)
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        a.metric("faithfulness", fmt(res.get("faithfulness")))
+        b.metric("completeness", fmt(res.get("completeness")))
+        c.metric("m(full model)", fmt(res.get("m_full")))
+        e.metric("m(all ablated)", fmt(res.get("m_empty")))
+        if res.get("curve"):
+            st.plotly_chart(curve_figure({str(G.graph.get("method") or "circuit"): res["curve"]},
+                                         title=f"faithfulness / completeness vs size ({ablation} ablation)"),
+                            key="score_curve")
+        st.caption(f"scored in {S.fmt_seconds(res.get('seconds', 0.0))}")
+
+    # -------------------------------------------------------------- export
+    st.header("4 · Export")
+    from sfc_core.circuit import to_json
+    from sfc_core.export import ExportError, safe_filename, to_csv, to_graphml, to_html, to_image, to_neuronpedia
+
+    meta = G.graph
+    n_nodes = len([n for n in G.nodes if n not in ("embed", "metric")])
+    base = "sfc-{}-{}-{}-{}nodes".format(meta.get("model") or "model", meta.get("task") or "circuit",
+                                          meta.get("method") or "", n_nodes)
+    with ui.guard("Preparing the exports"):
+        doc_bytes = json.dumps(to_json(G), indent=1, default=float).encode()
+        nodes_csv, edges_csv = to_csv(G)
+        cols = st.columns(4)
+        cols[0].download_button("Circuit JSON (sfc-circuit/1)", doc_bytes, file_name=safe_filename(base, "json"),
+                                mime="application/json", key="dl_json", on_click="ignore")
+        cols[1].download_button("GraphML", to_graphml(G), file_name=safe_filename(base, "graphml"),
+                                mime="application/xml", key="dl_graphml", on_click="ignore")
+        cols[2].download_button("Nodes CSV", nodes_csv.encode(), file_name=safe_filename(base + "-nodes", "csv"),
+                                mime="text/csv", key="dl_nodes", on_click="ignore")
+        cols[3].download_button("Edges CSV", edges_csv.encode(), file_name=safe_filename(base + "-edges", "csv"),
+                                mime="text/csv", key="dl_edges", on_click="ignore")
+        cols = st.columns(4)
+        cols[0].download_button("Standalone HTML", lambda: to_html(fig).encode(), file_name=safe_filename(base, "html"),
+                                mime="text/html", key="dl_html", on_click="ignore")
+        cols[1].download_button("Neuronpedia JSON", json.dumps(to_neuronpedia(G, slug=base), indent=1).encode(),
+                                file_name=safe_filename(base + "-neuronpedia", "json"), mime="application/json",
+                                key="dl_np", on_click="ignore")
+        img_key = S.input_key(img=score_key, nodes=sorted(G.nodes), edges=G.number_of_edges())
+        images = ss.setdefault("images", {})
+        if cols[2].button("Render PNG and SVG", key="render_images"):
+            try:
+                with st.spinner("Rendering static images with Chromium…"):
+                    images.clear()
+                    images[img_key] = {"png": to_image(fig, "png"), "svg": to_image(fig, "svg")}
+            except ExportError as exc:
+                st.warning(f"PNG/SVG export is unavailable here: {exc}")
+        if img_key in images:
+            cols[2].download_button("PNG", images[img_key]["png"], file_name=safe_filename(base, "png"),
+                                    mime="image/png", key="dl_png", on_click="ignore")
+            cols[3].download_button("SVG", images[img_key]["svg"], file_name=safe_filename(base, "svg"),
+                                    mime="image/svg+xml", key="dl_svg", on_click="ignore")

@@ -1,0 +1,108 @@
+"""Evaluate page: faithfulness / completeness curves of circuits, and a comparison of discovery methods."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from pages._shared import ui  # noqa: E402
+from sfc_core import app_state as S  # noqa: E402
+from sfc_core.errors import InputError  # noqa: E402
+
+ui.setup_page("Evaluate", "📈")
+ss = st.session_state
+st.title("Evaluate circuits")
+st.markdown(
+    "**Faithfulness** of a circuit C is `(m(C) − m(∅)) / (m(M) − m(∅))`: the metric with every node *outside* C "
+    "ablated, relative to the full model M and to everything ablated (∅). **Completeness** is the same score of the "
+    "complement of C — how much of the behaviour is left once C is removed (lower is better). Each curve ranks the "
+    "nodes of one method by |effect| and scores its top-n for every size n; dotted grey lines are random circuits "
+    "of the same sizes.")
+
+with ui.guard("Loading the model and SAEs") as g:
+    m = ui.model()
+    sae_dict = ui.saes()
+if not g.ok:
+    st.stop()
+st.caption(ui.model_caption(m, sae_dict))
+
+from sfc_core.discovery import DISCOVERY_METHODS, DiscoverConfig, evaluate  # noqa: E402
+
+try:
+    from sfc_core.discovery import SELECTION_METHODS
+except ImportError:
+    SELECTION_METHODS = ()
+
+pairs = None
+with ui.guard("Reading the current prompt pairs"):
+    pairs = ui.current_pairs()
+if not pairs:
+    st.stop()
+st.caption(f"{len(pairs)} prompt pairs: the explorer's table (or the IOI preset). First clean prompt: "
+           f"`{pairs[0].clean}`")
+
+c1, c2, c3 = st.columns([2, 2, 1])
+methods_all = list(DISCOVERY_METHODS)
+methods = c1.multiselect("Methods to compare", methods_all, default=["atp"] if "atp" in methods_all else methods_all[:1],
+                         key="eval_methods",
+                         help="Each method finds node effects on the same pairs and SAEs; exact patching runs "
+                              "one forward pass per node and is slow on a CPU.")
+sizes_text = c2.text_input("Circuit sizes (nodes)", "5, 10, 20, 50, 100", key="eval_sizes")
+ablation = c3.selectbox("Ablation", ["mean", "zero"], key="eval_ablation")
+hooks = st.multiselect("SAE hook points", list(sae_dict), default=list(sae_dict),
+                       key=f"eval_hooks_{S.input_key(s=S.sae_signature(sae_dict))}")
+
+curves = ss.setdefault("eval_curves", {})
+if st.button("Compute curves", type="primary", key="eval_run"):
+    with ui.guard("Evaluating") as g:
+        sizes = S.parse_sizes(sizes_text)
+        if not methods:
+            raise InputError("choose at least one method to evaluate")
+        if not hooks:
+            raise InputError("select at least one SAE hook point")
+        sub = {h: sae_dict[h] for h in hooks}
+        for method in methods:
+            cfg = DiscoverConfig(method=method, top_k=max(sizes), edges=False, budget=max(sizes))
+            key = ui.discovery_key(m, sub, pairs, cfg)
+            d = ui.run_discovery(m, sub, pairs, cfg, key, label=f"Node effects with {method}")
+            with st.spinner(f"Scoring the {method} curve…"):
+                t0 = time.perf_counter()
+                from sfc_core.discovery import reselect
+
+                # AtP / IG / exact rank every node; mask and FAP choose their own circuit (ranked inside it)
+                G = d.graph if method in SELECTION_METHODS else reselect(d, top_k=max(sizes))
+                res = evaluate(d.runs, G, sizes=sizes, ablation=ablation)
+                res["seconds"] = time.perf_counter() - t0
+            curves[S.input_key(k=key, sizes=sizes, ablation=ablation)] = (method, sizes, ablation, res)
+        ss["eval_shown"] = [S.input_key(k=ui.discovery_key(m, sub, pairs, DiscoverConfig(
+            method=mm, top_k=max(sizes), edges=False, budget=max(sizes))), sizes=sizes, ablation=ablation)
+            for mm in methods]
+
+shown = [curves[k] for k in ss.get("eval_shown", []) if k in curves]
+if shown:
+    from sfc_core.viz import curve_figure
+
+    fig = curve_figure({method: res["curve"] for method, _, _, res in shown},
+                       title=f"faithfulness / completeness vs circuit size ({shown[0][2]} ablation)")
+    st.plotly_chart(fig, key="eval_curve")
+    rows = []
+    for method, sizes, abl, res in shown:
+        c = res["curve"]
+        for i, n in enumerate(c["sizes"]):
+            rows.append({"method": method, "size": n, "faithfulness": c["faithfulness"][i],
+                         "completeness": c["completeness"][i], "random faithfulness": c["random_faithfulness"][i],
+                         "random completeness": c["random_completeness"][i]})
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption("m(full) = {:.3f}, m(∅) = {:.3f} ({})".format(shown[0][3]["curve"]["m_full"],
+                                                            shown[0][3]["curve"]["m_empty"],
+                                                            S.metric_name("logit_diff")))
+else:
+    st.info("Choose methods and sizes, then click **Compute curves**.")

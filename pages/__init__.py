@@ -1,0 +1,1 @@
+"""App pages (Streamlit multipage folder); ``_shared`` holds the Streamlit code they share."""

@@ -1,0 +1,400 @@
+"""The Streamlit app through ``streamlit.testing.v1.AppTest``: explorer, Feature, Evaluate, Model and SAEs, Tour.
+
+Every test uses the bundled model and SAEs (``integration``). The model loads once per process
+(``st.cache_resource`` and the engine's own cache), so the first test pays the load and the rest
+reuse it. Bad inputs must give ``st.error`` / ``st.warning`` — never an exception in the page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 600  # a cold model load is ~25 s, a first circuit tens of seconds on a busy 2-core CPU
+N_PAIRS = 6
+BEFORE_AFTER = re.compile(r"-?\d+\.\d+ → -?\d+\.\d+")
+
+
+def _app(page: str = "app.py"):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
+
+
+def _texts(at) -> list[str]:
+    return [m.value for m in at.markdown]
+
+
+def _ok(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _errors(at) -> str:
+    return " | ".join([e.value for e in at.error] + [w.value for w in at.warning])
+
+
+def _explorer(n: int = N_PAIRS):
+    at = _app()
+    at.run()
+    _ok(at)
+    if at.number_input(key="task_n").value != n:
+        at.number_input(key="task_n").set_value(n).run()
+        _ok(at)
+    return at
+
+
+@pytest.fixture(scope="module")
+def found():
+    """The explorer after Find circuit on the IOI preset (6 pairs, AtP)."""
+    at = _explorer()
+    at.button(key="find_circuit").click().run()
+    _ok(at)
+    assert not at.error, _errors(at)
+    return at
+
+
+# ------------------------------------------------------------------ explorer
+def test_explorer_loads_with_ioi_preselected():
+    from sfc_core.saes import bundled_sae_dirs
+
+    at = _explorer()
+    assert at.title[0].value.startswith("Sparse feature circuit explorer")
+    assert at.selectbox(key="task_preset").value == "ioi"
+    table = at.data_editor[0]
+    assert table.editing_mode == "dynamic"
+    assert list(table.value.columns) == ["clean", "corrupted", "answer", "wrong_answer"]
+    assert len(table.value) == N_PAIRS
+    hooks = [w for w in at.multiselect if w.label == "SAE hook points"][0]
+    assert hooks.value == list(bundled_sae_dirs())
+    assert at.selectbox(key="method").value == "atp"
+    assert {o.split(" ")[0] for o in at.selectbox(key="method").options} >= {"AtP", "IG", "exact"}
+    assert at.toggle(key="aggregate").value is True
+    assert at.selectbox(key="ablation").value in ("mean", "zero")
+    assert at.radio(key="sel_mode").value == "top-k"
+    assert [b.label for b in at.button if b.key == "find_circuit"] == ["Find circuit"]
+    assert len(at.file_uploader) == 2  # pairs (JSONL) and a saved circuit
+    assert any("Tokenization and validity" in e.label for e in at.expander)
+    assert not at.error
+
+
+def test_find_circuit_shows_graph_and_stats(found):
+    at = found
+    assert len(at.get("plotly_chart")) >= 1
+    labels = {m.label: m.value for m in at.metric}
+    assert int(labels["nodes"]) == 30 and int(labels["edges"]) > 0
+    assert any("Circuit statistics" in t for t in _texts(at))
+    assert any(BEFORE_AFTER.search(t) for t in _texts(at))  # metric clean → corrupted
+    assert {b.label for b in at.get("download_button")} >= {
+        "Circuit JSON (sfc-circuit/1)", "GraphML", "Nodes CSV", "Edges CSV", "Standalone HTML", "Neuronpedia JSON"}
+
+
+def test_sliders_reselect_without_recompute(found):
+    at = found
+    results = dict(at.session_state["results"])
+    at.slider(key="top_k").set_value(12).run()
+    _ok(at)
+    assert int({m.label: m.value for m in at.metric}["nodes"]) == 12
+    at.radio(key="sel_mode").set_value("threshold").run()
+    _ok(at)
+    thr = [s for s in at.slider if s.label.startswith("Nodes: |effect|")][0]
+    thr.set_value(thr.max).run()  # the largest threshold keeps at most a node or two
+    _ok(at)
+    assert int({m.label: m.value for m in at.metric}["nodes"]) <= 2
+    edge = [s for s in at.slider if s.label.startswith("Edges:")][0]
+    edge.set_value(edge.max).run()
+    _ok(at)
+    assert set(at.session_state["results"]) == set(results)  # nothing recomputed
+    at.radio(key="sel_mode").set_value("top-k").run()
+    at.slider(key="top_k").set_value(30).run()
+    _ok(at)
+
+
+def test_node_panel_sections(found):
+    at = found
+    pick = at.selectbox(key="node_pick")
+    ids = [o.rsplit("·", 1)[-1].strip() for o in pick.options[1:]]  # labels end with "· <node id>"
+    feature_nodes = [n for n in ids if not n.endswith("/error")]
+    assert feature_nodes, "the circuit has no feature node"
+    pick.set_value(feature_nodes[0]).run()
+    _ok(at)
+    texts = _texts(at)
+    for head in ("#### Top activating examples", "#### Activation histogram", "#### Logit effects", "#### Ablation",
+                 "#### Steering"):
+        assert head in texts, head
+    assert sum('class="sfc-example"' in t for t in texts) >= 1
+    assert any(BEFORE_AFTER.search(t) and "ablation" in t for t in texts)
+    # mean ablation recomputes the panel's before → after
+    kind = [r for r in at.radio if r.label == "Ablate to"][0]
+    kind.set_value("mean").run()
+    _ok(at)
+    assert any("mean ablation" in t and BEFORE_AFTER.search(t) for t in _texts(at))
+    # steering: a normal α works, NaN and huge α are refused with a message
+    alpha = [w for w in at.text_input if w.label.startswith("α")][0]
+    alpha.set_value("4").run()
+    [b for b in at.button if b.label == "Steer"][0].click().run()
+    _ok(at)
+    assert not at.error, _errors(at)
+    assert any(t.startswith("**Greedy continuation without steering:**") for t in _texts(at))
+    assert any(list(df.value.columns)[:3] == ["rank", "before", "p before"] and len(df.value) == 10
+               for df in at.dataframe)
+    for bad in ("nan", "1e9", "-inf", "strong"):
+        alpha = [w for w in at.text_input if w.label.startswith("α")][0]
+        alpha.set_value(bad).run()
+        [b for b in at.button if b.label == "Steer"][0].click().run()
+        _ok(at)
+        assert any("steering strength" in e.value for e in at.error), (bad, _errors(at))
+
+
+def test_scores(found):
+    at = found
+    at.button(key="compute_scores").click().run()
+    _ok(at)
+    assert not at.error, _errors(at)
+    labels = {m.label: m.value for m in at.metric}
+    assert -1.0 < float(labels["faithfulness"]) < 2.0
+    float(labels["completeness"])
+    assert len(at.get("plotly_chart")) >= 2  # the graph and the faithfulness curve
+
+
+def test_static_image_export(found):
+    """PNG/SVG render through kaleido + Chromium; without a browser the page warns instead of failing."""
+    at = found
+    at.button(key="render_images").click().run()
+    _ok(at)
+    labels = {b.label for b in at.get("download_button")}
+    warned = any("PNG/SVG export is unavailable" in w.value for w in at.warning)
+    assert ({"PNG", "SVG"} <= labels) or warned, (labels, _errors(at))
+
+
+def test_saved_circuit_upload_round_trip(found, tmp_path):
+    from sfc_core.circuit import to_json
+    from sfc_core.discovery import reselect
+
+    d = found.session_state["results"][found.session_state["current_key"]]
+    doc = json.dumps(to_json(reselect(d, top_k=10)), default=float).encode()
+    at = _explorer()
+    at.file_uploader(key="circuit_upload").upload("circuit.json", doc, "application/json").run()
+    _ok(at)
+    assert not at.error, _errors(at)
+    assert len(at.get("plotly_chart")) >= 1
+    assert int({m.label: m.value for m in at.metric}["nodes"]) == 10
+
+
+# ------------------------------------------------------------------ explorer: bad inputs
+def _edit(at, edits: dict) -> None:
+    key = at.data_editor[0].key
+    at.session_state[key] = {"edited_rows": edits, "added_rows": [], "deleted_rows": []}
+    at.run()
+
+
+def test_empty_prompt_is_reported():
+    at = _explorer()
+    _edit(at, {0: {"clean": ""}})
+    _ok(at)
+    assert any("row 1: empty clean prompt" in e.value for e in at.error), _errors(at)
+    at.button(key="find_circuit").click().run()
+    _ok(at)
+    assert any("Cannot find a circuit" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
+
+
+def _upload_pairs(at, records: list[dict] | bytes, name: str = "pairs.jsonl") -> None:
+    data = records if isinstance(records, bytes) else "\n".join(json.dumps(r) for r in records).encode()
+    at.file_uploader(key="pairs_upload").upload(name, data, "application/octet-stream").run()
+
+
+def test_mismatched_lengths_and_multi_token_answers():
+    at = _explorer()
+    good = {"clean": "When Mary and John went to the store, John gave a drink to",
+            "corrupted": "When Mary and John went to the store, Mary gave a drink to", "answer": " Mary",
+            "wrong_answer": " John"}
+    mismatch = {"clean_prefix": "The keys to the old wooden cabinet", "patch_prefix": "The key to the cabinet",
+                "clean_answer": " are", "patch_answer": " is"}
+    _upload_pairs(at, [good, mismatch])
+    _ok(at)
+    assert at.selectbox(key="task_preset").value.startswith("(custom")
+    assert len(at.data_editor[0].value) == 2
+    assert any("length mismatch" in w.value for w in at.warning), _errors(at)
+    multi = {**good, "answer": " Maryanne-Christabel"}
+    _upload_pairs(at, [multi])
+    _ok(at)
+    assert any("tokens" in w.value for w in at.warning), _errors(at)
+    at.button(key="find_circuit").click().run()
+    _ok(at)
+    assert any("multi-token answers" in e.value for e in at.error), _errors(at)
+
+
+def test_bad_pair_file_and_bad_circuit_file():
+    at = _explorer()
+    _upload_pairs(at, b"clean,corrupted,answer\nfoo,bar,baz\n", "pairs.csv")
+    _ok(at)
+    assert any("not valid JSON" in e.value for e in at.error), _errors(at)
+    _upload_pairs(at, b"\x89PNG\r\n\x1a\n\x00\x00binary", "image.png")
+    _ok(at)
+    assert any("not UTF-8" in e.value for e in at.error), _errors(at)
+    assert len(at.data_editor[0].value) == N_PAIRS  # the table is untouched
+    for data in (b'{"hello": "world"}', b"not json at all", b'{"schema": "sfc-circuit/1", "nodes": [{"x": 1}]}'):
+        at.file_uploader(key="circuit_upload").upload("c.json", data, "application/json").run()
+        _ok(at)
+        assert any("circuit" in e.value for e in at.error), _errors(at)
+
+
+def test_no_hook_point_selected():
+    at = _explorer()
+    [w for w in at.multiselect if w.label == "SAE hook points"][0].set_value([]).run()
+    at.button(key="find_circuit").click().run()
+    _ok(at)
+    assert any("Select at least one SAE hook point" in e.value for e in at.error), _errors(at)
+
+
+# ------------------------------------------------------------------ pages
+def test_feature_page_shows_examples():
+    at = _app("pages/1_Feature.py")
+    at.run()
+    _ok(at)
+    texts = _texts(at)
+    assert "#### Top activating examples" in texts
+    assert sum('class="sfc-example"' in t for t in texts) >= 1
+    assert "#### Logit effects" in texts and "#### Ablation" in texts
+    assert any(BEFORE_AFTER.search(t) for t in texts)
+    fid = [w for w in at.number_input if w.label.startswith("Feature id")][0]
+    fid.set_value(fid.max).run()  # any id in range works, dead or alive
+    _ok(at)
+    assert not at.error, _errors(at)
+
+
+def test_model_page_quality_table_and_offline_errors():
+    from sfc_core.model import hub_reachable
+    from sfc_core.saes import bundled_sae_dirs
+
+    at = _app("pages/3_Model_and_SAEs.py")
+    at.run()
+    _ok(at)
+    tables = [df.value for df in at.dataframe]
+    quality = [t for t in tables if "FVE" in t.columns][0]
+    assert list(quality["hook point"]) == list(bundled_sae_dirs())
+    assert quality["FVE"].notna().all()
+
+    at.text_input(key="model_name_input").set_value("definitely-not-a-model")
+    [b for b in at.button if b.label == "Load model"][0].click().run()
+    _ok(at)
+    assert any("unknown model" in e.value for e in at.error), _errors(at)
+
+    at.radio(key="sae_kind").set_value("SAE Lens release").run()
+    at.text_input(key="sae_release").set_value("no-such-release")
+    at.text_input(key="sae_layers").set_value("3")
+    [b for b in at.button if b.label == "Load SAEs"][0].click().run()
+    _ok(at)
+    assert any("unknown SAE Lens release" in e.value for e in at.error), _errors(at)
+
+    at.radio(key="sae_kind").set_value("local SAE folder").run()
+    at.text_input(key="sae_path").set_value("/nonexistent/sae")
+    [b for b in at.button if b.label == "Load SAEs"][0].click().run()
+    _ok(at)
+    assert any("SAE folder not found" in e.value for e in at.error), _errors(at)
+
+    if hub_reachable():
+        pytest.skip("the model hub is reachable here: the offline errors for real names cannot be checked")
+    at.text_input(key="model_name_input").set_value("gpt2-small")
+    [b for b in at.button if b.label == "Load model"][0].click().run()
+    _ok(at)
+    assert any("not available offline" in e.value for e in at.error), _errors(at)
+    at.radio(key="sae_kind").set_value("SAE Lens release").run()
+    at.text_input(key="sae_release").set_value("gpt2-small-res-jb")
+    at.text_input(key="sae_layers").set_value("3")
+    [b for b in at.button if b.label == "Load SAEs"][0].click().run()
+    _ok(at)
+    assert any("not available offline" in e.value for e in at.error), _errors(at)
+    assert at.session_state["model_name"] != "gpt2-small"  # a failed load changes nothing
+
+
+def test_evaluate_page_curves():
+    from sfc_core.app_state import records_from_table, table_from_pairs
+    from sfc_core.model import load_model
+    from sfc_core.tasks import get_task_pairs
+
+    at = _app("pages/2_Evaluate.py")
+    at.session_state["current_records"] = records_from_table(table_from_pairs(get_task_pairs(load_model(), "ioi", N_PAIRS)))
+    at.run()
+    _ok(at)
+    at.text_input(key="eval_sizes").set_value("five")
+    at.button(key="eval_run").click().run()
+    _ok(at)
+    assert any("circuit sizes must be integers" in e.value for e in at.error), _errors(at)
+    at.text_input(key="eval_sizes").set_value("5, 20")
+    at.button(key="eval_run").click().run()
+    _ok(at)
+    assert not at.error, _errors(at)
+    assert len(at.get("plotly_chart")) == 1
+    table = [df.value for df in at.dataframe][-1]
+    assert list(table["size"]) == [5, 20] and table["faithfulness"].notna().all()
+
+
+def test_tour_runs_every_step():
+    at = _app("pages/4_Tour.py")
+    at.run()
+    _ok(at)
+    steps = at.radio(key="tour_step").options
+    assert len(steps) >= 5
+    for step in steps:
+        at.radio(key="tour_step").set_value(step).run()
+        _ok(at)
+        assert not at.error, (step, _errors(at))
+    assert len(at.get("plotly_chart")) >= 1  # the SVA circuit of the last step
+
+
+def test_two_sessions_computing_at_once_get_their_own_results():
+    """What two browser sessions do at once (discover, ablate, steer on the one cached model, in two
+    threads) gives exactly what each gives alone: the engine keeps no per-call state on the model."""
+    import threading
+
+    import torch
+
+    from sfc_core.discovery import DiscoverConfig, discover
+    from sfc_core.features import ablate_feature, steer
+    from sfc_core.model import load_model
+    from sfc_core.saes import load_bundled_saes
+    from sfc_core.tasks import get_task_pairs
+
+    m = load_model()
+    saes = load_bundled_saes(m)
+    cfg = DiscoverConfig(top_k=20)
+    hook = list(saes)[len(saes) // 2]
+
+    def work(task: str) -> dict:
+        d = discover(m, saes, get_task_pairs(m, task, 4), cfg, edge_pool=30)
+        site = list(saes).index(hook)
+        feat = int(d.attribution.effects[site][:-1].abs().argmax())
+        return {"effects": [e.clone() for e in d.attribution.effects], "edges": dict(d.edges),
+                "ablation": ablate_feature(d.runs, site, feat, "zero")["after"],
+                "steer": steer(m, saes[hook], feat, 8.0, d.runs.batch.pairs[0].clean, max_new_tokens=4)}
+
+    alone = {task: work(task) for task in ("ioi", "sva")}
+    together: dict = {}
+    errors: list = []
+
+    def run(task: str) -> None:
+        try:
+            together[task] = work(task)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(task,)) for task in ("ioi", "sva")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for task in ("ioi", "sva"):
+        a, b = alone[task], together[task]
+        assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a["effects"], b["effects"])), task
+        assert a["edges"].keys() == b["edges"].keys()
+        assert max(abs(a["edges"][k] - b["edges"][k]) for k in a["edges"]) < 1e-4
+        assert a["ablation"] == pytest.approx(b["ablation"], abs=1e-4)
+        assert a["steer"]["continuation_after"] == b["steer"]["continuation_after"]
