@@ -261,7 +261,8 @@ if view == "discovery":
     chosen_by_method = d.metadata.get("method") in SELECTION_METHODS
     with sel_box:
         if chosen_by_method:
-            st.caption(f"{d.metadata.get('method')} chose its own {d.graph.number_of_nodes()} nodes: the node "
+            n_chosen = len([n for n in d.graph if n not in ("embed", "metric")])
+            st.caption(f"{d.metadata.get('method')} chose its own {n_chosen} nodes: the node "
                        "sliders apply to AtP / IG / exact circuits.")
             k, thr = None, None
         elif sel_mode == "top-k":
