@@ -35,7 +35,7 @@ import torch
 from . import defaults
 from .errors import InputError
 from .metrics import get_metric
-from .splice import Site, SiteRecord, check_finite, embed, encode, make_sites, run_from
+from .splice import Site, SiteRecord, check_finite, make_sites, record_run, run_from
 
 METHODS = ("atp", "ig", "exact")
 AGGREGATIONS = ("sum", "none")
@@ -93,6 +93,7 @@ class PairRuns:
     m_corrupted: torch.Tensor
     mask: torch.Tensor
     _decoders: list[torch.Tensor] = field(default_factory=list)
+    _clean_grads: list[torch.Tensor] | None = None
 
     @property
     def n(self) -> int:
@@ -104,34 +105,24 @@ class PairRuns:
             self._decoders = [effective_decoder(s.sae) for s in self.sites]
         return self._decoders[i]
 
-    def metric_from_resid(self, resid: torch.Tensor, reps: int = 1) -> torch.Tensor:
-        """Metric per row ``[reps·n]`` from the final residual ``[reps·n, pos, d_model]``.
-
-        Only the last real position goes through ``ln_final``/``unembed`` (the vocabulary
-        projection costs as much as several blocks).
-        """
-        last = self.batch.last_pos.repeat(reps)
+    def last_logits(self, resid: torch.Tensor, reps: int = 1) -> torch.Tensor:
+        """Logits ``[reps·n, d_vocab]`` at each row's last real position, from the final residual
+        ``[reps·n, pos, d_model]``. Only that position goes through ``ln_final``/``unembed`` (the
+        vocabulary projection costs as much as several blocks)."""
         rows = torch.arange(resid.shape[0])
-        logits = self.model.unembed(self.model.ln_final(resid[rows, last][:, None]))
-        ns = SimpleNamespace(last_pos=torch.zeros_like(last), answer_ids=self.batch.answer_ids.repeat(reps),
-                             wrong_ids=self.batch.wrong_ids.repeat(reps))
+        return self.model.unembed(self.model.ln_final(resid[rows, self.batch.last_pos.repeat(reps)][:, None]))[:, 0]
+
+    def metric_from_logits(self, logits: torch.Tensor, reps: int = 1) -> torch.Tensor:
+        """Metric per row ``[reps·n]`` from last-position logits ``[reps·n, d_vocab]``."""
+        ids = (self.batch.answer_ids.repeat(reps), self.batch.wrong_ids.repeat(reps))
+        # logits are already at the last position; the metric ignores last_pos for 2-D logits
+        ns = SimpleNamespace(last_pos=torch.zeros_like(ids[0]), answer_ids=ids[0], wrong_ids=ids[1])
         ref = self.clean_logprobs.repeat(reps, 1) if self.clean_logprobs is not None else None
         return get_metric(self.metric)(logits, ns, ref)
 
-
-def _record(model, sites: list[Site], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[SiteRecord]]:
-    records: list[SiteRecord] = []
-
-    def edit(i: int, x: torch.Tensor) -> torch.Tensor:
-        f, err = encode(sites[i], x)
-        check_finite(f, f"SAE features at {sites[i].hook_name}")
-        records.append(SiteRecord(x, f, err))
-        return x
-
-    with torch.no_grad():
-        resid0, _ = embed(model, tokens)
-        final = run_from(model, sites, resid0, 0, edit, stop_block=model.cfg.n_layers)
-    return resid0, check_finite(final, "residual stream"), records
+    def metric_from_resid(self, resid: torch.Tensor, reps: int = 1) -> torch.Tensor:
+        """Metric per row ``[reps·n]`` from the final residual ``[reps·n, pos, d_model]``."""
+        return self.metric_from_logits(self.last_logits(resid, reps), reps)
 
 
 def prepare_runs(model, saes: dict, batch, metric: str = "logit_diff") -> PairRuns:
@@ -146,16 +137,15 @@ def prepare_runs(model, saes: dict, batch, metric: str = "logit_diff") -> PairRu
     """
     get_metric(metric)
     sites = make_sites(model, saes)
-    e_clean, fin_clean, rec_clean = _record(model, sites, batch.clean_tokens)
-    e_corr, fin_corr, rec_corr = _record(model, sites, batch.corrupted_tokens)
+    e_clean, fin_clean, rec_clean = record_run(model, sites, batch.clean_tokens)
+    e_corr, fin_corr, rec_corr = record_run(model, sites, batch.corrupted_tokens)
     runs = PairRuns(model, sites, batch, metric, rec_clean, rec_corr, e_clean, e_corr,
                     clean_logprobs=None, m_clean=torch.empty(0), m_corrupted=torch.empty(0),
                     mask=batch.valid_mask.clone())
     with torch.no_grad():
-        rows = torch.arange(batch.n)
-        last = model.unembed(model.ln_final(fin_clean[rows, batch.last_pos][:, None]))[:, 0]
-        runs.clean_logprobs = last.log_softmax(-1)
-        runs.m_clean = runs.metric_from_resid(fin_clean)
+        clean_logits = runs.last_logits(fin_clean)
+        runs.clean_logprobs = clean_logits.log_softmax(-1)
+        runs.m_clean = runs.metric_from_logits(clean_logits)
         runs.m_corrupted = runs.metric_from_resid(fin_corr)
     return runs
 
@@ -231,8 +221,11 @@ def _result(runs: PairRuns, method: str, aggregation: str, effects, timings, ste
 def clean_gradients(runs: PairRuns) -> list[torch.Tensor]:
     """``∂m/∂x`` at every site on the clean prompts, ``[n, pos, d_model]`` each (one backward).
 
-    ``m`` is summed over pairs, so each row holds its own pair's gradient.
+    ``m`` is summed over pairs, so each row holds its own pair's gradient. Computed once per
+    ``runs`` (AtP, edges and FAP all read it).
     """
+    if runs._clean_grads is not None:
+        return runs._clean_grads
     model = runs.model
     resid0 = runs.embed_clean.detach().clone().requires_grad_(True)
     xs: list[torch.Tensor] = []
@@ -245,7 +238,8 @@ def clean_gradients(runs: PairRuns) -> list[torch.Tensor]:
         final = run_from(model, runs.sites, resid0, 0, keep, stop_block=model.cfg.n_layers)
         m = runs.metric_from_resid(final).sum()
         grads = torch.autograd.grad(m, xs)
-    return [check_finite(g, f"gradient at {s.hook_name}") for g, s in zip(grads, runs.sites)]
+    runs._clean_grads = [check_finite(g, f"gradient at {s.hook_name}") for g, s in zip(grads, runs.sites)]
+    return runs._clean_grads
 
 
 def atp(runs: PairRuns, aggregation: str = "sum") -> Attribution:

@@ -101,7 +101,6 @@ def ablated_metric(runs: PairRuns, keeps: list[list[torch.Tensor]], means: Ablat
 
 def _ablated_chunk(runs: PairRuns, keeps, means: AblationMeans) -> torch.Tensor:
     reps, n = len(keeps), runs.n
-    tokens = runs.batch.clean_tokens
 
     def edit(i: int, x: torch.Tensor) -> torch.Tensor:
         f, err = encode(runs.sites[i], x)
@@ -120,7 +119,6 @@ def _ablated_chunk(runs: PairRuns, keeps, means: AblationMeans) -> torch.Tensor:
         resid = runs.embed_clean.repeat(reps, 1, 1)
         final = run_from(runs.model, runs.sites, resid, 0, edit, stop_block=runs.model.cfg.n_layers)
         m = runs.metric_from_resid(final, reps=reps).view(reps, n)
-    del tokens
     return m.mean(1)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 
 import torch
 
@@ -43,16 +42,6 @@ def check_feature(sae, feature: int) -> int:
 # ------------------------------------------------------------------ examples
 _COMPUTED: dict[tuple, object] = {}
 _COMPUTED_LOCK = threading.Lock()
-
-
-@dataclass
-class ComputedIndex:
-    """A feature index computed on the fly for a non-bundled SAE (same API as FeatureIndex)."""
-
-    hook_name: str
-    tensors: dict
-    tokens: torch.Tensor
-    window: tuple[int, int] = (10, 4)
 
 
 def feature_index_for(model, loaded, corpus_tokens: torch.Tensor | None = None, progress=None):
@@ -123,9 +112,8 @@ def ablate_feature(runs: PairRuns, site: int, feature: int, ablation: str = "zer
     with torch.no_grad():
         final = run_from(runs.model, runs.sites, clean.x + delta, s.n_blocks_before, None,
                          stop_block=runs.model.cfg.n_layers)
-        after = runs.metric_from_resid(final)
-        rows = torch.arange(runs.n)
-        logits = runs.model.unembed(runs.model.ln_final(final[rows, runs.batch.last_pos][:, None]))[:, 0]
+        logits = runs.last_logits(final)
+        after = runs.metric_from_logits(logits)
         change = (logits.log_softmax(-1) - runs.clean_logprobs).mean(0)
     tok = runs.model.tokenizer
     up, down = change.topk(top_n), change.topk(top_n, largest=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -113,9 +113,7 @@ def masked_resid(runs: PairRuns, candidates, soft: list[torch.Tensor], means, er
 
 def _kl_to_clean(runs: PairRuns, final: torch.Tensor) -> torch.Tensor:
     """KL(clean ‖ masked) at the last position, nats, mean over pairs."""
-    rows = torch.arange(runs.n)
-    logits = runs.model.unembed(runs.model.ln_final(final[rows, runs.batch.last_pos][:, None]))[:, 0]
-    logp = logits.log_softmax(-1)
+    logp = runs.last_logits(final).log_softmax(-1)
     return (runs.clean_logprobs.exp() * (runs.clean_logprobs - logp)).sum(-1).mean()
 
 
@@ -170,7 +168,7 @@ def lambda_sweep(runs: PairRuns, lams: list[float], cfg: MaskConfig = MaskConfig
         raise InputError("give at least one λ")
     out = []
     for j, lam in enumerate(sorted(lams)):
-        c = MaskConfig(**{**cfg.__dict__, "lam": lam})
+        c = replace(cfg, lam=lam)
         out.append(train_mask(runs, c, progress=(lambda s, n, l, j=j: progress(j, s, n, l)) if progress else None))
     return out
 

@@ -147,12 +147,6 @@ def run_from(model, sites: list[Site], resid: torch.Tensor, start_block: int, ed
     return model.unembed(model.ln_final(resid))
 
 
-def forward(model, sites: list[Site], tokens: torch.Tensor, edit: SiteEdit | None = None) -> torch.Tensor:
-    """Spliced forward from tokens ``[b, p]`` to logits ``[b, p, d_vocab]``."""
-    resid, kwargs = embed(model, tokens)
-    return run_from(model, sites, resid, 0, edit, kwargs)
-
-
 def check_finite(t: torch.Tensor, what: str) -> torch.Tensor:
     """Raise :class:`NumericalError` if ``t`` holds NaN or inf."""
     if not torch.isfinite(t).all():
@@ -169,8 +163,14 @@ class SiteRecord:
     err: torch.Tensor
 
 
-def record_run(model, sites: list[Site], tokens: torch.Tensor) -> tuple[torch.Tensor, list[SiteRecord]]:
-    """No-grad spliced run keeping every site's ``x``, ``f`` and ``ε``; returns ``(logits, records)``."""
+def record_run(model, sites: list[Site], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[SiteRecord]]:
+    """No-grad spliced run of ``tokens`` ``[b, p]`` keeping every site's ``x``, ``f`` and ``ε``.
+
+    Returns:
+        ``(embedding [b, p, d_model], final residual [b, p, d_model], records)``.
+    Raises:
+        NumericalError: NaN or inf in features or the residual stream.
+    """
     records: list[SiteRecord] = []
 
     def edit(i: int, x: torch.Tensor) -> torch.Tensor:
@@ -180,5 +180,6 @@ def record_run(model, sites: list[Site], tokens: torch.Tensor) -> tuple[torch.Te
         return x
 
     with torch.no_grad():
-        logits = forward(model, sites, tokens, edit)
-    return check_finite(logits, "logits"), records
+        resid0, _ = embed(model, tokens)
+        final = run_from(model, sites, resid0, 0, edit, stop_block=model.cfg.n_layers)
+    return resid0, check_finite(final, "residual stream"), records
