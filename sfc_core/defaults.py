@@ -47,5 +47,10 @@ def sae_hook_name(layer: int) -> str:
 MAX_PROMPT_TOKENS = 256
 #: Seconds to wait for a model hub before declaring the machine offline.
 NETWORK_PROBE_TIMEOUT_S = 3.0
+#: The explorer's first circuit: this many task pairs, edges among this many top nodes (so the
+#: node slider can loosen the selection without recomputing). Sized for a warm AtP recompute
+#: of ≤ 15 s on 2 CPU cores (bench/bench_app.py).
+APP_N_PAIRS = 8
+APP_EDGE_POOL = 100
 #: Integrated-gradients steps (Marks et al. 2024 use 10).
 IG_STEPS = 10

@@ -122,8 +122,9 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         saes: ``{hook_name: LoadedSAE | SAE}``.
         pairs: prompt pairs or a tokenized :class:`PairBatch`.
         progress: optional ``callable(stage: str, fraction: float)``.
-        edge_pool: compute edges among this many top nodes (default: the selected ones), so
-            that a looser selection later reuses them.
+        edge_pool: compute edges among this many top nodes by |effect| (default: all the
+            selected ones): more than selected, so a looser selection later reuses them; fewer
+            when a selection method keeps more, to bound the edge cost.
     Raises:
         InputError (bad pairs, options, hook points), IncompatibleSAEError, NumericalError.
     """
@@ -149,6 +150,9 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     edge_nodes = nodes
     if edge_pool is not None and edge_pool > len(nodes):
         edge_nodes = select_nodes(attr, top_k=edge_pool)
+    elif edge_pool is not None:
+        # A mask can keep thousands of latents; edges cost one VJP per downstream node.
+        edge_nodes = sorted(nodes, key=lambda n: -abs(node_value(attr.effects, n)))[:edge_pool]
     edges: dict = {}
     if cfg.edges and edge_nodes:
         say("edges", 0.7)

@@ -108,7 +108,9 @@ def masked_resid(runs: PairRuns, candidates, soft: list[torch.Tensor], means, er
         new = decode(runs.sites[i], mixed, err)
         return torch.cat([x[:, :1], new[:, 1:]], dim=1)
 
-    return run_from(runs.model, runs.sites, runs.embed_clean, 0, edit, stop_block=runs.model.cfg.n_layers)
+    # Nothing is masked before the first site, so start from its recorded clean input.
+    first = runs.sites[0].n_blocks_before
+    return run_from(runs.model, runs.sites, runs.clean[0].x, first, edit, stop_block=runs.model.cfg.n_layers)
 
 
 def _kl_to_clean(runs: PairRuns, final: torch.Tensor) -> torch.Tensor:
@@ -149,8 +151,11 @@ def train_mask(runs: PairRuns, cfg: MaskConfig = MaskConfig(), progress=None) ->
                 faith = (target.mean() - runs.metric_from_resid(final).mean()).abs()
             size = sum(s.sum() for s in soft)
             loss = faith + cfg.lam * size
-            opt.zero_grad()
-            loss.backward()
+            # Gradients for θ only: backward() would also fill .grad of the shared model's weights
+            # (a third more work, and a race between sessions).
+            grads = torch.autograd.grad(loss, theta)
+        for th, g in zip(theta, grads):
+            th.grad = g
         opt.step()
         losses.append(float(loss))
         if progress:

@@ -20,11 +20,11 @@ from sfc_core.errors import InputError, SFCError
 log = logging.getLogger("sfc_app")
 
 #: Edges are computed among this many top nodes, so sliders can loosen the selection later.
-EDGE_POOL = 200
+EDGE_POOL = defaults.APP_EDGE_POOL
 #: Discoveries kept per session (each holds its runs for ablation and scoring).
 MAX_RESULTS = 4
 #: Default number of task pairs in the explorer (the CPU budget of a first circuit).
-DEFAULT_N_PAIRS = 8
+DEFAULT_N_PAIRS = defaults.APP_N_PAIRS
 CUSTOM = "(custom table / upload)"
 SIGN_CONVENTION = (
     "Sign convention: a node's effect is the change of the metric (logit difference "
