@@ -7,7 +7,9 @@ the methods differ only in which latents they pick:
 * ``atp`` / ``ig``: the ``n`` latents of largest |indirect effect| (Marks et al. 2024);
 * ``fap``: the ``n`` latents of largest |gradient × activation| (PIE);
 * ``fap-synergy``: the first ``n`` latents of the greedy synergy-aware selection with budget ``max(sizes)``;
-* ``mask``: one mask per λ of a sweep; its sizes are whatever each λ gives (a frontier);
+* ``mask``: one mask per λ of a sweep; its sizes are whatever each λ gives (a frontier), and
+  every other method is also scored at those sizes, so "mask vs IG at equal latent counts" is read
+  off directly;
 * ``random``: ``n`` latents drawn from the active ones (mean of 3 draws).
 
 All circuits are scored by the same ablation (:mod:`sfc_core.evaluation`).
@@ -65,7 +67,12 @@ def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablati
     sizes = sorted(set(sizes))
     out: dict = {"sizes": sizes, "ablation": ablation, "n_pairs": runs.n, "methods": {}}
     fap = None
+    # The mask runs first so that the ranking methods are also scored at its (λ-given) sizes.
+    methods = sorted(methods, key=lambda m: m != "mask")
     for j, method in enumerate(methods):
+        if j == 1 and "mask" in out["methods"]:
+            sizes = sorted(set(sizes) | {n for n in out["methods"]["mask"]["n_latents"] if n > 0})
+            out["sizes"] = sizes
         say(method, j / len(methods))
         t = time.perf_counter()
         if method in ("atp", "ig"):

@@ -100,3 +100,31 @@ def test_fap_and_budget_errors(runs):
             P.fap_select(runs, k, scores)
         with pytest.raises(InputError):
             P.fap_synergy_select(runs, k, scores=scores)
+
+
+def test_compare_scores_every_method_at_the_mask_sizes(runs):
+    from sfc_core.compare import compare_methods
+
+    report = compare_methods(runs, ["atp", "fap", "mask"], [1, 2], lambdas=[1e-3, 1.0],
+                             mask_cfg=M.MaskConfig(steps=40, t_max=50.0))
+    mask = report["methods"]["mask"]
+    assert len(mask["n_latents"]) == 2 and mask["lambdas"] == [1e-3, 1.0]
+    expected = sorted({1, 2} | {n for n in mask["n_latents"] if n > 0})
+    assert report["sizes"] == expected
+    for name in ("atp", "fap"):
+        row = report["methods"][name]
+        # a ranking scores n latents, or all it has when fewer are non-zero
+        assert len(row["n_latents"]) == len(expected)
+        assert all(got <= n for got, n in zip(row["n_latents"], expected))
+        assert row["n_latents"][:2] == [1, 2]
+        assert all(f is None or -10 < f < 10 for f in row["faithfulness"])
+    assert report["random"]["sizes"] == expected
+
+
+def test_compare_rejects_unknown_methods_and_bad_sizes(runs):
+    from sfc_core.compare import compare_methods
+
+    with pytest.raises(InputError):
+        compare_methods(runs, ["atp", "magic"], [1])
+    with pytest.raises(InputError):
+        compare_methods(runs, ["atp"], [0])
