@@ -11,10 +11,13 @@ of the model. TopK because L0 is fixed by construction (the bar is L0 ≤ 64),
 AuxK keeps latents alive on a small token budget, and no L1 coefficient needs
 tuning on a CPU budget that allows a single run.
 
-Quality (per SAE, held-out tokens, BOS position excluded as in training):
-fraction of variance explained ``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²``; CE-loss recovered
-``(CE_zero − CE_spliced) / (CE_zero − CE_clean)``; mean L0; dead fraction (latents
-never active on the held-out tokens).
+Training excludes special tokens (BOS, document separators) and shrinks the rare
+"massive activation" tokens to a capped norm (see ``OUTLIER_NORM_RATIO``).
+
+Quality (per SAE, held-out tokens, special tokens excluded as in training): fraction of
+variance explained ``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²``, mean L0 and dead fraction (latents
+never active) on every held-out token; CE-loss recovered ``(CE_zero − CE_spliced) /
+(CE_zero − CE_clean)`` on the first ``check_seqs`` held-out sequences (three forwards each).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ from .corpus import CorpusConfig, build_corpus
 from .errors import AssetError
 
 QUALITY_BAR = {"fve": 0.80, "ce_recovered": 0.90, "l0": 64.0, "dead_frac": 0.10}
+#: Training shrinks tokens whose residual norm exceeds this multiple of the median norm (at
+#: any hook point) down to that norm: SmolLM2 has "massive activations" (Sun et al. 2024) on a
+#: few delimiters, ~10⁴× the norm² of a normal token, which would otherwise own the MSE loss
+#: and leave most latents dead. Their direction is still learnt, and a TopK SAE is linear in
+#: its input's scale once the active set is fixed, so they are still reconstructed.
+OUTLIER_NORM_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -41,10 +50,11 @@ class BuildConfig:
     """Everything ``sfc bundle build`` needs; stored in ``assets/bundle.json``."""
 
     layers: tuple[int, ...] = defaults.BUNDLED_LAYERS
-    d_sae: int = 2048
+    # 1024 latents: on a CPU budget of ~10⁶ tokens per SAE, 2048 left half of them dead.
+    d_sae: int = 1024
     k: int = 48
-    epochs: float = 4.0
-    batch_tokens: int = 2048
+    epochs: float = 5.0
+    batch_tokens: int = 1024
     lr: float = 8e-4
     seed: int = 0
     device: str = "cpu"
@@ -98,8 +108,35 @@ def collect_activations(model, tokens: torch.Tensor, hook_names: list[str], out_
     return paths
 
 
-def activation_batches(paths: list[Path], hook_names: list[str], batch_tokens: int, seed: int):
-    """Endless shuffled ``{hook_name: [batch_tokens, d_model]}`` fp32 batches over epochs."""
+def special_positions(tokens: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
+    """Bool ``[n_seq, seq_len]``: positions holding a special token (BOS, document separators)."""
+    return torch.isin(tokens.long(), torch.tensor(sorted(special_ids), dtype=torch.long))
+
+
+def training_rows(stacked: dict[str, torch.Tensor], special: torch.Tensor) -> torch.Tensor:
+    """Bool ``[n_rows]``: cached rows to train on (no special token).
+
+    Args:
+        stacked: ``{hook_name: [n_rows, d_model]}`` cached activations (BOS column dropped).
+        special: ``[n_rows]`` special-token flags in the same order.
+    """
+    return ~special
+
+
+def shrink_outliers(x: torch.Tensor, ratio: float = OUTLIER_NORM_RATIO) -> torch.Tensor:
+    """``x`` ``[n, d_model]`` with every row's norm capped at ``ratio`` × the median row norm."""
+    norms = x.float().norm(dim=-1, keepdim=True)
+    cap = ratio * norms.median()
+    return (x.float() * torch.clamp(cap / norms, max=1.0)).to(x.dtype)
+
+
+def activation_batches(paths: list[Path], hook_names: list[str], batch_tokens: int, seed: int,
+                       special: torch.Tensor | None = None):
+    """Endless shuffled ``{hook_name: [batch_tokens, d_model]}`` fp32 batches over epochs.
+
+    ``special`` ``[n_rows]`` flags rows to drop (:func:`training_rows`; ``None`` keeps them);
+    massive-activation rows are shrunk (:func:`shrink_outliers`).
+    """
     from safetensors.torch import load_file
 
     data = {h: [] for h in hook_names}
@@ -108,7 +145,10 @@ def activation_batches(paths: list[Path], hook_names: list[str], batch_tokens: i
         for h in hook_names:
             data[h].append(chunk[h])
     stacked = {h: torch.cat(v) for h, v in data.items()}
-    n = len(next(iter(stacked.values())))
+    n_all = len(next(iter(stacked.values())))
+    keep = training_rows(stacked, special if special is not None else torch.zeros(n_all, dtype=torch.bool))
+    stacked = {h: shrink_outliers(x[keep]) for h, x in stacked.items()}
+    n = int(keep.sum())
     gen = torch.Generator().manual_seed(seed)
     while True:
         perm = torch.randperm(n, generator=gen)
@@ -118,8 +158,13 @@ def activation_batches(paths: list[Path], hook_names: list[str], batch_tokens: i
 
 
 # ---------------------------------------------------------------- training
-def train_saes(paths: list[Path], cfg: BuildConfig, work_dir: Path, n_tokens: int) -> dict[str, object]:
-    """Train one TopK SAE per hook point with SAE Lens' ``MultiSAETrainer``; resumable."""
+def train_saes(paths: list[Path], cfg: BuildConfig, work_dir: Path, n_tokens: int,
+               special: torch.Tensor | None = None) -> dict[str, object]:
+    """Train one TopK SAE per hook point with SAE Lens' ``MultiSAETrainer``; resumable.
+
+    ``special`` ``[n_rows]`` flags cached rows holding special tokens (excluded, like SAE
+    Lens' ``exclude_special_tokens``).
+    """
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.multi_sae_trainer import MultiSAETrainer
@@ -155,7 +200,7 @@ def train_saes(paths: list[Path], cfg: BuildConfig, work_dir: Path, n_tokens: in
         sae_cfg.metadata.context_size = cfg.corpus.seq_len
         saes[sae_key(hook)] = TopKTrainingSAE(sae_cfg)
         hooks[sae_key(hook)] = hook
-    provider = activation_batches(paths, cfg.hook_names, cfg.batch_tokens, cfg.seed)
+    provider = activation_batches(paths, cfg.hook_names, cfg.batch_tokens, cfg.seed, special)
     trainer = MultiSAETrainer(trainer_cfg, saes, hooks, provider)
     done = sorted((p for p in ckpt_dir.glob("*") if p.name.isdigit()), key=lambda p: int(p.name)) if ckpt_dir.is_dir() else []
     if done:
@@ -184,60 +229,86 @@ def save_saes(saes: dict[str, object], out_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------- quality
-def _splice_hook(sae, mode: str):
+def _splice_hook(sae, mode: str, special: torch.Tensor):
+    """Replace the activation by its reconstruction (or zero) except at ``special`` ``[b, p]`` positions."""
     def hook(act, hook):  # noqa: ARG001 - TransformerLens hook signature
-        rest = act[:, 1:]
-        if mode == "zero":
-            new = torch.zeros_like(rest)
-        else:
-            new = sae.decode(sae.encode(rest)).to(act.dtype)
-        return torch.cat([act[:, :1], new], dim=1)
+        new = torch.zeros_like(act) if mode == "zero" else sae.decode(sae.encode(act)).to(act.dtype)
+        return torch.where(special[..., None], act, new)
 
     return hook
 
 
-def sae_quality(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs: int = 16) -> dict:
-    """Quality figures of one SAE on ``tokens`` ``[n_seq, seq_len]`` (BOS position excluded).
+def activation_quality(model, saes: dict, tokens: torch.Tensor, batch_seqs: int = 16) -> dict[str, dict]:
+    """FVE, mean L0 and dead fraction of every SAE on ``tokens`` ``[n_seq, seq_len]``, one shared pass.
 
-    Returns ``{"fve", "ce_recovered", "l0", "dead_frac", "ce_clean", "ce_spliced", "ce_zero"}``
-    (CE in nats/token).
+    Special-token positions (BOS, document separators) are excluded, as in training. A latent
+    is dead when it is never active on these tokens.
+
+    Args:
+        saes: ``{hook_name: SAE}``.
+    Returns:
+        ``{hook_name: {"fve", "l0", "dead_frac"}}``.
     """
-    sq_err = sq_tot = 0.0
-    sums = None
-    sq_sum = 0.0
-    n_tok = 0
-    l0_sum = 0.0
-    ever = torch.zeros(int(sae.cfg.d_sae), dtype=torch.bool)
+    special_ids = list(model.tokenizer.all_special_ids)
+    hooks = list(saes)
+    stop = max(int(h.split(".")[1]) for h in hooks) + 1
+    acc = {h: {"sq_err": 0.0, "sum": 0.0, "sq_sum": 0.0, "n": 0, "l0": 0.0,
+               "ever": torch.zeros(int(saes[h].cfg.d_sae), dtype=torch.bool)} for h in hooks}
+    for b in range(0, len(tokens), batch_seqs):
+        toks = tokens[b:b + batch_seqs].long()
+        special = special_positions(toks, special_ids)
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(toks, names_filter=hooks, stop_at_layer=stop)
+            for h, sae in saes.items():
+                x = cache[h][~special].float()
+                f = sae.encode(x)
+                a = acc[h]
+                a["sq_err"] += (x - sae.decode(f)).pow(2).sum().item()
+                a["sum"] = a["sum"] + x.sum(0)
+                a["sq_sum"] += x.pow(2).sum().item()
+                a["n"] += len(x)
+                a["l0"] += (f > 0).sum().item()
+                a["ever"] |= (f > 0).any(0)
+    out = {}
+    for h, a in acc.items():
+        sq_tot = a["sq_sum"] - a["sum"].pow(2).sum().item() / a["n"]
+        out[h] = {"fve": 1.0 - a["sq_err"] / sq_tot, "l0": a["l0"] / a["n"],
+                  "dead_frac": 1.0 - a["ever"].float().mean().item()}
+    return out
+
+
+def ce_quality(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs: int = 16) -> dict:
+    """CE-loss recovered of one SAE on ``tokens`` ``[n_seq, seq_len]``: ``(CE_zero − CE_spliced) /
+    (CE_zero − CE_clean)``, special-token positions passed through in the spliced and zero runs.
+
+    Returns:
+        ``{"ce_recovered", "ce_clean", "ce_spliced", "ce_zero"}`` (CE in nats/token).
+    """
+    special_ids = list(model.tokenizer.all_special_ids)
     ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
     for b in range(0, len(tokens), batch_seqs):
         toks = tokens[b:b + batch_seqs].long()
+        special = special_positions(toks, special_ids)
         with torch.inference_mode():
-            loss, cache = model.run_with_cache(toks, names_filter=[hook_name], return_type="loss")
-            x = cache[hook_name][:, 1:].reshape(-1, cache[hook_name].shape[-1]).float()
-            f = sae.encode(x)
-            x_hat = sae.decode(f)
-            sq_err += (x - x_hat).pow(2).sum().item()
-            sums = x.sum(0) if sums is None else sums + x.sum(0)
-            sq_sum += x.pow(2).sum().item()
-            n_tok += len(x)
-            l0_sum += (f > 0).sum().item()
-            ever |= (f > 0).any(0)
-            ce["clean"] += loss.item() * len(toks)
+            ce["clean"] += model(toks, return_type="loss").item() * len(toks)
             for mode in ("spliced", "zero"):
                 ce[mode] += model.run_with_hooks(
-                    toks, return_type="loss", fwd_hooks=[(hook_name, _splice_hook(sae, mode))]
+                    toks, return_type="loss", fwd_hooks=[(hook_name, _splice_hook(sae, mode, special))]
                 ).item() * len(toks)
-    sq_tot = sq_sum - sums.pow(2).sum().item() / n_tok
     ce = {k: v / len(tokens) for k, v in ce.items()}
-    return {
-        "fve": 1.0 - sq_err / sq_tot,
-        "ce_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce["clean"]),
-        "l0": l0_sum / n_tok,
-        "dead_frac": 1.0 - ever.float().mean().item(),
-        "ce_clean": ce["clean"],
-        "ce_spliced": ce["spliced"],
-        "ce_zero": ce["zero"],
-    }
+    return {"ce_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce["clean"]),
+            "ce_clean": ce["clean"], "ce_spliced": ce["spliced"], "ce_zero": ce["zero"]}
+
+
+def bundle_quality(model, saes: dict, tokens: torch.Tensor, ce_seqs: int) -> dict[str, dict]:
+    """Every quality figure per SAE: activation figures on all of ``tokens``, CE on the first ``ce_seqs``.
+
+    Returns:
+        ``{hook_name: {"fve", "ce_recovered", "l0", "dead_frac", "ce_clean", "ce_spliced", "ce_zero"}}``.
+    """
+    act = activation_quality(model, saes, tokens)
+    return {h: {**act[h], **ce_quality(model, sae, h, tokens[:ce_seqs])}
+            for h, sae in tqdm(saes.items(), desc="CE-loss recovered")}
 
 
 def passes_bar(q: dict) -> bool:
@@ -294,11 +365,10 @@ def check_bundle(model=None, n_seqs: int | None = None) -> dict:
     manifest = load_manifest()
     tokens = load_heldout_tokens()
     n = n_seqs or manifest.get("build", {}).get("check_seqs", 32)
-    rows = []
-    for hook, loaded in tqdm(load_bundled_saes(model).items(), desc="checking SAEs"):
-        q = sae_quality(model, loaded.sae, hook, tokens[:n])
-        rows.append({"hook_name": hook, "d_sae": loaded.d_sae,
-                     **{k: round(v, 4) for k, v in q.items()}, "passes": passes_bar(q)})
+    loaded = load_bundled_saes(model)
+    quality = bundle_quality(model, {h: s.sae for h, s in loaded.items()}, tokens, n)
+    rows = [{"hook_name": h, "d_sae": loaded[h].d_sae, **{k: round(v, 4) for k, v in q.items()},
+             "passes": passes_bar(q)} for h, q in quality.items()]
     return {
         "model": defaults.BUNDLED_MODEL_NAME,
         "saes": rows,
@@ -333,7 +403,8 @@ def build_bundle(cfg: BuildConfig, work_dir: Path = Path(".work/bundle"), log=pr
     t = time.time()
     final_dir = work_dir / "saes_final"
     if not final_dir.is_dir():
-        saes = train_saes(paths, cfg, work_dir, n_tokens)
+        special = special_positions(corpus["train"][:, 1:], list(model.tokenizer.all_special_ids)).reshape(-1)
+        saes = train_saes(paths, cfg, work_dir, n_tokens, special)
         save_saes(saes, work_dir / "saes_tmp")
         (work_dir / "saes_tmp").rename(final_dir)
     timings["training_s"] = time.time() - t
@@ -350,10 +421,8 @@ def build_bundle(cfg: BuildConfig, work_dir: Path = Path(".work/bundle"), log=pr
     timings["feature_index_s"] = time.time() - t
 
     t = time.time()
-    quality = {}
-    probe = corpus["heldout"][: cfg.check_seqs]
-    for hook, loaded in saes.items():
-        quality[hook] = {k: round(v, 4) for k, v in sae_quality(model, loaded.sae, hook, probe).items()}
+    quality = {h: {k: round(v, 4) for k, v in q.items()} for h, q in
+               bundle_quality(model, {h: s.sae for h, s in saes.items()}, corpus["heldout"], cfg.check_seqs).items()}
     timings["check_s"] = time.time() - t
     manifest = {
         "model": defaults.BUNDLED_MODEL_NAME,

@@ -36,7 +36,7 @@ def user_errors(fn):
 def bundle_build(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     tokens: int = typer.Option(65_000, help="tokens of English text to sample from the model"),
-    epochs: float = typer.Option(4.0, help="passes over the cached activations"),
+    epochs: float = typer.Option(5.0, help="passes over the cached activations"),
     work_dir: Path = typer.Option(Path(".work/bundle"), help="resumable build folder"),
 ) -> None:
     """Build the corpus, train the SAEs, index their features and write assets/ (resumable)."""
@@ -57,7 +57,7 @@ def bundle_build(
 @user_errors
 def bundle_check(
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
-    seqs: int = typer.Option(0, help="held-out sequences to use (0: as recorded at build time)"),
+    seqs: int = typer.Option(0, help="held-out sequences for CE-loss recovered (0: as recorded at build time)"),
 ) -> None:
     """Load the shipped bundle, recompute each SAE's quality on held-out tokens; exit 0 only if all pass."""
     from .bundle import check_bundle

@@ -1,0 +1,38 @@
+"""Bundle-build helpers: special-token exclusion and massive-activation shrinking."""
+
+from __future__ import annotations
+
+import torch
+
+from sfc_core.bundle import OUTLIER_NORM_RATIO, passes_bar, shrink_outliers, special_positions, training_rows
+
+
+def test_special_positions_flags_every_special_id():
+    tokens = torch.tensor([[0, 5, 6, 0, 7], [0, 1, 2, 9, 9]], dtype=torch.int32)
+    got = special_positions(tokens, [0, 1, 2])
+    assert got.tolist() == [[True, False, False, True, False], [True, True, True, False, False]]
+
+
+def test_training_rows_drop_special_tokens():
+    x = {"h": torch.randn(4, 3)}
+    keep = training_rows(x, torch.tensor([False, True, False, False]))
+    assert keep.tolist() == [True, False, True, True]
+
+
+def test_shrink_outliers_caps_norm_and_keeps_direction():
+    torch.manual_seed(0)
+    x = torch.randn(101, 8)
+    x[7] *= 1e4
+    median = x.norm(dim=-1).median()
+    y = shrink_outliers(x)
+    assert torch.equal(y[torch.arange(101) != 7], x[torch.arange(101) != 7])
+    cap = float(OUTLIER_NORM_RATIO * median)
+    assert abs(float(y[7].norm()) - cap) < 1e-4 * cap
+    assert torch.allclose(y[7] / y[7].norm(), x[7] / x[7].norm(), atol=1e-6)
+
+
+def test_quality_bar_edges():
+    ok = {"fve": 0.8, "ce_recovered": 0.9, "l0": 64.0, "dead_frac": 0.1}
+    assert passes_bar(ok)
+    for key, bad in (("fve", 0.79), ("ce_recovered", 0.89), ("l0", 64.5), ("dead_frac", 0.11)):
+        assert not passes_bar({**ok, key: bad})
