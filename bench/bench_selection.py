@@ -3,7 +3,7 @@
 Prints seconds for one mask training run (200 steps), a 5-point λ sweep (optional, slow), and
 FAP-Synergy at K=50, plus the faithfulness of what they select.
 
-    .venv/bin/python bench/bench_selection.py [--task ioi] [--n 20] [--steps 200] [--sweep] [--json out.json]
+    .venv/bin/python bench/bench_selection.py [--task ioi] [--n 20] [--steps 200] [--sweep] [--no-mask] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--lam", type=float, default=1e-3)
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--no-mask", action="store_true", help="skip the single mask training run")
     ap.add_argument("--pool", type=int, default=24)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -39,12 +40,13 @@ def main() -> None:
     errors = [NodeKey(i, s.d_sae) for i, s in enumerate(runs.sites)]
     out: dict = {"task": args.task, "n_pairs": runs.n, "saes": len(saes)}
 
-    t = time.perf_counter()
-    mask = train_mask(runs, MaskConfig(lam=args.lam, steps=args.steps))
-    out["mask_train_s"] = round(time.perf_counter() - t, 2)
-    out["mask_steps"] = args.steps
-    out["mask_latents"] = mask.n_latents()
-    out["mask_faithfulness"] = score_circuits(runs, [mask.nodes(runs)])[0].faithfulness
+    if not args.no_mask:
+        t = time.perf_counter()
+        mask = train_mask(runs, MaskConfig(lam=args.lam, steps=args.steps))
+        out["mask_train_s"] = round(time.perf_counter() - t, 2)
+        out["mask_steps"] = args.steps
+        out["mask_latents"] = mask.n_latents()
+        out["mask_faithfulness"] = score_circuits(runs, [mask.nodes(runs)])[0].faithfulness
 
     scores = fap_scores(runs)
     t = time.perf_counter()

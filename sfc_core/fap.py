@@ -7,9 +7,11 @@
   ``I(S) = |m(full) − m(S ablated)|`` measured by ablation (mean over the corrupted prompts by
   default) on the task's pairs.
 * **FAP-Synergy**: greedy selection of ``K`` latents maximising ``|FAP(c)| + mean_{s ∈ selected} syn(c, s)``.
-  Pairwise synergies are measured only among the ``synergy_pool`` highest-|FAP| candidates (each pair
-  costs one ablated forward pass over the pairs), so the cost stays tractable on a CPU; candidates
-  outside the pool have synergy 0.
+  Each measured pair costs one ablated forward pass over the pairs, so synergies are measured only
+  among a pool of ``synergy_pool`` candidates straddling the budget boundary (|FAP| ranks
+  ``K − P/2 … K + P/2``): the latents ranked well above ``K`` are chosen whatever their synergy,
+  and a pool of only the top ranks would leave the selection equal to plain FAP. The mean runs over
+  the selected latents whose synergy with ``c`` was measured (none: no bonus).
 """
 
 from __future__ import annotations
@@ -122,13 +124,14 @@ def _check_budget(k: int, n_candidates: int) -> None:
 
 
 def greedy_synergy(candidates: list[NodeKey], score: dict[NodeKey, float], syn: dict[tuple, float], k: int) -> list[NodeKey]:
-    """Greedy: repeatedly add the candidate maximising ``|score| + mean synergy with those selected``."""
+    """Greedy: repeatedly add the candidate maximising ``|score| + mean synergy with those selected``
+    (the mean over selected latents with a measured synergy ``syn[(c, s)]`` or ``syn[(s, c)]``)."""
     selected: list[NodeKey] = []
     remaining = list(candidates)
     while remaining and len(selected) < k:
         def gain(c):
-            bonus = sum(syn.get((c, s), syn.get((s, c), 0.0)) for s in selected) / len(selected) if selected else 0.0
-            return abs(score[c]) + bonus
+            known = [v for s in selected if (v := syn.get((c, s), syn.get((s, c)))) is not None]
+            return abs(score[c]) + (sum(known) / len(known) if known else 0.0)
         best = max(remaining, key=gain)
         selected.append(best)
         remaining.remove(best)
@@ -147,7 +150,8 @@ def fap_synergy_select(runs: PairRuns, k: int, n_candidates: int = 200, synergy_
     scores = scores if scores is not None else fap_scores(runs)
     ranked = ranked_latents(scores)[:n_candidates]
     _check_budget(k, len(ranked))
-    pool = ranked[:synergy_pool]
+    start = max(0, min(k - synergy_pool // 2, len(ranked) - synergy_pool))
+    pool = ranked[start:start + synergy_pool]
     pairs = list(itertools.combinations(pool, 2))
     sets = [[n] for n in pool] + [list(p) for p in pairs]
     values = ablation_importance(runs, sets, ablation).tolist() if sets else []

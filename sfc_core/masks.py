@@ -157,7 +157,7 @@ def train_mask(runs: PairRuns, cfg: MaskConfig = MaskConfig(), progress=None) ->
         for th, g in zip(theta, grads):
             th.grad = g
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if progress:
             progress(step + 1, cfg.steps, float(loss))
     return MaskResult(candidates, [t.detach() for t in theta], cfg, losses, time.perf_counter() - t0)

@@ -94,6 +94,10 @@ def test_fap_and_budget_errors(runs):
     assert len(sel.nodes) == 3
     syn = P.fap_synergy_select(runs, 3, synergy_pool=4, scores=scores)
     assert len(syn.nodes) == 3 and len(syn.synergy) == 6
+    # the pool straddles the budget boundary (ranks 1..4 for K=3, P=4), not the top ranks
+    ranked = P.ranked_latents(scores)
+    pooled = {n for pair in syn.synergy for n in pair}
+    assert pooled == set(ranked[1:5]) and ranked[0] in syn.nodes
     n_cand = len(P.ranked_latents(scores))
     for k in (0, n_cand + 1):
         with pytest.raises(InputError):
