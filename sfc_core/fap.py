@@ -138,7 +138,11 @@ def greedy_synergy(candidates: list[NodeKey], score: dict[NodeKey, float], syn: 
     return selected
 
 
-def fap_synergy_select(runs: PairRuns, k: int, n_candidates: int = 200, synergy_pool: int = 24,
+#: FAP-Synergy considers only this many highest-|FAP| latents (PIE's tractable candidate set).
+FAP_CANDIDATES = 200
+
+
+def fap_synergy_select(runs: PairRuns, k: int, n_candidates: int = FAP_CANDIDATES, synergy_pool: int = 24,
                        ablation: str = "mean", scores: list[torch.Tensor] | None = None,
                        progress=None) -> FapSelection:
     """FAP-Synergy selection of ``k`` latents (method ``fap-synergy``; see module doc).
