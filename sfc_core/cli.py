@@ -351,7 +351,8 @@ def compare(
     runs = prepare_runs(model, saes, as_batch(model, loaded, DiscoverConfig()))
     bar = _Bar("compare")
     try:
-        report = compare_methods(runs, method_list, size_list, ablation, lam_list, mask_cfg, synergy_pool, bar)
+        report = compare_methods(runs, method_list, size_list, ablation, lam_list, mask_cfg, synergy_pool, bar,
+                                 on_method=lambda partial: _write_json({**partial, "task": task, "partial": True}, out))
     finally:
         bar.close()
     report["task"] = task

@@ -50,9 +50,11 @@ def _score(runs: PairRuns, latent_sets: list[list[NodeKey]], ablation: str) -> d
 
 def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablation: str = "mean",
                     lambdas: list[float] | None = None, mask_cfg: MaskConfig = MaskConfig(),
-                    synergy_pool: int = 24, progress=None) -> dict:
+                    synergy_pool: int = 24, progress=None, on_method=None) -> dict:
     """Faithfulness and completeness of each method's circuits at matched latent counts.
 
+    Args:
+        on_method: optional ``callable(partial_report)`` after each method (the CLI saves it).
     Returns:
         ``{"sizes", "ablation", "n_pairs", "methods": {name: {"sizes", "n_latents", "faithfulness",
         "completeness", "seconds", ...}}, "random": {...}}`` (curve dicts as :func:`sfc_core.viz.curve_figure` reads).
@@ -104,6 +106,8 @@ def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablati
         row["n_nodes"] = row["n_latents"]
         row["seconds"] = round(time.perf_counter() - t, 2)
         out["methods"][method] = row
+        if on_method:
+            on_method(out)
     out["random"] = _random_baseline(runs, sizes, ablation)
     say("done", 1.0)
     return out
