@@ -24,6 +24,7 @@ import streamlit as st  # noqa: E402
 
 from pages._shared import panel, ui  # noqa: E402
 from sfc_core import app_state as S  # noqa: E402
+from sfc_core import defaults  # noqa: E402
 from sfc_core.errors import InputError, SFCError  # noqa: E402
 
 ui.setup_page("Circuit explorer")
@@ -133,8 +134,8 @@ with st.sidebar:
     if method == "ig":
         ig_steps = int(st.number_input("IG steps", 2, 50, 10, key="ig_steps"))
     elif method == "mask":
-        extra["mask_lambda"] = float(st.number_input("Mask sparsity λ", min_value=0.0, value=1e-3, step=1e-4,
-                                                     format="%.4f", key="mask_lambda"))
+        extra["mask_lambda"] = float(st.number_input("Mask sparsity λ", min_value=0.0, value=defaults.MASK_LAMBDA,
+                                                     step=1e-3, format="%.4f", key="mask_lambda"))
         extra["mask_steps"] = int(st.number_input("Mask training steps", 10, 2000, 200, key="mask_steps"))
     elif method in ("fap", "fap-synergy"):
         extra["budget"] = int(st.number_input("Budget K (nodes the method picks)", 1, 200, 30, key="fap_budget"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from . import defaults
 from .errors import SFCError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sparse feature circuits explorer engine.")
@@ -118,7 +119,6 @@ def _load_pairs(model, pairs: Path | None, task: str | None, n: int | None):
 
 
 def _load_model_and_saes(model_name: str | None, sae_release: str | None, layers: str | None):
-    from . import defaults
     from .errors import InputError
     from .model import is_bundled, load_model
     from .saes import load_bundled_saes, load_release_layers
@@ -197,7 +197,7 @@ def discover(
     aggregate: str = typer.Option("sum", help="sum over positions, or none (nodes per position)"),
     metric: str = typer.Option("logit_diff", help="logit_diff | prob_diff | kl"),
     steps: int = typer.Option(10, help="IG steps"),
-    mask_lambda: float = typer.Option(1e-3, help="mask: sparsity weight λ (> 0)"),
+    mask_lambda: float = typer.Option(defaults.MASK_LAMBDA, help="mask: sparsity weight λ (> 0)"),
     mask_steps: int = typer.Option(200, help="mask: optimisation steps"),
     t_max: float = typer.Option(200.0, help="mask: final temperature T_max (> 1)"),
     budget: int = typer.Option(50, help="fap / fap-synergy: number of latents K"),
@@ -236,7 +236,6 @@ def discover(
 
 def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int | None):
     """Model, SAEs and spliced runs matching a saved circuit."""
-    from . import defaults
     from .attribution import prepare_runs
     from .circuit import load_circuit
     from .discovery import DiscoverConfig, as_batch
@@ -317,7 +316,7 @@ def compare(
     methods: str = typer.Option("atp,ig,mask,fap,fap-synergy", help="comma-separated methods"),
     sizes: str = typer.Option("10,25,50,75,100", help="latent counts to compare at"),
     ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero"),
-    lambdas: str = typer.Option("1e-4,3e-4,1e-3,3e-3,1e-2", help="mask: λ values of the sweep"),
+    lambdas: str = typer.Option(",".join(f"{v:g}" for v in defaults.MASK_LAMBDAS), help="mask: λ values of the sweep"),
     mask_steps: int = typer.Option(200, help="mask: optimisation steps per λ"),
     t_max: float = typer.Option(200.0, help="mask: final temperature"),
     synergy_pool: int = typer.Option(24, help="fap-synergy: candidates whose pairwise synergy is measured"),

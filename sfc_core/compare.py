@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import time
 
+from . import defaults
 from .attribution import NodeKey, PairRuns, attribute
 from .errors import InputError
 from .evaluation import score_circuits
@@ -28,7 +29,7 @@ from .fap import FAP_CANDIDATES, fap_scores, fap_synergy_select, ranked_latents
 from .masks import MaskConfig, lambda_sweep, nesting
 
 COMPARE_METHODS = ("atp", "ig", "mask", "fap", "fap-synergy")
-DEFAULT_LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+DEFAULT_LAMBDAS = defaults.MASK_LAMBDAS
 
 
 def _errors(runs: PairRuns) -> list[NodeKey]:

@@ -52,5 +52,9 @@ NETWORK_PROBE_TIMEOUT_S = 3.0
 #: of ≤ 15 s on 2 CPU cores (bench/bench_app.py).
 APP_N_PAIRS = 8
 APP_EDGE_POOL = 100
+#: Mask optimisation's sparsity weight λ and the default λ sweep (the loss's faithfulness term is
+#: in logits): on the bundled SAEs with 20 pairs, λ = 0.03 keeps ~40 latents on SVA across a PP.
+MASK_LAMBDA = 3e-2
+MASK_LAMBDAS = (1e-2, 3e-2, 1e-1, 3e-1)
 #: Integrated-gradients steps (Marks et al. 2024 use 10).
 IG_STEPS = 10

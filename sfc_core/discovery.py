@@ -45,7 +45,7 @@ class DiscoverConfig:
     steps: int = defaults.IG_STEPS
     multi_token: str = "reject"
     length_mismatch: str = "skip"
-    mask_lambda: float = 1e-3
+    mask_lambda: float = defaults.MASK_LAMBDA
     mask_steps: int = 200
     mask_t_max: float = 200.0
     budget: int = 50

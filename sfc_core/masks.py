@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from . import defaults
 from .attribution import NodeKey, PairRuns
 from .errors import InputError
 from .evaluation import ablation_means
@@ -32,7 +33,7 @@ from .splice import decode, encode, run_from
 class MaskConfig:
     """Hyper-parameters of one mask training run."""
 
-    lam: float = 1e-3
+    lam: float = defaults.MASK_LAMBDA
     steps: int = 200
     lr: float = 0.1
     t_max: float = 200.0
