@@ -217,6 +217,9 @@ def _result(runs: PairRuns, method: str, aggregation: str, effects, timings, ste
     )
 
 
+#: Largest batch (sequences) of one IG forward/backward pass.
+IG_CHUNK_ROWS = 64
+
 # ------------------------------------------------------------------ AtP
 def clean_gradients(runs: PairRuns) -> list[torch.Tensor]:
     """``∂m/∂x`` at every site on the clean prompts, ``[n, pos, d_model]`` each (one backward).
@@ -265,14 +268,21 @@ def _ig_site_gradient(runs: PairRuns, i: int, steps: int) -> torch.Tensor:
     """
     clean, corr = runs.clean[i].x, runs.corrupted[i].x
     alphas = torch.arange(steps, dtype=clean.dtype) / steps
-    x = (clean[None] + alphas[:, None, None, None] * (corr - clean)[None]).flatten(0, 1)
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        final = run_from(runs.model, runs.sites, x, runs.sites[i].n_blocks_before, None,
-                         stop_block=runs.model.cfg.n_layers)
-        m = runs.metric_from_resid(final, reps=steps).sum()
-        (grad,) = torch.autograd.grad(m, [x])
-    return grad.view(steps, *clean.shape).mean(0)
+    total = torch.zeros_like(clean)
+    # α values in chunks of ≤ IG_CHUNK_ROWS sequences: the activations kept for the backward
+    # pass grow with the batch (all 10 steps of 20 pairs at once peaked near 9 GB).
+    per = max(1, IG_CHUNK_ROWS // runs.n)
+    for c in range(0, steps, per):
+        a = alphas[c:c + per]
+        x = (clean[None] + a[:, None, None, None] * (corr - clean)[None]).flatten(0, 1)
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            final = run_from(runs.model, runs.sites, x, runs.sites[i].n_blocks_before, None,
+                             stop_block=runs.model.cfg.n_layers)
+            m = runs.metric_from_resid(final, reps=len(a)).sum()
+            (grad,) = torch.autograd.grad(m, [x])
+        total += grad.view(len(a), *clean.shape).sum(0)
+    return total / steps
 
 
 def ig(runs: PairRuns, steps: int = defaults.IG_STEPS, aggregation: str = "sum", progress=None) -> Attribution:
