@@ -37,8 +37,8 @@ from .corpus import CorpusConfig, build_corpus
 from .errors import AssetError
 
 QUALITY_BAR = {"fve": 0.80, "ce_recovered": 0.90, "l0": 64.0, "dead_frac": 0.10}
-#: Training shrinks tokens whose residual norm exceeds this multiple of the median norm (at
-#: any hook point) down to that norm: SmolLM2 has "massive activations" (Sun et al. 2024) on a
+#: Training shrinks tokens whose residual norm exceeds this multiple of the median norm (per
+#: hook point) down to that norm: SmolLM2 has "massive activations" (Sun et al. 2024) on a
 #: few delimiters, ~10⁴× the norm² of a normal token, which would otherwise own the MSE loss
 #: and leave most latents dead. Their direction is still learnt, and a TopK SAE is linear in
 #: its input's scale once the active set is fixed, so they are still reconstructed.
@@ -113,16 +113,6 @@ def special_positions(tokens: torch.Tensor, special_ids: list[int]) -> torch.Ten
     return torch.isin(tokens.long(), torch.tensor(sorted(special_ids), dtype=torch.long))
 
 
-def training_rows(stacked: dict[str, torch.Tensor], special: torch.Tensor) -> torch.Tensor:
-    """Bool ``[n_rows]``: cached rows to train on (no special token).
-
-    Args:
-        stacked: ``{hook_name: [n_rows, d_model]}`` cached activations (BOS column dropped).
-        special: ``[n_rows]`` special-token flags in the same order.
-    """
-    return ~special
-
-
 def shrink_outliers(x: torch.Tensor, ratio: float = OUTLIER_NORM_RATIO) -> torch.Tensor:
     """``x`` ``[n, d_model]`` with every row's norm capped at ``ratio`` × the median row norm."""
     norms = x.float().norm(dim=-1, keepdim=True)
@@ -134,8 +124,8 @@ def activation_batches(paths: list[Path], hook_names: list[str], batch_tokens: i
                        special: torch.Tensor | None = None):
     """Endless shuffled ``{hook_name: [batch_tokens, d_model]}`` fp32 batches over epochs.
 
-    ``special`` ``[n_rows]`` flags rows to drop (:func:`training_rows`; ``None`` keeps them);
-    massive-activation rows are shrunk (:func:`shrink_outliers`).
+    ``special`` ``[n_rows]`` flags special-token rows, which are dropped (``None`` keeps every
+    row); massive-activation rows are shrunk (:func:`shrink_outliers`).
     """
     from safetensors.torch import load_file
 
@@ -146,7 +136,7 @@ def activation_batches(paths: list[Path], hook_names: list[str], batch_tokens: i
             data[h].append(chunk[h])
     stacked = {h: torch.cat(v) for h, v in data.items()}
     n_all = len(next(iter(stacked.values())))
-    keep = training_rows(stacked, special if special is not None else torch.zeros(n_all, dtype=torch.bool))
+    keep = ~special if special is not None else torch.ones(n_all, dtype=torch.bool)
     stacked = {h: shrink_outliers(x[keep]) for h, x in stacked.items()}
     n = int(keep.sum())
     gen = torch.Generator().manual_seed(seed)

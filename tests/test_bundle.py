@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sfc_core.bundle import OUTLIER_NORM_RATIO, passes_bar, shrink_outliers, special_positions, training_rows
+from sfc_core.bundle import OUTLIER_NORM_RATIO, activation_batches, passes_bar, shrink_outliers, special_positions
 
 
 def test_special_positions_flags_every_special_id():
@@ -13,10 +13,14 @@ def test_special_positions_flags_every_special_id():
     assert got.tolist() == [[True, False, False, True, False], [True, True, True, False, False]]
 
 
-def test_training_rows_drop_special_tokens():
-    x = {"h": torch.randn(4, 3)}
-    keep = training_rows(x, torch.tensor([False, True, False, False]))
-    assert keep.tolist() == [True, False, True, True]
+def test_activation_batches_drop_special_rows(tmp_path):
+    from safetensors.torch import save_file
+
+    x = torch.arange(8, dtype=torch.float16)[:, None].repeat(1, 3) + 1
+    save_file({"h": x}, str(tmp_path / "chunk.safetensors"))
+    special = torch.tensor([False, True, False, False, True, False, False, False])
+    batch = next(activation_batches([tmp_path / "chunk.safetensors"], ["h"], 6, seed=0, special=special))
+    assert sorted(batch["h"][:, 0].tolist()) == [1.0, 3.0, 4.0, 6.0, 7.0, 8.0]
 
 
 def test_shrink_outliers_caps_norm_and_keeps_direction():
