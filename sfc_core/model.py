@@ -18,8 +18,10 @@ so later loads skip the ~25 s de-quantization.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import socket
 import threading
@@ -159,7 +161,9 @@ def _rebuild_buffers(model, cfg, device: str):
     for full_name, buf in fresh_buffers.items():
         module_name, _, attr = full_name.rpartition(".")
         setattr(model.get_submodule(module_name), attr, buf.clone())
-    return model.to(device)
+    # HookedTransformer.to() prints "Moving model to device"; keep stdout clean for --json output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return model.to(device)
 
 
 def _convert_and_cache(target: Path) -> None:
