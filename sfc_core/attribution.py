@@ -218,7 +218,7 @@ def _result(runs: PairRuns, method: str, aggregation: str, effects, timings, ste
 
 
 #: Largest batch (sequences) of one IG forward/backward pass.
-IG_CHUNK_ROWS = 64
+IG_CHUNK_ROWS = 32
 
 # ------------------------------------------------------------------ AtP
 def clean_gradients(runs: PairRuns) -> list[torch.Tensor]:
