@@ -6,7 +6,8 @@ Per SAE one safetensors file ``assets/feature_index/<L>_resid_post.safetensors``
   of the latent's top-``k`` activating contexts (one per sequence, highest first; −1 = none);
 * ``top_act`` ``[d_sae, k]`` float16: the activation at that position;
 * ``window_act`` ``[d_sae, k, before+1+after]`` float16: per-token activations around it;
-* ``density`` ``[d_sae]`` float32: fraction of held-out tokens (BOS excluded) where it is active;
+* ``density`` ``[d_sae]`` float32: fraction of held-out tokens (BOS and other special tokens
+  excluded, as in SAE training) where it is active;
 * ``hist_counts`` ``[d_sae, n_bins]`` int32 over ``hist_edges`` ``[d_sae, n_bins+1]``: histogram
   of its non-zero activations;
 * ``logit_top_ids/vals``, ``logit_bottom_ids/vals`` ``[d_sae, 10]``: tokens most promoted /
@@ -60,22 +61,27 @@ def _histograms(acts_per_latent: list[torch.Tensor], d_sae: int) -> tuple[torch.
 
 def sae_activations(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs: int = 16,
                     progress=None) -> torch.Tensor:
-    """Latent activations ``[n_seq, seq_len, d_sae]`` (fp16; BOS position set to 0).
+    """Latent activations ``[n_seq, seq_len, d_sae]`` (fp16; BOS and other special-token
+    positions set to 0: SAEs are trained without them).
 
     Runs the blocks directly (no hooks), so it is safe next to other sessions' calls.
     Args:
         progress: optional ``callable(done_seqs, total_seqs)``.
     """
+    from .bundle import special_positions
     from .splice import blocks_before, embed, run_from
 
     stop = blocks_before(hook_name, model.cfg.n_layers)
+    special_ids = list(getattr(model.tokenizer, "all_special_ids", None) or [])
     out = []
     for b in range(0, len(tokens), batch_seqs):
+        toks = tokens[b:b + batch_seqs].long()
         with torch.inference_mode():
-            resid, _ = embed(model, tokens[b:b + batch_seqs].long())
+            resid, _ = embed(model, toks)
             x = run_from(model, [], resid, 0, None, stop_block=stop)
             f = sae.encode(x.to(sae.W_enc.dtype)).float()
             f[:, 0] = 0
+            f[special_positions(toks, special_ids)] = 0
             out.append(f.half())
         if progress:
             progress(min(b + batch_seqs, len(tokens)), len(tokens))
@@ -101,7 +107,11 @@ def build_sae_index(model, sae, hook_name: str, tokens: torch.Tensor, top_k: int
     window_act = acts[seq, pos, latent]
     flat = acts.view(-1, d_sae).float()
     active = flat > 0
-    density = active.float().mean(0) * seq_len / (seq_len - 1)  # BOS excluded
+    from .bundle import special_positions
+
+    ordinary = ~special_positions(tokens, list(getattr(model.tokenizer, "all_special_ids", None) or []))
+    ordinary[:, 0] = False
+    density = active.float().sum(0) / max(int(ordinary.sum()), 1)  # BOS and special tokens excluded
     nonzero = [flat[active[:, i], i] for i in range(d_sae)]
     counts, edges = _histograms(nonzero, d_sae)
     return {

@@ -108,3 +108,30 @@ def test_cli_bad_inputs_exit_2(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert "Traceback" not in r.output
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "e.json").exists()
+
+
+def test_feature_index_round_trip(bundled):
+    """The shipped index, loaded from disk, agrees with a fresh computation of the same SAE."""
+    from sfc_core.bundle import load_heldout_tokens
+    from sfc_core.feature_index import load_feature_index, logit_effects, sae_activations
+
+    model, saes = bundled
+    hook = "blocks.3.hook_resid_post"
+    sae = saes[hook].sae
+    index = load_feature_index(hook)
+    assert index.d_sae == int(sae.cfg.d_sae)
+    fresh_logits = logit_effects(sae, model.W_U)
+    assert torch.equal(index.tensors["logit_top_ids"], fresh_logits["logit_top_ids"])
+    tokens = load_heldout_tokens()
+    alive = torch.nonzero(index.tensors["density"] > 0).flatten()[:3].tolist()
+    assert len(alive) == 3
+    for feature in alive:
+        examples = index.top_examples(feature, n=2)
+        assert examples and 0 < index.density(feature) <= 1
+        counts, edges = index.histogram(feature)
+        assert sum(counts) > 0 and len(edges) == len(counts) + 1
+        for ex in examples:
+            acts = sae_activations(model, sae, hook, tokens[ex.sequence:ex.sequence + 1])[0, :, feature].float()
+            assert float(acts[ex.position]) == pytest.approx(ex.max_activation, rel=2e-2, abs=1e-2)
+            assert float(acts.max()) == pytest.approx(ex.max_activation, rel=2e-2, abs=1e-2)
+            assert ex.tokens[ex.max_index] == int(tokens[ex.sequence, ex.position])
