@@ -267,27 +267,38 @@ def activation_quality(model, saes: dict, tokens: torch.Tensor, batch_seqs: int 
     return out
 
 
-def ce_quality(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs: int = 16) -> dict:
+def clean_ce(model, tokens: torch.Tensor, batch_seqs: int = 16) -> float:
+    """Mean next-token CE loss (nats/token) of the unmodified model on ``tokens`` ``[n_seq, seq_len]``."""
+    total = 0.0
+    for b in range(0, len(tokens), batch_seqs):
+        toks = tokens[b:b + batch_seqs].long()
+        with torch.inference_mode():
+            total += model(toks, return_type="loss").item() * len(toks)
+    return total / len(tokens)
+
+
+def ce_quality(model, sae, hook_name: str, tokens: torch.Tensor, ce_clean: float, batch_seqs: int = 16) -> dict:
     """CE-loss recovered of one SAE on ``tokens`` ``[n_seq, seq_len]``: ``(CE_zero − CE_spliced) /
     (CE_zero − CE_clean)``, special-token positions passed through in the spliced and zero runs.
 
+    Args:
+        ce_clean: :func:`clean_ce` of the same tokens (shared by every SAE).
     Returns:
         ``{"ce_recovered", "ce_clean", "ce_spliced", "ce_zero"}`` (CE in nats/token).
     """
     special_ids = list(model.tokenizer.all_special_ids)
-    ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
+    ce = {"spliced": 0.0, "zero": 0.0}
     for b in range(0, len(tokens), batch_seqs):
         toks = tokens[b:b + batch_seqs].long()
         special = special_positions(toks, special_ids)
         with torch.inference_mode():
-            ce["clean"] += model(toks, return_type="loss").item() * len(toks)
-            for mode in ("spliced", "zero"):
+            for mode in ce:
                 ce[mode] += model.run_with_hooks(
                     toks, return_type="loss", fwd_hooks=[(hook_name, _splice_hook(sae, mode, special))]
                 ).item() * len(toks)
     ce = {k: v / len(tokens) for k, v in ce.items()}
-    return {"ce_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce["clean"]),
-            "ce_clean": ce["clean"], "ce_spliced": ce["spliced"], "ce_zero": ce["zero"]}
+    return {"ce_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce_clean),
+            "ce_clean": ce_clean, "ce_spliced": ce["spliced"], "ce_zero": ce["zero"]}
 
 
 def bundle_quality(model, saes: dict, tokens: torch.Tensor, ce_seqs: int) -> dict[str, dict]:
@@ -297,7 +308,9 @@ def bundle_quality(model, saes: dict, tokens: torch.Tensor, ce_seqs: int) -> dic
         ``{hook_name: {"fve", "ce_recovered", "l0", "dead_frac", "ce_clean", "ce_spliced", "ce_zero"}}``.
     """
     act = activation_quality(model, saes, tokens)
-    return {h: {**act[h], **ce_quality(model, sae, h, tokens[:ce_seqs])}
+    probe = tokens[:ce_seqs]
+    base = clean_ce(model, probe)
+    return {h: {**act[h], **ce_quality(model, sae, h, probe, base)}
             for h, sae in tqdm(saes.items(), desc="CE-loss recovered")}
 
 
