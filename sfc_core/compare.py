@@ -74,9 +74,6 @@ def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablati
     # The mask runs first so that the ranking methods are also scored at its (λ-given) sizes.
     methods = sorted(methods, key=lambda m: m != "mask")
     for j, method in enumerate(methods):
-        if j == 1 and "mask" in out["methods"]:
-            sizes = sorted(set(sizes) | {n for n in out["methods"]["mask"]["n_latents"] if n > 0})
-            out["sizes"] = sizes
         say(method, j / len(methods))
         t = time.perf_counter()
         if method in ("atp", "ig"):
@@ -103,6 +100,7 @@ def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablati
             row["nesting"] = nesting(results, runs)
             row["empty_masks"] = [lam for lam, s in zip(row["lambdas"], sets) if not s]
             row["train_seconds"] = [round(r.seconds, 2) for r in results]
+            sizes = out["sizes"] = sorted(set(sizes) | {n for n in row["n_latents"] if n > 0})
         row["sizes"] = row["n_latents"]
         row["n_nodes"] = row["n_latents"]
         row["seconds"] = round(time.perf_counter() - t, 2)
