@@ -35,6 +35,11 @@ def _ok(at) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+def _press(at, label: str) -> None:
+    """Click the first button labelled ``label`` and rerun the script."""
+    [b for b in at.button if b.label == label][0].click().run()
+
+
 def _errors(at) -> str:
     return " | ".join([e.value for e in at.error] + [w.value for w in at.warning])
 
@@ -137,7 +142,7 @@ def test_node_panel_sections(found):
     # steering: a normal α works, NaN and huge α are refused with a message
     alpha = [w for w in at.text_input if w.label.startswith("α")][0]
     alpha.set_value("4").run()
-    [b for b in at.button if b.label == "Steer"][0].click().run()
+    _press(at, "Steer")
     _ok(at)
     assert not at.error, _errors(at)
     assert any(t.startswith("**Greedy continuation without steering:**") for t in _texts(at))
@@ -146,7 +151,7 @@ def test_node_panel_sections(found):
     for bad in ("nan", "1e9", "-inf", "strong"):
         alpha = [w for w in at.text_input if w.label.startswith("α")][0]
         alpha.set_value(bad).run()
-        [b for b in at.button if b.label == "Steer"][0].click().run()
+        _press(at, "Steer")
         _ok(at)
         assert any("steering strength" in e.value for e in at.error), (bad, _errors(at))
 
@@ -282,33 +287,33 @@ def test_model_page_quality_table_and_offline_errors():
     assert quality["FVE"].notna().all()
 
     at.text_input(key="model_name_input").set_value("definitely-not-a-model")
-    [b for b in at.button if b.label == "Load model"][0].click().run()
+    _press(at, "Load model")
     _ok(at)
     assert any("unknown model" in e.value for e in at.error), _errors(at)
 
     at.radio(key="sae_kind").set_value("SAE Lens release").run()
     at.text_input(key="sae_release").set_value("no-such-release")
     at.text_input(key="sae_layers").set_value("3")
-    [b for b in at.button if b.label == "Load SAEs"][0].click().run()
+    _press(at, "Load SAEs")
     _ok(at)
     assert any("unknown SAE Lens release" in e.value for e in at.error), _errors(at)
 
     at.radio(key="sae_kind").set_value("local SAE folder").run()
     at.text_input(key="sae_path").set_value("/nonexistent/sae")
-    [b for b in at.button if b.label == "Load SAEs"][0].click().run()
+    _press(at, "Load SAEs")
     _ok(at)
     assert any("SAE folder not found" in e.value for e in at.error), _errors(at)
 
     if hub_reachable():
         pytest.skip("the model hub is reachable here: the offline errors for real names cannot be checked")
     at.text_input(key="model_name_input").set_value("gpt2-small")
-    [b for b in at.button if b.label == "Load model"][0].click().run()
+    _press(at, "Load model")
     _ok(at)
     assert any("not available offline" in e.value for e in at.error), _errors(at)
     at.radio(key="sae_kind").set_value("SAE Lens release").run()
     at.text_input(key="sae_release").set_value("gpt2-small-res-jb")
     at.text_input(key="sae_layers").set_value("3")
-    [b for b in at.button if b.label == "Load SAEs"][0].click().run()
+    _press(at, "Load SAEs")
     _ok(at)
     assert any("not available offline" in e.value for e in at.error), _errors(at)
     assert at.session_state["model_name"] != "gpt2-small"  # a failed load changes nothing
