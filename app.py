@@ -149,9 +149,10 @@ with st.sidebar:
     st.subheader("Selection (no recompute)")
     sel_mode = st.radio("Select nodes by", ["top-k", "threshold"], horizontal=True, key="sel_mode")
     sel_box = st.container()
-    ablation = st.selectbox("Ablation for scores", ["mean", "zero"], key="ablation",
+    ablation = st.selectbox("Ablation for scores", ["mean", "zero", "patch"], key="ablation",
                             help="How nodes outside the circuit are removed when scoring it: mean over the "
-                                 "corrupted prompts, or zero.")
+                                 "corrupted prompts (per position), zero, or patch (each pair's own "
+                                 "corrupted values, as in activation patching).")
     st.divider()
     # No `type=` filter: Streamlit would raise on a wrong extension; the content is validated instead.
     st.file_uploader("Load a saved circuit (sfc-circuit/1 JSON)", key="circuit_upload",

@@ -56,7 +56,7 @@ methods = c1.multiselect("Methods to compare", methods_all, default=["atp"] if "
                          help="Each method finds node effects on the same pairs and SAEs; exact patching runs "
                               "one forward pass per node and is slow on a CPU.")
 sizes_text = c2.text_input("Circuit sizes (nodes)", "5, 10, 20, 50, 100", key="eval_sizes")
-ablation = c3.selectbox("Ablation", ["mean", "zero"], key="eval_ablation")
+ablation = c3.selectbox("Ablation", ["mean", "zero", "patch"], key="eval_ablation")
 hooks = st.multiselect("SAE hook points", list(sae_dict), default=list(sae_dict),
                        key=f"eval_hooks_{S.input_key(s=S.sae_signature(sae_dict))}")
 

@@ -20,6 +20,10 @@ position. Per-pair effects are summed over positions and then averaged over pair
 Because a spliced site writes ``x = decode(f) + ε`` exactly, ``∂m/∂f = W_dec ∂m/∂x`` and
 ``∂m/∂ε = ∂m/∂x``; one backward pass through the *unspliced* model gives every
 site's gradient, so AtP costs one clean forward + backward plus the SAE encodes.
+
+IG and exact patching re-run the model many times from a site onward; positions that
+every clean and corrupted prompt share (IOI's prompts agree up to the subject's second
+mention) cannot change there, so they run once and are cached (:class:`PrefixCache`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 from . import defaults
 from .errors import InputError
 from .metrics import get_metric
-from .splice import Site, SiteRecord, check_finite, make_sites, record_run, run_from
+from .splice import PrefixCache, Site, SiteRecord, check_finite, make_sites, prefix_cache, record_run, run_from
 
 METHODS = ("atp", "ig", "exact")
 AGGREGATIONS = ("sum", "none")
@@ -92,8 +96,10 @@ class PairRuns:
     m_clean: torch.Tensor
     m_corrupted: torch.Tensor
     mask: torch.Tensor
+    share_prefix: bool = True
     _decoders: list[torch.Tensor] = field(default_factory=list)
     _clean_grads: list[torch.Tensor] | None = None
+    _prefix: PrefixCache | bool | None = None
 
     @property
     def n(self) -> int:
@@ -105,12 +111,13 @@ class PairRuns:
             self._decoders = [effective_decoder(s.sae) for s in self.sites]
         return self._decoders[i]
 
-    def last_logits(self, resid: torch.Tensor, reps: int = 1) -> torch.Tensor:
+    def last_logits(self, resid: torch.Tensor, reps: int = 1, offset: int = 0) -> torch.Tensor:
         """Logits ``[reps·n, d_vocab]`` at each row's last real position, from the final residual
-        ``[reps·n, pos, d_model]``. Only that position goes through ``ln_final``/``unembed`` (the
-        vocabulary projection costs as much as several blocks)."""
+        ``[reps·n, pos − offset, d_model]`` of positions ``offset..``. Only that position goes through
+        ``ln_final``/``unembed`` (the vocabulary projection costs as much as several blocks)."""
         rows = torch.arange(resid.shape[0])
-        return self.model.unembed(self.model.ln_final(resid[rows, self.batch.last_pos.repeat(reps)][:, None]))[:, 0]
+        last = self.batch.last_pos.repeat(reps) - offset
+        return self.model.unembed(self.model.ln_final(resid[rows, last][:, None]))[:, 0]
 
     def metric_from_logits(self, logits: torch.Tensor, reps: int = 1) -> torch.Tensor:
         """Metric per row ``[reps·n]`` from last-position logits ``[reps·n, d_vocab]``."""
@@ -120,9 +127,37 @@ class PairRuns:
         ref = self.clean_logprobs.repeat(reps, 1) if self.clean_logprobs is not None else None
         return get_metric(self.metric)(logits, ns, ref)
 
-    def metric_from_resid(self, resid: torch.Tensor, reps: int = 1) -> torch.Tensor:
-        """Metric per row ``[reps·n]`` from the final residual ``[reps·n, pos, d_model]``."""
-        return self.metric_from_logits(self.last_logits(resid, reps), reps)
+    def metric_from_resid(self, resid: torch.Tensor, reps: int = 1, offset: int = 0) -> torch.Tensor:
+        """Metric per row ``[reps·n]`` from the final residual ``[reps·n, pos − offset, d_model]``."""
+        return self.metric_from_logits(self.last_logits(resid, reps, offset), reps)
+
+    def prefix(self) -> PrefixCache | None:
+        """Key/value cache of the leading positions where every pair's clean and corrupted tokens
+        agree (built on first use); ``None`` when they share only BOS or ``share_prefix`` is off."""
+        if self._prefix is None:
+            length = shared_prefix_length(self.batch)
+            usable = self.share_prefix and length > 1 and \
+                self.model.cfg.positional_embedding_type in ("standard", "rotary", "alibi")
+            self._prefix = prefix_cache(self.model, self.batch.clean_tokens[:, :length]) if usable else False
+        return self._prefix or None
+
+    def metric_after(self, x: torch.Tensor, start_block: int, reps: int = 1) -> torch.Tensor:
+        """Metric per row ``[reps·n]`` of running blocks ``start_block..`` (no SAE edits) on the
+        residual ``x`` ``[reps·n, pos, d_model]``, whose shared-prefix positions must be the clean
+        ones: only the later positions run, attending to :meth:`prefix`."""
+        pre, end = self.prefix(), self.model.cfg.n_layers
+        if pre is None:
+            return self.metric_from_resid(run_from(self.model, self.sites, x, start_block, None, stop_block=end), reps)
+        final = run_from(self.model, self.sites, x[:, pre.length:], start_block, None, stop_block=end,
+                         past=pre.entries(reps))
+        return self.metric_from_resid(final, reps, offset=pre.length)
+
+
+def shared_prefix_length(batch) -> int:
+    """Number of leading positions where every pair's clean and corrupted tokens agree (≥ 1: BOS)."""
+    differ = (batch.clean_tokens != batch.corrupted_tokens).any(0)
+    first = torch.nonzero(differ)
+    return int(first[0]) if len(first) else int(batch.last_pos.min())
 
 
 def prepare_runs(model, saes: dict, batch, metric: str = "logit_diff") -> PairRuns:
@@ -269,17 +304,19 @@ def _ig_site_gradient(runs: PairRuns, i: int, steps: int) -> torch.Tensor:
     clean, corr = runs.clean[i].x, runs.corrupted[i].x
     alphas = torch.arange(steps, dtype=clean.dtype) / steps
     total = torch.zeros_like(clean)
-    # α values in chunks of ≤ IG_CHUNK_ROWS sequences: the activations kept for the backward
-    # pass grow with the batch (all 10 steps of 20 pairs at once peaked near 9 GB).
-    per = max(1, IG_CHUNK_ROWS // runs.n)
+    # α values in chunks of ≤ IG_CHUNK_ROWS full-length sequences' worth of positions: the
+    # activations kept for the backward pass grow with it (all 10 steps of 20 pairs at once
+    # peaked near 9 GB).
+    pre = runs.prefix()
+    width = clean.shape[1]
+    rows = IG_CHUNK_ROWS * width // (width - pre.length) if pre is not None else IG_CHUNK_ROWS
+    per = max(1, rows // runs.n)
     for c in range(0, steps, per):
         a = alphas[c:c + per]
         x = (clean[None] + a[:, None, None, None] * (corr - clean)[None]).flatten(0, 1)
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            final = run_from(runs.model, runs.sites, x, runs.sites[i].n_blocks_before, None,
-                             stop_block=runs.model.cfg.n_layers)
-            m = runs.metric_from_resid(final, reps=len(a)).sum()
+            m = runs.metric_after(x, runs.sites[i].n_blocks_before, reps=len(a)).sum()
             (grad,) = torch.autograd.grad(m, [x])
         total += grad.view(len(a), *clean.shape).sum(0)
     return total / steps
@@ -350,9 +387,7 @@ def exact_effects(runs: PairRuns, nodes: list[NodeKey], chunk_rows: int = 256, p
             for c in range(0, len(idx), per):
                 chunk = idx[c:c + per]
                 patched = torch.cat([x + _patch_delta(runs, nodes[j]) for j in chunk])
-                final = run_from(runs.model, runs.sites, patched, runs.sites[site].n_blocks_before, None,
-                                 stop_block=runs.model.cfg.n_layers)
-                m = runs.metric_from_resid(final, reps=len(chunk)).view(len(chunk), runs.n)
+                m = runs.metric_after(patched, runs.sites[site].n_blocks_before, reps=len(chunk)).view(len(chunk), runs.n)
                 out[chunk] = (m - runs.m_clean[None]).mean(1)
                 done += len(chunk)
                 if progress:

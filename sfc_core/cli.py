@@ -271,7 +271,7 @@ def evaluate(
     task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
     n: int = typer.Option(None, help="use the first N pairs (default: as many as the circuit used)"),
     sizes: str = typer.Option("5,10,20,50,100", help="circuit sizes for the curve"),
-    ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero"),
+    ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero | patch (each pair's own corrupted values)"),
 ) -> None:
     """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline."""
     from .discovery import check_ablation, evaluate as run_evaluate
@@ -315,7 +315,7 @@ def compare(
     n: int = typer.Option(20, help="use the first N pairs"),
     methods: str = typer.Option("atp,ig,mask,fap,fap-synergy", help="comma-separated methods"),
     sizes: str = typer.Option("10,25,50,75,100", help="latent counts to compare at"),
-    ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero"),
+    ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero | patch (each pair's own corrupted values)"),
     lambdas: str = typer.Option(",".join(f"{v:g}" for v in defaults.MASK_LAMBDAS), help="mask: λ values of the sweep"),
     mask_steps: int = typer.Option(200, help="mask: optimisation steps per λ"),
     t_max: float = typer.Option(200.0, help="mask: final temperature"),

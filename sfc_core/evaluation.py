@@ -7,9 +7,10 @@ Definitions (Marks et al. 2024, §4; Wang et al. 2023):
 
 where ``m(C)`` runs the clean prompts with every node outside ``C`` ablated at every
 site (downstream features are re-encoded from the ablated stream), ``m(∅)`` ablates every
-node, and ``m(M)`` is the full model. Mean ablation replaces a feature (or ε) by its mean
-over the reference prompts — by default the corrupted prompts, every real non-BOS token,
-position-agnostic — and zero ablation by 0. BOS passes through. Metric units as in
+node, and ``m(M)`` is the full model. Mean ablation (the default) replaces a feature (or ε)
+by its mean over the corrupted prompts at the same position; ``mean_all`` by its mean over
+all their tokens, zero ablation by 0, and patch ablation by the value in the pair's own
+corrupted prompt (see :func:`ablation_means`). BOS passes through. Metric units as in
 :mod:`sfc_core.metrics`; the scores are unitless.
 """
 
@@ -24,12 +25,13 @@ from .attribution import NodeKey, PairRuns
 from .errors import InputError
 from .splice import decode, encode, run_from
 
-ABLATIONS = ("mean", "mean_all", "zero")
+ABLATIONS = ("mean", "mean_all", "zero", "patch")
 
 
 @dataclass(frozen=True)
 class AblationMeans:
-    """Per site: feature values ``[d_sae]`` or ``[pos, d_sae]`` and ε values ``[d_model]`` or ``[pos, d_model]``."""
+    """Per site: feature values ``[d_sae]``, ``[pos, d_sae]`` or ``[n, pos, d_sae]`` (``patch``: one row per
+    pair) and ε values of the same leading shape with ``d_model``."""
 
     f: list[torch.Tensor]
     err: list[torch.Tensor]
@@ -44,6 +46,10 @@ def ablation_means(runs: PairRuns, ablation: str = "mean") -> AblationMeans:
       mean over all their real tokens.
     * ``"mean_all"``: mean over every real non-BOS token of the corrupted prompts ``[d]``.
     * ``"zero"``: zeros.
+    * ``"patch"``: each pair's own corrupted run ``[n, pos, d]`` — the interchange (resample)
+      ablation of activation patching (Conmy et al. 2023, ACDC; Wang et al. 2023): an ablated
+      node takes exactly the value whose effect the indirect effect measures, so what the clean
+      and corrupted prompts share (e.g. IOI's names, which mean ablation erases) stays.
 
     Raises:
         InputError: unknown ablation kind.
@@ -55,6 +61,10 @@ def ablation_means(runs: PairRuns, ablation: str = "mean") -> AblationMeans:
     per_pos = m.sum(0)  # [pos, 1]
     fs, es = [], []
     for rec in runs.corrupted:
+        if ablation == "patch":
+            fs.append(rec.f)
+            es.append(rec.err)
+            continue
         if ablation == "zero":
             fs.append(torch.zeros(rec.f.shape[-1], dtype=rec.f.dtype))
             es.append(torch.zeros(rec.err.shape[-1], dtype=rec.err.dtype))
@@ -110,8 +120,8 @@ def _ablated_chunk(runs: PairRuns, keeps, means: AblationMeans) -> torch.Tensor:
         else:
             keep = keep[:, None]
         keep = keep.expand(reps, n, *x.shape[1:2], keep.shape[-1]).reshape(reps * n, x.shape[1], -1)
-        f = torch.where(keep[..., :-1], f, means.f[i])
-        err = torch.where(keep[..., -1:], err, means.err[i])
+        f = torch.where(keep[..., :-1], f, _rows(means.f[i], reps))
+        err = torch.where(keep[..., -1:], err, _rows(means.err[i], reps))
         new = decode(runs.sites[i], f, err)
         return torch.cat([x[:, :1], new[:, 1:]], dim=1)  # BOS passes through
 
@@ -120,6 +130,11 @@ def _ablated_chunk(runs: PairRuns, keeps, means: AblationMeans) -> torch.Tensor:
         final = run_from(runs.model, runs.sites, resid, 0, edit, stop_block=runs.model.cfg.n_layers)
         m = runs.metric_from_resid(final, reps=reps).view(reps, n)
     return m.mean(1)
+
+
+def _rows(ref: torch.Tensor, reps: int) -> torch.Tensor:
+    """Per-pair ablation values ``[n, pos, d]`` tiled to the ``reps·n`` rows; shared ones broadcast."""
+    return ref.repeat(reps, 1, 1) if ref.dim() == 3 else ref
 
 
 @dataclass

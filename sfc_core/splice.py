@@ -127,10 +127,13 @@ def embed(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
 
 
 def run_from(model, sites: list[Site], resid: torch.Tensor, start_block: int, edit: SiteEdit | None,
-             block_kwargs: dict | None = None, stop_block: int | None = None) -> torch.Tensor:
+             block_kwargs: dict | None = None, stop_block: int | None = None,
+             past: list | None = None) -> torch.Tensor:
     """Run blocks ``start_block..`` on ``resid``, calling ``edit`` at each site reached.
 
     A site whose ``n_blocks_before == start_block`` is edited before the first block.
+    ``past``: per-block key/value cache entries of earlier positions (:meth:`PrefixCache.entries`);
+    ``resid`` then holds only the positions after them.
     Returns logits ``[b, p, d_vocab]``, or the residual after ``stop_block`` blocks if given.
     """
     kwargs = block_kwargs or {}
@@ -141,10 +144,55 @@ def run_from(model, sites: list[Site], resid: torch.Tensor, start_block: int, ed
             resid = edit(by_block[b], resid)
         if b == end:
             break
-        resid = model.blocks[b](resid, **kwargs)
+        if past is not None:
+            resid = model.blocks[b](resid, past_kv_cache_entry=past[b], **kwargs)
+        else:
+            resid = model.blocks[b](resid, **kwargs)
     if stop_block is not None:
         return resid
     return model.unembed(model.ln_final(resid))
+
+
+def _cache_entry_class():
+    try:
+        from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
+    except ImportError:  # TransformerLens 2.x
+        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCacheEntry as Entry
+    return Entry
+
+
+@dataclass(frozen=True)
+class PrefixCache:
+    """Every block's attention keys and values ``[n, length, n_kv_heads, d_head]`` over the first
+    ``length`` positions, which the clean and corrupted prompts share.
+
+    Interventions that leave those positions alone (patching a node to its corrupted value,
+    interpolating towards it) cannot change them — attention is causal — so they are computed
+    once and only the later positions are re-run: the "shared prefix" cache of auto-circuit.
+    """
+
+    length: int
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    def entries(self, reps: int = 1) -> list:
+        """Frozen cache entries, one per block, tiled for a batch of ``reps·n`` rows (each call
+        gets its own, so threads never share one)."""
+        entry = _cache_entry_class()
+        return [entry(k.repeat(reps, 1, 1, 1), v.repeat(reps, 1, 1, 1), frozen=True)
+                for k, v in zip(self.keys, self.values)]
+
+
+def prefix_cache(model, tokens: torch.Tensor) -> PrefixCache:
+    """Keys and values of every block over ``tokens`` ``[n, length]`` (no-grad, unspliced: the
+    spliced model computes the same activations)."""
+    entry = _cache_entry_class()
+    entries = [entry.init_cache_entry(model.cfg, tokens.device, tokens.shape[0]) for _ in model.blocks]
+    with torch.no_grad():
+        resid, _ = embed(model, tokens)
+        for block, e in zip(model.blocks, entries):
+            resid = block(resid, past_kv_cache_entry=e)
+    return PrefixCache(int(tokens.shape[1]), [e.past_keys for e in entries], [e.past_values for e in entries])
 
 
 def check_finite(t: torch.Tensor, what: str) -> torch.Tensor:

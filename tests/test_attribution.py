@@ -93,6 +93,25 @@ def test_ig_sums_to_the_site_patch():
         assert abs(total - float(ref)) < 0.02 * abs(float(ref)) + 1e-3, (hook, total, float(ref))
 
 
+@pytest.mark.parametrize("pos_kind", ["standard", "rotary"])
+def test_shared_prefix_cache_changes_no_effect(pos_kind):
+    """IG and exact patching re-run only the positions after the shared prefix; the numbers
+    must equal those of full-length runs."""
+    model = tiny_model(positional_embedding_type=pos_kind)
+    saes = {f"blocks.{L}.hook_resid_post": tiny_sae(kind=k, hook=f"blocks.{L}.hook_resid_post", seed=L)
+            for L, k in ((0, "standard"), (1, "topk"))}
+    batch = tiny_batch()
+    assert A.shared_prefix_length(batch) == 2  # BOS and one token before the first corrupted position
+    cached = A.prepare_runs(model, saes, batch)
+    full = A.prepare_runs(model, saes, batch)
+    full.share_prefix = False
+    assert cached.prefix().length == 2 and full.prefix() is None
+    for method in ("ig", "exact"):
+        a, b = A.attribute(cached, method), A.attribute(full, method)
+        for x, y in zip(a.effects, b.effects):
+            torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+
+
 def test_positions_kept_sum_to_aggregate():
     model, saes, batch = tiny_setup()
     runs = A.prepare_runs(model, saes, batch)

@@ -100,6 +100,21 @@ def test_mean_ablation_is_the_corrupted_mean(runs):
         E.ablation_means(runs, "resample")
 
 
+def test_patch_ablation_is_activation_patching(runs):
+    """Patch ablation gives each pair its own corrupted values: ablating every node reproduces
+    the corrupted run, and ablating one node alone is exact activation patching of it."""
+    patch = E.ablation_means(runs, "patch")
+    assert patch.f[0].shape == runs.corrupted[0].f.shape
+    empty = E.score_circuits(runs, [[]], "patch")[0]
+    assert empty.m_empty == pytest.approx(float(runs.m_corrupted.mean()), abs=1e-9)
+    every = A.all_nodes(runs)
+    for node in (A.NodeKey(0, 3), A.NodeKey(1, runs.sites[1].d_sae)):
+        rest = [n for n in every if n != node]
+        score = E.score_circuits(runs, [rest], "patch")[0]
+        exact = float(A.exact_effects(runs, [node])[0])
+        assert score.m_circuit - score.m_full == pytest.approx(exact, abs=1e-9)
+
+
 def test_ablated_metric_matches_hooked_reference(runs):
     """Keep two features at site 0 and everything at site 1; compare with a hand-written TL hook run."""
     model = runs.model

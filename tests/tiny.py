@@ -7,14 +7,15 @@ from types import SimpleNamespace
 import torch
 
 
-def tiny_model(n_layers: int = 3, d_model: int = 16, d_vocab: int = 23, seed: int = 0, dtype=torch.float64):
+def tiny_model(n_layers: int = 3, d_model: int = 16, d_vocab: int = 23, seed: int = 0, dtype=torch.float64,
+               positional_embedding_type: str = "standard"):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(seed)
     cfg = HookedTransformerConfig(
         n_layers=n_layers, d_model=d_model, n_heads=2, d_head=d_model // 2, d_mlp=2 * d_model,
-        d_vocab=d_vocab, n_ctx=16, act_fn="gelu", normalization_type="LN", positional_embedding_type="standard",
-        dtype=dtype, seed=seed,
+        d_vocab=d_vocab, n_ctx=16, act_fn="gelu", normalization_type="LN",
+        positional_embedding_type=positional_embedding_type, rotary_dim=d_model // 2, dtype=dtype, seed=seed,
     )
     model = HookedTransformer(cfg)
     # Larger-than-default weights so that patches move the metric measurably.
