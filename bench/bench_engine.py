@@ -2,7 +2,7 @@
 
 Prints seconds for AtP nodes, IG-10 nodes, edges among the top-50 nodes, exact patching of
 the top-100 nodes, the bare forward+backward floor of the same batch without SAEs, peak RSS,
-and AtP-vs-exact / IG-vs-exact Spearman on the top-100 nodes (ranked by IG).
+and AtP-vs-exact / IG-vs-exact Spearman and Pearson on the top-100 nodes (ranked by IG).
 
     .venv/bin/python bench/bench_engine.py [--task ioi] [--n 20] [--json out.json]
 """
@@ -20,7 +20,7 @@ import torch
 def main() -> None:
     from sfc_core import attribution as A
     from sfc_core.circuit import node_value, select_nodes
-    from sfc_core.discovery import spearman
+    from sfc_core.discovery import pearson, spearman
     from sfc_core.edges import edge_effects
     from sfc_core.model import load_model
     from sfc_core.pairs import tokenize_pairs
@@ -73,6 +73,8 @@ def main() -> None:
     ig_v = torch.tensor([node_value(ig.effects, n) for n in top100])
     out["spearman_atp_exact"] = round(spearman(atp_v, exact), 4)
     out["spearman_ig_exact"] = round(spearman(ig_v, exact), 4)
+    out["pearson_atp_exact"] = round(pearson(atp_v, exact), 4)
+    out["pearson_ig_exact"] = round(pearson(ig_v, exact), 4)
     out["atp_over_floor"] = round(out["atp_nodes_s"] / out["floor_fwd_bwd_s"], 2)
     out["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)
     out["metric_clean"] = round(runs.m_clean.mean().item(), 3)

@@ -11,6 +11,9 @@ downstream node gives the edges from all upstream nodes at once; downstream node
 batched by repeating the pairs. The embedding is an extra upstream node (``Δ`` = the
 change of the token embeddings), and the metric an extra downstream node whose incoming
 edges are the last site's node effects. Units: metric units (logits for logit difference).
+
+Only positions after the prompts' shared prefix run (:meth:`PairRuns.prefix`): there ``Δu = 0``,
+and a downstream node at such a position depends only on upstream ones at or before it.
 """
 
 from __future__ import annotations
@@ -27,22 +30,32 @@ METRIC = "metric"
 
 
 def _downstream_scalar(runs: PairRuns, j: int, x_j: torch.Tensor, nodes: list[NodeKey],
-                       grad_j: torch.Tensor) -> torch.Tensor:
-    """``Σ_r Σ_pos ∇_d m · d(x_j)`` over replicas ``r`` (one downstream node each)."""
+                       grad_j: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """``Σ_r Σ_pos ∇_d m · d(x_j)`` over replicas ``r`` (one downstream node each), for positions
+    ``offset..`` (``x_j`` and ``grad_j`` hold only those)."""
     site = runs.sites[j]
     n = runs.n
-    f, err = encode(site, x_j)
+    f, err = encode(site, x_j) if offset == 0 else _encode_after(site, x_j)
     total = x_j.new_zeros(())
     g_f = grad_j @ runs.decoder(j).T  # [n, pos, d_sae]
+    mask = runs.mask[:, offset:]
     for r, node in enumerate(nodes):
+        if node.position is not None and node.position < offset:
+            continue
         rows = slice(r * n, (r + 1) * n)
         if node.feature == site.d_sae:
             contrib = (grad_j * err[rows]).sum(-1)
         else:
             contrib = g_f[..., node.feature] * f[rows, :, node.feature]
-        contrib = contrib * runs.mask
-        total = total + (contrib[:, node.position].sum() if node.position is not None else contrib.sum())
+        contrib = contrib * mask
+        total = total + (contrib[:, node.position - offset].sum() if node.position is not None else contrib.sum())
     return total
+
+
+def _encode_after(site, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f, ε)`` of positions that exclude BOS (``encode`` zeroes the first position's features)."""
+    f = site.sae.encode(x)
+    return f, x - site.sae.decode(f)
 
 
 def _upstream_weights(runs: PairRuns, i: int | None, grad_x: torch.Tensor, nodes: list[NodeKey]) -> torch.Tensor:
@@ -85,6 +98,8 @@ def edge_effects(runs: PairRuns, nodes: list[NodeKey], node_effects: dict[NodeKe
     edges: dict[tuple, float] = {}
     n_sites = len(runs.sites)
     per = max(1, chunk_rows // runs.n)
+    pre = runs.prefix()
+    offset = pre.length if pre is not None else 0
     done = 0
     for j in range(n_sites):
         down = by_site.get(j, [])
@@ -97,12 +112,14 @@ def edge_effects(runs: PairRuns, nodes: list[NodeKey], node_effects: dict[NodeKe
         start = runs.sites[up_index].n_blocks_before if up_index is not None else 0
         for c in range(0, len(down), per):
             chunk = down[c:c + per]
-            x = x_up.repeat(len(chunk), 1, 1).detach().requires_grad_(True)
+            x = x_up[:, offset:].repeat(len(chunk), 1, 1).detach().requires_grad_(True)
             with torch.enable_grad():
-                x_j = run_from(runs.model, runs.sites, x, start, None, stop_block=runs.sites[j].n_blocks_before)
-                s = _downstream_scalar(runs, j, x_j, chunk, grads[j])
+                x_j = run_from(runs.model, runs.sites, x, start, None, stop_block=runs.sites[j].n_blocks_before,
+                               past=pre.entries(len(chunk)) if pre is not None else None)
+                s = _downstream_scalar(runs, j, x_j, chunk, grads[j][:, offset:], offset)
                 (g,) = torch.autograd.grad(s, [x])
-            g = check_finite(g, "edge gradient").view(len(chunk), runs.n, *x_up.shape[1:])
+            g = torch.nn.functional.pad(check_finite(g, "edge gradient"), (0, 0, offset, 0))
+            g = g.view(len(chunk), runs.n, *x_up.shape[1:])
             for r, d in enumerate(chunk):
                 if up_index is None:
                     edges[(EMBED, d)] = float(_upstream_weights(runs, None, g[r], [d])[0])

@@ -110,6 +110,13 @@ def test_shared_prefix_cache_changes_no_effect(pos_kind):
         a, b = A.attribute(cached, method), A.attribute(full, method)
         for x, y in zip(a.effects, b.effects):
             torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+    nodes = [A.NodeKey(0, k) for k in range(25)] + [A.NodeKey(1, k) for k in (0, 5, 24)] + \
+        [A.NodeKey(1, k, p) for k in (3, 24) for p in (1, 4)]
+    a, _ = edge_effects(cached, nodes)
+    b, _ = edge_effects(full, nodes)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-9), key
 
 
 def test_positions_kept_sum_to_aggregate():
