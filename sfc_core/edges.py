@@ -35,7 +35,7 @@ def _downstream_scalar(runs: PairRuns, j: int, x_j: torch.Tensor, nodes: list[No
     ``offset..`` (``x_j`` and ``grad_j`` hold only those)."""
     site = runs.sites[j]
     n = runs.n
-    f, err = encode(site, x_j) if offset == 0 else _encode_after(site, x_j)
+    f, err = encode(site, x_j, bos_first=offset == 0)
     total = x_j.new_zeros(())
     g_f = grad_j @ runs.decoder(j).T  # [n, pos, d_sae]
     mask = runs.mask[:, offset:]
@@ -50,12 +50,6 @@ def _downstream_scalar(runs: PairRuns, j: int, x_j: torch.Tensor, nodes: list[No
         contrib = contrib * mask
         total = total + (contrib[:, node.position - offset].sum() if node.position is not None else contrib.sum())
     return total
-
-
-def _encode_after(site, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(f, ε)`` of positions that exclude BOS (``encode`` zeroes the first position's features)."""
-    f = site.sae.encode(x)
-    return f, x - site.sae.decode(f)
 
 
 def _upstream_weights(runs: PairRuns, i: int | None, grad_x: torch.Tensor, nodes: list[NodeKey]) -> torch.Tensor:

@@ -90,10 +90,12 @@ def make_sites(model, saes: dict) -> list[Site]:
     return sites
 
 
-def encode(site: Site, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(f [b, p, d_sae], ε [b, p, d_model])`` with ``decode(f) + ε == x`` and BOS features zero."""
+def encode(site: Site, x: torch.Tensor, bos_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f [b, p, d_sae], ε [b, p, d_model])`` with ``decode(f) + ε == x`` and BOS features zero
+    (``bos_first=False``: ``x`` starts after BOS, as past a :class:`PrefixCache`)."""
     f = site.sae.encode(x)
-    f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], dim=1)
+    if bos_first:
+        f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], dim=1)
     err = x - site.sae.decode(f)
     return f, err
 
