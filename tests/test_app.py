@@ -339,6 +339,11 @@ def test_evaluate_page_curves():
     assert len(at.get("plotly_chart")) == 1
     table = [df.value for df in at.dataframe][-1]
     assert list(table["size"]) == [5, 20] and table["faithfulness"].notna().all()
+    at.selectbox(key="eval_ablation").set_value("patch")
+    at.button(key="eval_run").click().run()
+    _ok(at)
+    assert not at.error, _errors(at)
+    assert [df.value for df in at.dataframe][-1]["faithfulness"].notna().all()
 
 
 def test_tour_runs_every_step():
