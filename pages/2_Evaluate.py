@@ -15,6 +15,7 @@ import streamlit as st  # noqa: E402
 
 from pages._shared import ui  # noqa: E402
 from sfc_core import app_state as S  # noqa: E402
+from sfc_core import defaults  # noqa: E402
 from sfc_core.errors import InputError  # noqa: E402
 
 ui.setup_page("Evaluate", "📈")
@@ -56,7 +57,9 @@ methods = c1.multiselect("Methods to compare", methods_all, default=["atp"] if "
                          help="Each method finds node effects on the same pairs and SAEs; exact patching runs "
                               "one forward pass per node and is slow on a CPU.")
 sizes_text = c2.text_input("Circuit sizes (nodes)", "5, 10, 20, 50, 100", key="eval_sizes")
-ablation = c3.selectbox("Ablation", ["mean", "zero", "patch"], key="eval_ablation")
+ablation = c3.selectbox("Ablation", ["mean", "zero", "patch"], key="eval_ablation",
+                        help="What a node outside the circuit becomes: its mean over the corrupted prompts "
+                             "(per position), zero, or its value in the pair's own corrupted prompt (patch).")
 hooks = st.multiselect("SAE hook points", list(sae_dict), default=list(sae_dict),
                        key=f"eval_hooks_{S.input_key(s=S.sae_signature(sae_dict))}")
 
@@ -104,5 +107,10 @@ if shown:
     st.caption("m(full) = {:.3f}, m(∅) = {:.3f} ({})".format(shown[0][3]["curve"]["m_full"],
                                                             shown[0][3]["curve"]["m_empty"],
                                                             S.metric_name("logit_diff")))
+    best = max((f for _, _, _, res in shown for f in res["curve"]["faithfulness"] if f is not None), default=None)
+    if best is not None and best < defaults.APP_LOW_FAITHFULNESS:
+        st.info(f"Faithfulness stays below {defaults.APP_LOW_FAITHFULNESS} at these sizes. When the answer is a "
+                "token that changes from pair to pair (IOI's names), every SAE depth spreads it over many latents, so a "
+                "faithful circuit needs hundreds of nodes: try larger sizes or the mask method.")
 else:
     st.info("Choose methods and sizes, then click **Compute curves**.")

@@ -52,6 +52,8 @@ NETWORK_PROBE_TIMEOUT_S = 3.0
 #: of ≤ 15 s on 2 CPU cores (bench/bench_app.py).
 APP_N_PAIRS = 8
 APP_EDGE_POOL = 100
+#: Below this best faithfulness the Evaluate page explains why a circuit can need many nodes.
+APP_LOW_FAITHFULNESS = 0.3
 #: Mask optimisation's sparsity weight λ and the default λ sweep (the loss's faithfulness term is
 #: in logits): on the bundled SAEs with 20 pairs, λ = 0.03 keeps ~40 latents on SVA across a PP.
 MASK_LAMBDA = 3e-2

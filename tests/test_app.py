@@ -339,6 +339,8 @@ def test_evaluate_page_curves():
     assert len(at.get("plotly_chart")) == 1
     table = [df.value for df in at.dataframe][-1]
     assert list(table["size"]) == [5, 20] and table["faithfulness"].notna().all()
+    low = table["faithfulness"].max() < 0.3
+    assert low == any("hundreds of nodes" in i.value for i in at.info)
     at.selectbox(key="eval_ablation").set_value("patch")
     at.button(key="eval_run").click().run()
     _ok(at)
