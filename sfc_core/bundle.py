@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from . import defaults
 from .corpus import CorpusConfig, build_corpus
 from .errors import AssetError
+from .pairs import special_positions, special_token_ids
 
 QUALITY_BAR = {"fve": 0.80, "ce_recovered": 0.90, "l0": 64.0, "dead_frac": 0.10}
 #: Training shrinks tokens whose residual norm exceeds this multiple of the median norm (per
@@ -106,11 +107,6 @@ def collect_activations(model, tokens: torch.Tensor, hook_names: list[str], out_
         save_file({h: torch.cat(v) for h, v in parts.items()}, str(tmp))
         tmp.rename(path)
     return paths
-
-
-def special_positions(tokens: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
-    """Bool ``[n_seq, seq_len]``: positions holding a special token (BOS, document separators)."""
-    return torch.isin(tokens.long(), torch.tensor(sorted(special_ids), dtype=torch.long))
 
 
 def shrink_outliers(x: torch.Tensor, ratio: float = OUTLIER_NORM_RATIO) -> torch.Tensor:
@@ -239,7 +235,7 @@ def activation_quality(model, saes: dict, tokens: torch.Tensor, batch_seqs: int 
     Returns:
         ``{hook_name: {"fve", "l0", "dead_frac"}}``.
     """
-    special_ids = list(model.tokenizer.all_special_ids)
+    special_ids = special_token_ids(model.tokenizer)
     hooks = list(saes)
     stop = max(int(h.split(".")[1]) for h in hooks) + 1
     acc = {h: {"sq_err": 0.0, "sum": 0.0, "sq_sum": 0.0, "n": 0, "l0": 0.0,
@@ -286,7 +282,7 @@ def ce_quality(model, sae, hook_name: str, tokens: torch.Tensor, ce_clean: float
     Returns:
         ``{"ce_recovered", "ce_clean", "ce_spliced", "ce_zero"}`` (CE in nats/token).
     """
-    special_ids = list(model.tokenizer.all_special_ids)
+    special_ids = special_token_ids(model.tokenizer)
     ce = {"spliced": 0.0, "zero": 0.0}
     for b in range(0, len(tokens), batch_seqs):
         toks = tokens[b:b + batch_seqs].long()
@@ -406,7 +402,7 @@ def build_bundle(cfg: BuildConfig, work_dir: Path = Path(".work/bundle"), log=pr
     t = time.time()
     final_dir = work_dir / "saes_final"
     if not final_dir.is_dir():
-        special = special_positions(corpus["train"][:, 1:], list(model.tokenizer.all_special_ids)).reshape(-1)
+        special = special_positions(corpus["train"][:, 1:], special_token_ids(model.tokenizer)).reshape(-1)
         saes = train_saes(paths, cfg, work_dir, n_tokens, special)
         save_saes(saes, work_dir / "saes_tmp")
         (work_dir / "saes_tmp").rename(final_dir)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import defaults
 from .errors import AssetError, InputError
+from .pairs import special_positions, special_token_ids
 
 N_BINS = 20
 N_LOGIT = 10
@@ -68,11 +69,10 @@ def sae_activations(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs
     Args:
         progress: optional ``callable(done_seqs, total_seqs)``.
     """
-    from .bundle import special_positions
     from .splice import blocks_before, embed, run_from
 
     stop = blocks_before(hook_name, model.cfg.n_layers)
-    special_ids = list(getattr(model.tokenizer, "all_special_ids", None) or [])
+    special_ids = special_token_ids(model.tokenizer)
     out = []
     for b in range(0, len(tokens), batch_seqs):
         toks = tokens[b:b + batch_seqs].long()
@@ -107,9 +107,7 @@ def build_sae_index(model, sae, hook_name: str, tokens: torch.Tensor, top_k: int
     window_act = acts[seq, pos, latent]
     flat = acts.view(-1, d_sae).float()
     active = flat > 0
-    from .bundle import special_positions
-
-    ordinary = ~special_positions(tokens, list(getattr(model.tokenizer, "all_special_ids", None) or []))
+    ordinary = ~special_positions(tokens, special_token_ids(model.tokenizer))
     ordinary[:, 0] = False
     density = active.float().sum(0) / max(int(ordinary.sum()), 1)  # BOS and special tokens excluded
     nonzero = [flat[active[:, i], i] for i in range(d_sae)]

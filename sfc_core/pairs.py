@@ -241,6 +241,16 @@ def pad_id(tokenizer) -> int:
     return 0
 
 
+def special_token_ids(tokenizer) -> list[int]:
+    """Ids of the tokenizer's special tokens (BOS, EOS / document separators, padding); ``[]`` if it lists none."""
+    return sorted(getattr(tokenizer, "all_special_ids", None) or [])
+
+
+def special_positions(tokens: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor:
+    """Bool ``[n_seq, seq_len]``: positions of ``tokens`` holding one of ``special_ids``."""
+    return torch.isin(tokens.long(), torch.tensor(sorted(special_ids), dtype=torch.long))
+
+
 def encode(tokenizer, text: str) -> list[int]:
     """Token ids of ``text`` with no special tokens (no BOS)."""
     return list(tokenizer.encode(text, add_special_tokens=False))

@@ -45,7 +45,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import InputError
-from .pairs import PromptPair, encode, get_tokenizer, tokenize_pairs
+from .pairs import PromptPair, encode, get_tokenizer, special_token_ids, tokenize_pairs
 
 Generator = Callable[[Any, int, int], "list[PromptPair]"]
 
@@ -246,7 +246,7 @@ def _word_tokens(tokenizer) -> list[int]:
     """Ids of tokens that decode to a space and 3–10 lowercase letters (e.g. " table"), sorted."""
     ids = []
     size = len(tokenizer) if hasattr(tokenizer, "__len__") else tokenizer.vocab_size
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special = set(special_token_ids(tokenizer))
     for i in range(size):
         if i in special:
             continue
