@@ -10,8 +10,9 @@ the Plotly figure; the app adds its feature labels and the browser's drawing).
 from __future__ import annotations
 
 import argparse
-import json
 import time
+
+from _report import emit
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     t = time.perf_counter()
     circuit_figure(G)
     out["figure_s"] = round(time.perf_counter() - t, 4)
-    print(json.dumps(out, indent=1))
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ and AtP-vs-exact / IG-vs-exact Spearman and Pearson on the top-100 nodes (ranked
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
 import torch
+
+from _report import emit
 
 
 def main() -> None:
@@ -79,10 +80,7 @@ def main() -> None:
     out["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)
     out["metric_clean"] = round(runs.m_clean.mean().item(), 3)
     out["metric_corrupted"] = round(runs.m_corrupted.mean().item(), 3)
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

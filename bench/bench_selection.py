@@ -9,8 +9,9 @@ FAP-Synergy at K=50, plus the faithfulness of what they select.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+
+from _report import emit
 
 
 def main() -> None:
@@ -62,10 +63,7 @@ def main() -> None:
         t = time.perf_counter()
         lambda_sweep(runs, [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], MaskConfig(steps=args.steps))
         out["mask_sweep5_s"] = round(time.perf_counter() - t, 2)
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ the per-site figures to reach it, so this shows which sites make a task expensiv
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
+
+from _report import emit
 
 
 def main() -> None:
@@ -55,10 +56,7 @@ def main() -> None:
     for i, site in enumerate(runs.sites):
         row = ms[2 + i * len(ks): 2 + (i + 1) * len(ks)]
         out["faithfulness"][site.hook_name] = [round((m - empty) / (full - empty), 3) for m in row]
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":
