@@ -13,6 +13,9 @@ import typer
 from . import defaults
 from .errors import SFCError
 
+ABLATION_HELP = ("mean (per position, over the corrupted prompts) | mean_all | zero | "
+                 "patch (each pair's own corrupted values)")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sparse feature circuits explorer engine.")
 bundle_app = typer.Typer(no_args_is_help=True, help="Build or check the offline bundle (model + SAEs + feature index).")
 app.add_typer(bundle_app, name="bundle")
@@ -201,7 +204,7 @@ def discover(
     mask_steps: int = typer.Option(200, help="mask: optimisation steps"),
     t_max: float = typer.Option(200.0, help="mask: final temperature T_max (> 1)"),
     budget: int = typer.Option(50, help="fap / fap-synergy: number of latents K"),
-    synergy_pool: int = typer.Option(24, help="fap-synergy: candidates whose pairwise synergy is measured"),
+    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is measured"),
     multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
     length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
     model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
@@ -271,7 +274,7 @@ def evaluate(
     task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
     n: int = typer.Option(None, help="use the first N pairs (default: as many as the circuit used)"),
     sizes: str = typer.Option("5,10,20,50,100", help="circuit sizes for the curve"),
-    ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero | patch (each pair's own corrupted values)"),
+    ablation: str = typer.Option("mean", help=ABLATION_HELP),
 ) -> None:
     """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline."""
     from .discovery import check_ablation, evaluate as run_evaluate
@@ -315,11 +318,11 @@ def compare(
     n: int = typer.Option(20, help="use the first N pairs"),
     methods: str = typer.Option("atp,ig,mask,fap,fap-synergy", help="comma-separated methods"),
     sizes: str = typer.Option("10,25,50,75,100", help="latent counts to compare at"),
-    ablation: str = typer.Option("mean", help="mean (per position, over the corrupted prompts) | mean_all | zero | patch (each pair's own corrupted values)"),
+    ablation: str = typer.Option("mean", help=ABLATION_HELP),
     lambdas: str = typer.Option(",".join(f"{v:g}" for v in defaults.MASK_LAMBDAS), help="mask: λ values of the sweep"),
     mask_steps: int = typer.Option(200, help="mask: optimisation steps per λ"),
     t_max: float = typer.Option(200.0, help="mask: final temperature"),
-    synergy_pool: int = typer.Option(24, help="fap-synergy: candidates whose pairwise synergy is measured"),
+    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is measured"),
     layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
 ) -> None:
     """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline)."""

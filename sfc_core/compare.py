@@ -25,7 +25,7 @@ from . import defaults
 from .attribution import NodeKey, PairRuns, attribute
 from .errors import InputError
 from .evaluation import score_circuits
-from .fap import FAP_CANDIDATES, fap_scores, fap_synergy_select, ranked_latents
+from .fap import fap_scores, fap_synergy_select, ranked_latents
 from .masks import MaskConfig, lambda_sweep, nesting
 
 COMPARE_METHODS = ("atp", "ig", "mask", "fap", "fap-synergy")
@@ -51,7 +51,7 @@ def _score(runs: PairRuns, latent_sets: list[list[NodeKey]], ablation: str) -> d
 
 def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablation: str = "mean",
                     lambdas: list[float] | None = None, mask_cfg: MaskConfig = MaskConfig(),
-                    synergy_pool: int = 24, progress=None, on_method=None) -> dict:
+                    synergy_pool: int = defaults.FAP_SYNERGY_POOL, progress=None, on_method=None) -> dict:
     """Faithfulness and completeness of each method's circuits at matched latent counts.
 
     Args:
@@ -85,7 +85,7 @@ def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablati
             row = _score(runs, [ranked[:n] for n in sizes], ablation)
         elif method == "fap-synergy":
             fap = fap if fap is not None else fap_scores(runs)
-            n_cand = min(len(ranked_latents(fap)), FAP_CANDIDATES)
+            n_cand = min(len(ranked_latents(fap)), defaults.FAP_CANDIDATES)
             # one greedy run per budget: the synergy pool sits at each budget's boundary
             sels = [fap_synergy_select(runs, min(n, n_cand), synergy_pool=synergy_pool, scores=fap)
                     for n in requested]

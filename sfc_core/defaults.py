@@ -58,5 +58,9 @@ APP_LOW_FAITHFULNESS = 0.3
 #: in logits): on the bundled SAEs with 20 pairs, λ = 0.03 keeps ~40 latents on SVA across a PP.
 MASK_LAMBDA = 3e-2
 MASK_LAMBDAS = (1e-2, 3e-2, 1e-1, 3e-1)
+#: FAP-Synergy considers only this many highest-|FAP| latents (PIE's tractable candidate set), and
+#: measures pairwise synergies among a pool of this many of them (one ablated run per pair).
+FAP_CANDIDATES = 200
+FAP_SYNERGY_POOL = 24
 #: Integrated-gradients steps (Marks et al. 2024 use 10).
 IG_STEPS = 10

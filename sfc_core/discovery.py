@@ -49,7 +49,7 @@ class DiscoverConfig:
     mask_steps: int = 200
     mask_t_max: float = 200.0
     budget: int = 50
-    synergy_pool: int = 24
+    synergy_pool: int = defaults.FAP_SYNERGY_POOL
 
     def check(self) -> None:
         """Raises InputError on an unknown method or aggregation, or bad thresholds."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import defaults
 from .attribution import NodeKey, PairRuns, clean_gradients
 from .errors import InputError
 from .evaluation import ablation_means
@@ -138,11 +139,8 @@ def greedy_synergy(candidates: list[NodeKey], score: dict[NodeKey, float], syn: 
     return selected
 
 
-#: FAP-Synergy considers only this many highest-|FAP| latents (PIE's tractable candidate set).
-FAP_CANDIDATES = 200
-
-
-def fap_synergy_select(runs: PairRuns, k: int, n_candidates: int = FAP_CANDIDATES, synergy_pool: int = 24,
+def fap_synergy_select(runs: PairRuns, k: int, n_candidates: int = defaults.FAP_CANDIDATES,
+                       synergy_pool: int = defaults.FAP_SYNERGY_POOL,
                        ablation: str = "mean", scores: list[torch.Tensor] | None = None,
                        progress=None) -> FapSelection:
     """FAP-Synergy selection of ``k`` latents (method ``fap-synergy``; see module doc).
