@@ -20,13 +20,13 @@ from _report import emit
 
 def main() -> None:
     from sfc_core import attribution as A
-    from sfc_core.circuit import node_value, select_nodes
+    from sfc_core.circuit import select_nodes
     from sfc_core.discovery import pearson, spearman
     from sfc_core.edges import edge_effects
     from sfc_core.model import load_model
     from sfc_core.pairs import tokenize_pairs
     from sfc_core.saes import load_bundled_saes
-    from sfc_core.splice import embed, run_from
+    from sfc_core.splice import embed, logits_of, run_from
     from sfc_core.tasks import get_task_pairs
 
     ap = argparse.ArgumentParser()
@@ -56,7 +56,7 @@ def main() -> None:
             resid = resid.detach().requires_grad_(True)
             final = run_from(model, [], resid, 0, None, stop_block=model.cfg.n_layers)
             rows = torch.arange(batch.n)
-            logits = model.unembed(model.ln_final(final[rows, batch.last_pos][:, None]))[:, 0]
+            logits = logits_of(model, final[rows, batch.last_pos][:, None])[:, 0]
             m = (logits[rows, batch.answer_ids] - logits[rows, batch.wrong_ids]).sum()
             torch.autograd.grad(m, [resid])
 
@@ -67,11 +67,11 @@ def main() -> None:
     out["atp_with_runs_s"] = round(out["atp_nodes_s"] + out["runs_s"], 3)
     ig = timed("ig10_nodes_s", lambda: A.ig(runs, steps=10))
     top50 = select_nodes(ig, top_k=50)
-    timed("edges_top50_s", lambda: edge_effects(runs, top50, {n: node_value(ig.effects, n) for n in top50}))
+    timed("edges_top50_s", lambda: edge_effects(runs, top50, {n: ig.space.value(ig.effects, n) for n in top50}))
     top100 = select_nodes(ig, top_k=100)
     exact = timed("exact_top100_s", lambda: A.exact_effects(runs, top100))
-    atp_v = torch.tensor([node_value(atp.effects, n) for n in top100])
-    ig_v = torch.tensor([node_value(ig.effects, n) for n in top100])
+    atp_v = torch.tensor([atp.space.value(atp.effects, n) for n in top100])
+    ig_v = torch.tensor([ig.space.value(ig.effects, n) for n in top100])
     out["spearman_atp_exact"] = round(spearman(atp_v, exact), 4)
     out["spearman_ig_exact"] = round(spearman(ig_v, exact), 4)
     out["pearson_atp_exact"] = round(pearson(atp_v, exact), 4)

@@ -15,7 +15,7 @@ from _report import emit
 
 
 def main() -> None:
-    from sfc_core.attribution import NodeKey, prepare_runs
+    from sfc_core.attribution import prepare_runs
     from sfc_core.evaluation import score_circuits
     from sfc_core.fap import fap_scores, fap_select, fap_synergy_select
     from sfc_core.masks import MaskConfig, lambda_sweep, train_mask
@@ -38,7 +38,7 @@ def main() -> None:
     model = load_model()
     saes = load_bundled_saes(model)
     runs = prepare_runs(model, saes, tokenize_pairs(model, get_task_pairs(model, args.task, n=args.n)))
-    errors = [NodeKey(i, s.d_sae) for i, s in enumerate(runs.sites)]
+    errors = runs.space.errors()
     out: dict = {"task": args.task, "n_pairs": runs.n, "saes": len(saes)}
 
     if not args.no_mask:

@@ -20,7 +20,7 @@ from _report import emit
 
 def main() -> None:
     from sfc_core import attribution as A
-    from sfc_core import evaluation as E
+    from sfc_core.ablation import ablation_values, circuit_metric
     from sfc_core.model import load_model
     from sfc_core.pairs import tokenize_pairs
     from sfc_core.saes import load_bundled_saes
@@ -40,8 +40,9 @@ def main() -> None:
     saes = load_bundled_saes(model)
     runs = A.prepare_runs(model, saes, tokenize_pairs(model, get_task_pairs(model, args.task, n=args.n)))
     attr = A.attribute(runs, args.method)
-    every = [m | True for m in E.keep_masks(runs, [])]
-    keeps = [every, E.keep_masks(runs, [])]
+    none = runs.space.keep_masks([])
+    every = [m | True for m in none]
+    keeps = [every, none]
     for i, effects in enumerate(attr.effects):
         order = torch.argsort(effects[:-1].abs(), descending=True)
         for k in ks:
@@ -49,7 +50,7 @@ def main() -> None:
             keep[i][:-1] = False
             keep[i][order[:k]] = True
             keeps.append(keep)
-    ms = E.ablated_metric(runs, keeps, E.ablation_means(runs, args.ablation)).tolist()
+    ms = circuit_metric(runs, keeps, ablation_values(runs, args.ablation)).tolist()
     full, empty = ms[0], ms[1]
     out = {"task": args.task, "n_pairs": runs.n, "method": args.method, "ablation": args.ablation,
            "m_full": round(full, 4), "m_empty": round(empty, 4), "latents_kept": ks, "faithfulness": {}}

@@ -13,9 +13,10 @@ of a node is the change of the metric ``m`` (default: logit difference
 so a node that *carries* the clean behaviour has a negative effect (patching it in from
 the corrupted prompt lowers ``m``). Circuits rank nodes by ``|IE|``.
 
-A node is ``(site, feature)`` with the site's error node ``ε`` stored as index
-``d_sae`` (one past the last feature); with ``aggregation="none"`` a node also has a
-position. Per-pair effects are summed over positions and then averaged over pairs.
+Nodes are :class:`~sfc_core.nodes.Node` s (SAE latents and error nodes ε; with ``aggregation="none"``
+also resolved by position). Effects live in per-site tensors laid out by
+:class:`~sfc_core.nodes.NodeSpace` (latents, then ε). Per-pair effects are summed over positions and
+then averaged over pairs.
 
 Because a spliced site writes ``x = decode(f) + ε`` exactly, ``∂m/∂f = W_dec ∂m/∂x`` and
 ``∂m/∂ε = ∂m/∂x``; one backward pass through the *unspliced* model gives every
@@ -32,6 +33,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import SimpleNamespace
 
 import torch
@@ -39,9 +41,10 @@ import torch
 from . import defaults
 from .errors import InputError
 from .metrics import get_metric
-from .splice import PrefixCache, Site, SiteRecord, check_finite, make_sites, prefix_cache, record_run, run_from
+from .nodes import Node, NodeSpace
+from .splice import (PrefixCache, Site, SiteRecord, check_finite, logits_of, make_sites, prefix_cache, record_run,
+                     run_from)
 
-METHODS = ("atp", "ig", "exact")
 AGGREGATIONS = ("sum", "none")
 
 _DECODER_LOCK = threading.Lock()
@@ -105,6 +108,12 @@ class PairRuns:
     def n(self) -> int:
         return int(self.m_clean.shape[0])
 
+    @cached_property
+    def space(self) -> NodeSpace:
+        """The sites' :class:`NodeSpace` (positions: the batch width)."""
+        return NodeSpace(tuple(s.hook_name for s in self.sites), tuple(s.d_sae for s in self.sites),
+                         int(self.batch.clean_tokens.shape[1]))
+
     def decoder(self, i: int) -> torch.Tensor:
         """Effective decoder ``[d_sae, d_model]`` of site ``i``."""
         if not self._decoders:
@@ -117,7 +126,7 @@ class PairRuns:
         ``ln_final``/``unembed`` (the vocabulary projection costs as much as several blocks)."""
         rows = torch.arange(resid.shape[0])
         last = self.batch.last_pos.repeat(reps) - offset
-        return self.model.unembed(self.model.ln_final(resid[rows, last][:, None]))[:, 0]
+        return logits_of(self.model, resid[rows, last][:, None])[:, 0]
 
     def metric_from_logits(self, logits: torch.Tensor, reps: int = 1) -> torch.Tensor:
         """Metric per row ``[reps·n]`` from last-position logits ``[reps·n, d_vocab]``."""
@@ -210,6 +219,16 @@ class Attribution:
     m_corrupted: float
     timings_s: dict = field(default_factory=dict)
     steps: int | None = None
+
+    @property
+    def per_position(self) -> bool:
+        return self.aggregation == "none"
+
+    @property
+    def space(self) -> NodeSpace:
+        """The :class:`NodeSpace` the effect tensors are laid out in."""
+        width = int(self.effects[0].shape[0]) if self.per_position and self.effects else None
+        return NodeSpace(tuple(self.hook_names), tuple(self.d_sae), width)
 
 
 def _check_aggregation(aggregation: str) -> None:
@@ -344,23 +363,15 @@ def ig(runs: PairRuns, steps: int = defaults.IG_STEPS, aggregation: str = "sum",
 
 
 # ------------------------------------------------------------------ exact patching
-@dataclass(frozen=True)
-class NodeKey:
-    """A node: site index, feature index (``d_sae`` = ε) and position (``None`` = all positions)."""
-
-    site: int
-    feature: int
-    position: int | None = None
-
-
-def _patch_delta(runs: PairRuns, node: NodeKey) -> torch.Tensor:
+def _patch_delta(runs: PairRuns, node: Node) -> torch.Tensor:
     """``a_corr − a_clean`` of ``node`` written into the residual stream ``[n, pos, d_model]``."""
-    clean, corr = runs.clean[node.site], runs.corrupted[node.site]
-    if node.feature == runs.sites[node.site].d_sae:
+    site, col = runs.space.site(node), runs.space.column(node)
+    clean, corr = runs.clean[site], runs.corrupted[site]
+    if node.is_error:
         delta = corr.err - clean.err
     else:
-        df = corr.f[..., node.feature] - clean.f[..., node.feature]
-        delta = df[..., None] * runs.decoder(node.site)[node.feature]
+        df = corr.f[..., col] - clean.f[..., col]
+        delta = df[..., None] * runs.decoder(site)[col]
     if node.position is not None:
         keep = torch.zeros(delta.shape[1], dtype=delta.dtype)
         keep[node.position] = 1
@@ -368,17 +379,21 @@ def _patch_delta(runs: PairRuns, node: NodeKey) -> torch.Tensor:
     return delta * runs.mask[..., None]
 
 
-def exact_effects(runs: PairRuns, nodes: list[NodeKey], chunk_rows: int = 256, progress=None) -> torch.Tensor:
+def exact_effects(runs: PairRuns, nodes: list[Node], chunk_rows: int = 256, progress=None) -> torch.Tensor:
     """Exact IE of each node, ``[len(nodes)]`` (mean over pairs, metric units).
 
     Each node is patched alone (all its positions, or its one position) to its corrupted
     value in the clean run; everything downstream is recomputed. Nodes of one site run
     batched, ``chunk_rows`` sequences at a time.
+
+    Raises:
+        InputError: a node at a hook point without an SAE, or a latent index out of range.
+        NumericalError: NaN or inf in the effects.
     """
     out = torch.zeros(len(nodes), dtype=runs.m_clean.dtype)
     by_site: dict[int, list[int]] = {}
     for j, node in enumerate(nodes):
-        by_site.setdefault(node.site, []).append(j)
+        by_site.setdefault(runs.space.site(node), []).append(j)
     per = max(1, chunk_rows // runs.n)
     done = 0
     with torch.no_grad():
@@ -395,45 +410,31 @@ def exact_effects(runs: PairRuns, nodes: list[NodeKey], chunk_rows: int = 256, p
     return check_finite(out, "exact patching effects")
 
 
-def all_nodes(runs: PairRuns, aggregation: str = "sum") -> list[NodeKey]:
-    """Every node: each feature of each site (and ε), per position when not aggregated."""
-    positions = [None] if aggregation == "sum" else list(range(runs.batch.clean_tokens.shape[1]))
-    return [NodeKey(i, k, p) for i, s in enumerate(runs.sites) for p in positions for k in range(s.d_sae + 1)]
-
-
-def exact(runs: PairRuns, aggregation: str = "sum", nodes: list[NodeKey] | None = None, progress=None) -> Attribution:
+def exact(runs: PairRuns, aggregation: str = "sum", nodes: list[Node] | None = None, progress=None) -> Attribution:
     """Exact activation patching of ``nodes`` (default: every node whose clean and corrupted
     values differ somewhere); the others get effect 0.
+
+    Returns per-site effects ``[d_sae + 1]`` (or ``[pos, d_sae + 1]``), metric units.
+    Raises:
+        InputError: unknown aggregation.
     """
     _check_aggregation(aggregation)
     t = time.perf_counter()
+    per_position = aggregation == "none"
     if nodes is None:
-        nodes = [n for n in all_nodes(runs, aggregation) if _patch_delta(runs, n).abs().amax() > 0]
+        nodes = [n for n in runs.space.all_nodes(per_position) if _patch_delta(runs, n).abs().amax() > 0]
     values = exact_effects(runs, nodes, progress=progress)
-    effects = []
-    width = runs.batch.clean_tokens.shape[1]
-    for s in runs.sites:
-        shape = (s.d_sae + 1,) if aggregation == "sum" else (width, s.d_sae + 1)
-        effects.append(torch.zeros(shape, dtype=values.dtype))
-    for node, v in zip(nodes, values):
-        if aggregation == "sum":
-            effects[node.site][node.feature] = v
-        else:
-            effects[node.site][node.position, node.feature] = v
+    effects = runs.space.scatter(nodes, values.tolist(), per_position, dtype=values.dtype)
     return _result(runs, "exact", aggregation, effects, {"nodes": time.perf_counter() - t})
 
 
 def attribute(runs: PairRuns, method: str = "atp", aggregation: str = "sum", steps: int = defaults.IG_STEPS,
               progress=None) -> Attribution:
-    """Node effects by ``method`` (``atp`` | ``ig`` | ``exact``).
+    """Node effects by a registered attribution method (``atp`` | ``ig`` | ``exact``, :mod:`sfc_core.methods`).
 
     Raises:
         InputError: unknown method or aggregation.
     """
-    if method == "atp":
-        return atp(runs, aggregation)
-    if method == "ig":
-        return ig(runs, steps, aggregation, progress)
-    if method == "exact":
-        return exact(runs, aggregation, progress=progress)
-    raise InputError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    from .methods import get
+
+    return get(method, kind="attribution").run(runs, aggregation, steps, progress)

@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import defaults
+from . import hooks as hp
 from .corpus import CorpusConfig, build_corpus
 from .errors import AssetError
 from .pairs import special_positions, special_token_ids
@@ -66,12 +67,12 @@ class BuildConfig:
 
     @property
     def hook_names(self) -> list[str]:
-        return [defaults.sae_hook_name(layer) for layer in self.layers]
+        return [hp.resid_post(layer) for layer in self.layers]
 
 
 def sae_key(hook_name: str) -> str:
     """Folder/checkpoint name of an SAE: ``blocks.7.hook_resid_post`` → ``L7_resid_post``."""
-    return f"L{hook_name.split('.')[1]}_resid_post"
+    return hp.sae_key(hook_name)
 
 
 # ---------------------------------------------------------------- activations
@@ -87,7 +88,7 @@ def collect_activations(model, tokens: torch.Tensor, hook_names: list[str], out_
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stop = max(int(h.split(".")[1]) for h in hook_names) + 1
+    stop = max(hp.layer_of(h) for h in hook_names) + 1
     paths = []
     n_chunks = math.ceil(len(tokens) / chunk_seqs)
     for c in tqdm(range(n_chunks), desc="caching activations"):
@@ -236,15 +237,15 @@ def activation_quality(model, saes: dict, tokens: torch.Tensor, batch_seqs: int 
         ``{hook_name: {"fve", "l0", "dead_frac"}}``.
     """
     special_ids = special_token_ids(model.tokenizer)
-    hooks = list(saes)
-    stop = max(int(h.split(".")[1]) for h in hooks) + 1
+    hook_names = list(saes)
+    stop = max(hp.layer_of(h) for h in hook_names) + 1
     acc = {h: {"sq_err": 0.0, "sum": 0.0, "sq_sum": 0.0, "n": 0, "l0": 0.0,
-               "ever": torch.zeros(int(saes[h].cfg.d_sae), dtype=torch.bool)} for h in hooks}
+               "ever": torch.zeros(int(saes[h].cfg.d_sae), dtype=torch.bool)} for h in hook_names}
     for b in range(0, len(tokens), batch_seqs):
         toks = tokens[b:b + batch_seqs].long()
         special = special_positions(toks, special_ids)
         with torch.inference_mode():
-            _, cache = model.run_with_cache(toks, names_filter=hooks, stop_at_layer=stop)
+            _, cache = model.run_with_cache(toks, names_filter=hook_names, stop_at_layer=stop)
             for h, sae in saes.items():
                 x = cache[h][~special].float()
                 f = sae.encode(x)

@@ -1,12 +1,11 @@
 """Circuits: node selection from an :class:`~sfc_core.attribution.Attribution`, the
 ``networkx.DiGraph`` they live in, statistics, and the ``sfc-circuit/1`` JSON format.
 
-Graph contract: node ids are ``"{hook_name}/{feature}"`` (``feature`` an int, or
-``"error"`` for the error node ε), suffixed ``"@{position}"`` when positions are kept;
-the embedding and the metric are the nodes ``"embed"`` (layer −1) and ``"metric"``
-(layer ``n_layers``). Node attributes: ``hook_name, layer, feature, position, effect,
-activation, site``; edge attribute ``weight`` (metric units). ``G.graph`` holds the
-metadata and, once evaluated, ``scores``.
+Graph contract: node ids are :attr:`sfc_core.nodes.Node.id` strings (``"{hook_name}/{feature}"``,
+``".../error"`` for ε, ``"@{position}"`` when positions are kept, ``"embed"`` and ``"metric"`` end
+points at layers −1 and ``n_layers``). Node attributes: ``hook_name, layer, site, feature, position,
+effect, activation`` (:func:`sfc_core.nodes.node_attrs`); edge attribute ``weight`` (metric units).
+``G.graph`` holds the metadata and, once evaluated, ``scores``.
 """
 
 from __future__ import annotations
@@ -16,22 +15,21 @@ import math
 from pathlib import Path
 
 import networkx as nx
-import torch
 
-from .attribution import Attribution, NodeKey
-from .edges import EMBED, METRIC
+from .attribution import Attribution
 from .errors import InputError
+from .nodes import EMBED, METRIC, Node, NodeSpace, from_fields, is_end_id, node_attrs
 
 SCHEMA = "sfc-circuit/1"
 
 
 # ------------------------------------------------------------------ selection
 def select_nodes(attr: Attribution, node_threshold: float | None = None, top_k: int | None = None,
-                 top_k_per_layer: int | None = None) -> list[NodeKey]:
+                 top_k_per_layer: int | None = None) -> list[Node]:
     """Nodes by ``|effect| ≥ node_threshold``, by the ``top_k`` largest ``|effect|`` overall, or by
     the ``top_k_per_layer`` largest at each site (exactly one rule). Nodes with effect 0 are never kept.
 
-    Returns nodes sorted by ``|effect|``, largest first.
+    Returns nodes sorted by ``|effect|``, largest first (ties: shallower site, then lower index).
     Raises:
         InputError: no rule or several rules, a negative threshold or a non-positive k.
     """
@@ -42,88 +40,37 @@ def select_nodes(attr: Attribution, node_threshold: float | None = None, top_k: 
         raise InputError(f"node threshold must be ≥ 0, not {node_threshold}")
     if (top_k is not None and top_k <= 0) or (top_k_per_layer is not None and top_k_per_layer <= 0):
         raise InputError("top-k must be a positive integer")
-    per_site = []
-    for i, e in enumerate(attr.effects):
-        flat = e.abs().flatten()
-        k = int((flat > 0).sum()) if top_k_per_layer is None else min(top_k_per_layer, int((flat > 0).sum()))
-        vals, idx = torch.topk(flat, k) if k else (flat[:0], flat[:0].long())
-        for v, j in zip(vals.tolist(), idx.tolist()):
-            if node_threshold is not None and v < node_threshold:
-                break
-            per_site.append((v, i, j))
-    per_site.sort(key=lambda t: (-t[0], t[1], t[2]))
-    if top_k is not None:
-        per_site = per_site[:top_k]
-    return [_key(attr, i, j) for _, i, j in per_site]
-
-
-def _key(attr: Attribution, site: int, flat_index: int) -> NodeKey:
-    if attr.aggregation == "sum":
-        return NodeKey(site, flat_index)
-    pos, feat = divmod(flat_index, attr.d_sae[site] + 1)
-    return NodeKey(site, feat, pos)
-
-
-def node_value(values: list[torch.Tensor], node: NodeKey) -> float:
-    """The entry of per-site ``[d_sae+1]`` / ``[pos, d_sae+1]`` tensors at ``node``."""
-    t = values[node.site]
-    if node.position is None:
-        return float(t[..., node.feature].sum())  # a whole-prompt node on per-position values: their sum
-    return float(t[node.position, node.feature])
+    return attr.space.ranked(attr.effects, threshold=node_threshold, per_site=top_k_per_layer, limit=top_k)
 
 
 # ------------------------------------------------------------------ graph
-def node_id(hook_name: str, feature: int | str, position: int | None = None) -> str:
-    """``"blocks.7.hook_resid_post/1234"``, ``".../error"``, with ``"@5"`` for position 5."""
-    base = f"{hook_name}/{feature}"
-    return base if position is None else f"{base}@{position}"
-
-
-def _layer(hook_name: str) -> int:
-    parts = hook_name.split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
-
-
-def key_id(attr: Attribution, node: NodeKey | str) -> str:
-    """Graph id of a :class:`NodeKey` (or ``"embed"`` / ``"metric"``)."""
-    if isinstance(node, str):
-        return node
-    hook = attr.hook_names[node.site]
-    feat = "error" if node.feature == attr.d_sae[node.site] else node.feature
-    return node_id(hook, feat, node.position)
-
-
-def build_graph(attr: Attribution, nodes: list[NodeKey], edges: dict[tuple, float] | None = None,
+def build_graph(attr: Attribution, nodes: list[Node], edges: dict[tuple, float] | None = None,
                 edge_threshold: float = 0.0, metadata: dict | None = None, n_layers: int | None = None) -> nx.DiGraph:
     """The circuit as a ``DiGraph``: ``nodes`` with their effects and activations, edges with
     ``|weight| ≥ edge_threshold`` between kept nodes (and ``embed`` / ``metric``).
 
+    Args:
+        edges: ``{(source Node, target Node): weight}`` in metric units (:func:`~sfc_core.edges.edge_effects`).
     Raises:
         InputError: a negative edge threshold.
     """
     if edge_threshold < 0 or math.isnan(edge_threshold):
         raise InputError(f"edge threshold must be ≥ 0, not {edge_threshold}")
+    space = attr.space
     G = nx.DiGraph()
     G.graph.update(metadata or {})
     for node in nodes:
-        hook = attr.hook_names[node.site]
-        is_err = node.feature == attr.d_sae[node.site]
-        G.add_node(key_id(attr, node), hook_name=hook, layer=_layer(hook), site=node.site,
-                   feature="error" if is_err else int(node.feature), position=node.position,
-                   effect=node_value(attr.effects, node), activation=node_value(attr.activations, node))
+        G.add_node(node.id, **node_attrs(node, space), effect=space.value(attr.effects, node),
+                   activation=space.value(attr.activations, node))
     kept = set(G.nodes)
     n_layers = n_layers if n_layers is not None else G.graph.get("n_layers", 0)
     for (u, v), w in (edges or {}).items():
-        su, sv = key_id(attr, u), key_id(attr, v)
-        if abs(w) < edge_threshold or (su not in kept and su != EMBED) or (sv not in kept and sv != METRIC):
+        su, sv = u.id, v.id
+        if abs(w) < edge_threshold or (su not in kept and u != EMBED) or (sv not in kept and v != METRIC):
             continue
-        for end in (su, sv):
-            if end == EMBED and end not in G:
-                G.add_node(EMBED, hook_name="hook_embed", layer=-1, site=-1, feature="embed", position=None,
-                           effect=None, activation=None)
-            if end == METRIC and end not in G:
-                G.add_node(METRIC, hook_name="metric", layer=n_layers, site=len(attr.hook_names),
-                           feature="metric", position=None, effect=None, activation=None)
+        for end in (u, v):
+            if end.is_end and end.id not in G:
+                G.add_node(end.id, **node_attrs(end, space, n_layers), effect=None, activation=None)
         G.add_edge(su, sv, weight=float(w))
     return G
 
@@ -131,7 +78,7 @@ def build_graph(attr: Attribution, nodes: list[NodeKey], edges: dict[tuple, floa
 def circuit_stats(G: nx.DiGraph, n_hubs: int = 5) -> dict:
     """Nodes, edges, density, nodes per layer, top in/out-degree hubs, weakly connected components
     (embedding and metric end-points excluded from node counts)."""
-    inner = [n for n in G.nodes if n not in (EMBED, METRIC)]
+    inner = [n for n in G.nodes if not is_end_id(n)]
     per_layer: dict[int, int] = {}
     for n in inner:
         per_layer[G.nodes[n]["layer"]] = per_layer.get(G.nodes[n]["layer"], 0) + 1
@@ -150,7 +97,7 @@ def circuit_stats(G: nx.DiGraph, n_hubs: int = 5) -> dict:
 
 
 # ------------------------------------------------------------------ sfc-circuit/1
-_NODE_FIELDS = ("id", "hook_name", "layer", "feature", "position", "effect", "activation")
+_NODE_FIELDS = ("id", "hook_name", "layer", "site", "feature", "position", "effect", "activation")
 
 
 def to_json(G: nx.DiGraph) -> dict:
@@ -212,24 +159,20 @@ def load_circuit(path_or_text: str | Path) -> nx.DiGraph:
     return from_json(doc)
 
 
-def circuit_nodes(G: nx.DiGraph, hook_names: list[str], d_saes: list[int]) -> list[NodeKey]:
-    """:class:`NodeKey` s of a graph's feature and error nodes, for sites ``hook_names`` of widths ``d_saes``.
+def circuit_nodes(G: nx.DiGraph, space: NodeSpace) -> list[Node]:
+    """The latent and error nodes of a graph (in ``G.nodes`` order, end points left out), checked against ``space``.
 
     Raises:
-        InputError: a node sits at a hook point not among ``hook_names`` or names a feature out of range.
+        InputError: a node sits at a hook point without an SAE, names a latent outside ``0..d_sae−1``, or has
+            a feature field that is neither an integer nor ``"error"``.
     """
-    index = {h: i for i, h in enumerate(hook_names)}
-    keys = []
+    out = []
     for n, data in G.nodes(data=True):
-        if n in (EMBED, METRIC):
+        if is_end_id(n):
             continue
-        hook = data.get("hook_name")
-        if hook not in index:
-            raise InputError(f"circuit node {n} is at {hook}, which has no SAE loaded")
-        site = index[hook]
-        feat = data["feature"]
-        feat = d_saes[site] if feat == "error" else int(feat)
-        if not 0 <= feat <= d_saes[site]:
-            raise InputError(f"circuit node {n}: feature {feat} is out of range for d_sae={d_saes[site]}")
-        keys.append(NodeKey(site, feat, data.get("position")))
-    return keys
+        node = from_fields(data.get("hook_name"), data.get("feature"), data.get("position"), where=f"circuit node {n}")
+        if node.is_end:
+            continue
+        space.column(node)  # raises on an unknown hook point or an out-of-range latent
+        out.append(node)
+    return out

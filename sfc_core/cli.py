@@ -11,10 +11,13 @@ from pathlib import Path
 import typer
 
 from . import defaults
+from . import methods as registry
+from .ablation import HELP as ABLATION_HELP
+from .ablation import check_ablation
+from .hooks import resid_post
 from .errors import SFCError
 
-ABLATION_HELP = ("mean (per position, over the corrupted prompts) | mean_all | zero | "
-                 "patch (each pair's own corrupted values)")
+METHOD_HELP = " | ".join(registry.names())
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sparse feature circuits explorer engine.")
 bundle_app = typer.Typer(no_args_is_help=True, help="Build or check the offline bundle (model + SAEs + feature index).")
@@ -131,7 +134,7 @@ def _load_model_and_saes(model_name: str | None, sae_release: str | None, layers
     if sae_release is None:
         if not is_bundled(model_name):
             raise InputError("--sae-release is needed with a model other than the bundled one")
-        hooks = [defaults.sae_hook_name(L) for L in wanted] if wanted else None
+        hooks = [resid_post(L) for L in wanted] if wanted else None
         return model, load_bundled_saes(model, hooks)
     return model, load_release_layers(model, sae_release, wanted)
 
@@ -190,7 +193,7 @@ def discover(
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task name (see 'sfc tasks')"),
     n: int = typer.Option(None, help="use the first N pairs"),
-    method: str = typer.Option("atp", help="atp | ig | exact | mask | fap | fap-synergy"),
+    method: str = typer.Option("atp", help=METHOD_HELP),
     layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
     node_threshold: float = typer.Option(None, help="keep nodes with |effect| >= T"),
     top_k: int = typer.Option(None, help="keep the K nodes of largest |effect| (default 50)"),
@@ -277,10 +280,10 @@ def evaluate(
     ablation: str = typer.Option("mean", help=ABLATION_HELP),
 ) -> None:
     """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline."""
-    from .discovery import check_ablation, evaluate as run_evaluate
+    from .discovery import evaluate as run_evaluate
     from .errors import InputError
 
-    check_ablation(ablation)
+    ablation = check_ablation(ablation)
     size_list = _parse_ints(sizes, "--sizes")
     if any(s <= 0 for s in size_list):
         raise InputError("--sizes must be positive")
@@ -316,7 +319,7 @@ def compare(
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task name"),
     n: int = typer.Option(20, help="use the first N pairs"),
-    methods: str = typer.Option("atp,ig,mask,fap,fap-synergy", help="comma-separated methods"),
+    methods: str = typer.Option(",".join(registry.names(comparable=True)), help="comma-separated methods"),
     sizes: str = typer.Option("10,25,50,75,100", help="latent counts to compare at"),
     ablation: str = typer.Option("mean", help=ABLATION_HELP),
     lambdas: str = typer.Option(",".join(f"{v:g}" for v in defaults.MASK_LAMBDAS), help="mask: λ values of the sweep"),
@@ -328,18 +331,17 @@ def compare(
     """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline)."""
     from .attribution import prepare_runs
     from .compare import compare_methods
-    from .discovery import DiscoverConfig, as_batch, check_ablation
+    from .discovery import DiscoverConfig, as_batch
     from .errors import InputError
     from .masks import MaskConfig
 
-    check_ablation(ablation)
+    ablation = check_ablation(ablation)
     size_list = _parse_ints(sizes, "--sizes")
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    from .compare import COMPARE_METHODS
-
-    bad = [m for m in method_list if m not in COMPARE_METHODS] or ([] if method_list else ["(none)"])
+    comparable = registry.names(comparable=True)
+    bad = [m for m in method_list if m not in comparable] or ([] if method_list else ["(none)"])
     if bad:
-        raise InputError(f"unknown methods {', '.join(bad)}; choose from {', '.join(COMPARE_METHODS)}")
+        raise InputError(f"unknown methods {', '.join(bad)}; choose from {', '.join(comparable)}")
     try:
         lam_list = [float(v) for v in lambdas.split(",") if v.strip()]
     except ValueError:

@@ -22,26 +22,18 @@ import random
 import time
 
 from . import defaults
-from .attribution import NodeKey, PairRuns, attribute
+from . import methods as registry
+from .attribution import PairRuns
 from .errors import InputError
 from .evaluation import score_circuits
-from .fap import fap_scores, fap_synergy_select, ranked_latents
-from .masks import MaskConfig, lambda_sweep, nesting
+from .masks import MaskConfig
+from .nodes import Node
 
-COMPARE_METHODS = ("atp", "ig", "mask", "fap", "fap-synergy")
 DEFAULT_LAMBDAS = defaults.MASK_LAMBDAS
 
 
-def _errors(runs: PairRuns) -> list[NodeKey]:
-    return [NodeKey(i, s.d_sae) for i, s in enumerate(runs.sites)]
-
-
-def _latents_by_effect(effects) -> list[NodeKey]:
-    return ranked_latents([e[:-1] for e in effects])
-
-
-def _score(runs: PairRuns, latent_sets: list[list[NodeKey]], ablation: str) -> dict:
-    scores = score_circuits(runs, [s + _errors(runs) for s in latent_sets], ablation)
+def _score(runs: PairRuns, latent_sets: list[list[Node]], ablation: str) -> dict:
+    scores = score_circuits(runs, [s + runs.space.errors() for s in latent_sets], ablation)
     return {
         "n_latents": [len(s) for s in latent_sets],
         "faithfulness": [sc.faithfulness for sc in scores],
@@ -55,56 +47,40 @@ def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablati
     """Faithfulness and completeness of each method's circuits at matched latent counts.
 
     Args:
+        methods: registered methods that can be compared (:func:`sfc_core.methods.names` with ``comparable``).
+        sizes: latent counts (error nodes are kept on top).
         on_method: optional ``callable(partial_report)`` after each method (the CLI saves it).
     Returns:
         ``{"sizes", "ablation", "n_pairs", "methods": {name: {"sizes", "n_latents", "faithfulness",
-        "completeness", "seconds", ...}}, "random": {...}}`` (curve dicts as :func:`sfc_core.viz.curve_figure` reads).
+        "completeness", "seconds", ...}}, "random": {...}}`` (curve dicts as :func:`sfc_core.viz.curve_figure`
+        reads); faithfulness and completeness are unitless, seconds wall-clock.
     Raises:
         InputError: unknown methods, empty or non-positive sizes, bad mask hyper-parameters.
     """
-    unknown = [m for m in methods if m not in COMPARE_METHODS]
+    comparable = registry.names(comparable=True)
+    unknown = [m for m in methods if m not in comparable]
     if unknown or not methods:
-        raise InputError(f"unknown methods {', '.join(unknown) or '(none)'}; choose from {', '.join(COMPARE_METHODS)}")
+        raise InputError(f"unknown methods {', '.join(unknown) or '(none)'}; choose from {', '.join(comparable)}")
     if not sizes or any(s <= 0 for s in sizes):
         raise InputError("sizes must be a non-empty list of positive integers")
     say = progress or (lambda stage, frac: None)
     sizes = requested = sorted(set(sizes))
     out: dict = {"sizes": sizes, "ablation": ablation, "n_pairs": runs.n, "methods": {}}
-    fap = None
-    # The mask runs first so that the ranking methods are also scored at its (λ-given) sizes.
-    methods = sorted(methods, key=lambda m: m != "mask")
-    for j, method in enumerate(methods):
-        say(method, j / len(methods))
+    ctx = {"lambdas": lambdas, "mask_cfg": mask_cfg, "synergy_pool": synergy_pool, "requested": requested}
+    # A frontier method (the mask's λ sweep) runs first so that the others are also scored at its sizes.
+    order = sorted(methods, key=lambda m: not registry.get(m).frontier)
+    for j, name in enumerate(order):
+        say(name, j / len(order))
         t = time.perf_counter()
-        if method in ("atp", "ig"):
-            ranked = _latents_by_effect(attribute(runs, method).effects)
-            row = _score(runs, [ranked[:n] for n in sizes], ablation)
-        elif method == "fap":
-            fap = fap if fap is not None else fap_scores(runs)
-            ranked = ranked_latents(fap)
-            row = _score(runs, [ranked[:n] for n in sizes], ablation)
-        elif method == "fap-synergy":
-            fap = fap if fap is not None else fap_scores(runs)
-            n_cand = min(len(ranked_latents(fap)), defaults.FAP_CANDIDATES)
-            # one greedy run per budget: the synergy pool sits at each budget's boundary
-            sels = [fap_synergy_select(runs, min(n, n_cand), synergy_pool=synergy_pool, scores=fap)
-                    for n in requested]
-            row = _score(runs, [s.nodes for s in sels], ablation)
-            row["budgets"] = [len(s.nodes) for s in sels]
-            row["selection_seconds"] = [round(s.seconds, 2) for s in sels]
-        else:
-            results = lambda_sweep(runs, list(lambdas or DEFAULT_LAMBDAS), mask_cfg)
-            sets = [[n for n in r.nodes(runs) if n.feature != runs.sites[n.site].d_sae] for r in results]
-            row = _score(runs, sets, ablation)
-            row["lambdas"] = sorted(lambdas or DEFAULT_LAMBDAS)
-            row["nesting"] = nesting(results, runs)
-            row["empty_masks"] = [lam for lam, s in zip(row["lambdas"], sets) if not s]
-            row["train_seconds"] = [round(r.seconds, 2) for r in results]
+        method = registry.get(name)
+        sets, extra = method.compare(runs, sizes, ctx)
+        row = {**_score(runs, sets, ablation), **extra}
+        if method.frontier:
             sizes = out["sizes"] = sorted(set(sizes) | {n for n in row["n_latents"] if n > 0})
         row["sizes"] = row["n_latents"]
         row["n_nodes"] = row["n_latents"]
         row["seconds"] = round(time.perf_counter() - t, 2)
-        out["methods"][method] = row
+        out["methods"][name] = row
         if on_method:
             on_method(out)
     out["random"] = _random_baseline(runs, sizes, ablation)
@@ -116,7 +92,7 @@ def _random_baseline(runs: PairRuns, sizes: list[int], ablation: str, draws: int
     pool = []
     for i, rec in enumerate(runs.clean):
         active = ((rec.f * runs.mask[..., None]) > 0).any(0).any(0)
-        pool += [NodeKey(i, int(k)) for k in active.nonzero().flatten().tolist()]
+        pool += [runs.space.node_at(i, int(k)) for k in active.nonzero().flatten().tolist()]
     rows = []
     for seed in range(draws):
         rng = random.Random(seed)

@@ -38,11 +38,6 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def sae_hook_name(layer: int) -> str:
-    """TransformerLens hook point of the residual stream after block ``layer``."""
-    return f"blocks.{layer}.hook_resid_post"
-
-
 #: Longest prompt the engine accepts, in tokens.
 MAX_PROMPT_TOKENS = 256
 #: Seconds to wait for a model hub before declaring the machine offline.

@@ -1,14 +1,17 @@
 """One call from prompt pairs to a circuit, and from a circuit to its scores: what the CLI and the app run.
 
-``discover`` = tokenize pairs → spliced clean/corrupted runs → node effects (AtP, IG or
-exact) → node selection → edges (VJP, kept nodes only) → ``networkx`` graph with
-``sfc-circuit/1`` metadata. ``evaluate`` = faithfulness/completeness curve of a circuit's
-nodes ranked by |effect|, with a random baseline. ``verify`` = exact patching of a
-circuit's nodes against its recorded effects.
+``discover`` = tokenize pairs → spliced clean/corrupted runs → node effects (a registered method,
+:mod:`sfc_core.methods`) → node selection → edges (VJP, kept nodes only) → ``networkx`` graph with
+``sfc-circuit/1`` metadata. :meth:`Discovery.select` is the one selection path (CLI, explorer,
+Evaluate page, Tour): attribution methods re-select from cached effects, selection methods keep the
+circuit they chose. ``evaluate`` = faithfulness/completeness curve of a circuit's nodes ranked by
+|effect|, with a random baseline. ``verify`` = exact patching of a circuit's nodes against its
+recorded effects.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -16,18 +19,15 @@ import networkx as nx
 import torch
 
 from . import defaults
-from .attribution import AGGREGATIONS, Attribution, NodeKey, PairRuns, attribute, exact_effects, prepare_runs
-from .circuit import build_graph, circuit_nodes, node_value, select_nodes
-from .edges import EMBED, METRIC, edge_effects
+from . import methods as registry
+from .ablation import check_ablation
+from .attribution import AGGREGATIONS, Attribution, PairRuns, attribute, exact_effects, prepare_runs
+from .circuit import build_graph, circuit_nodes, select_nodes
+from .edges import edge_effects
 from .errors import InputError
-from .evaluation import ABLATIONS, faithfulness_curve, score_circuits
+from .evaluation import faithfulness_curve, score_circuits
+from .nodes import Node, is_end_id
 from .pairs import PairBatch, PromptPair, tokenize_pairs
-
-#: Methods that score every node (the circuit is then chosen by threshold / top-k).
-EFFECT_METHODS = ("atp", "ig", "exact")
-#: Methods that choose the circuit themselves (node effects shown are AtP's).
-SELECTION_METHODS = ("mask", "fap", "fap-synergy")
-DISCOVERY_METHODS = EFFECT_METHODS + SELECTION_METHODS
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,7 @@ class DiscoverConfig:
 
     def check(self) -> None:
         """Raises InputError on an unknown method or aggregation, or bad thresholds."""
-        if self.method not in DISCOVERY_METHODS:
-            raise InputError(f"unknown method '{self.method}'; choose one of {', '.join(DISCOVERY_METHODS)}")
+        registry.get(self.method)
         if self.aggregation not in AGGREGATIONS:
             raise InputError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
         if self.steps < 1:
@@ -63,7 +62,7 @@ class DiscoverConfig:
             from .masks import MaskConfig
 
             MaskConfig(lam=self.mask_lambda, steps=self.mask_steps, t_max=self.mask_t_max).check()
-        if self.method in ("fap", "fap-synergy") and self.budget < 1:
+        if self.method in ("fap", "fap-synergy") and self.budget < 1:  # their budget K
             raise InputError(f"budget K must be ≥ 1, not {self.budget}")
 
 
@@ -89,17 +88,45 @@ class Discovery:
 
     Attributes:
         runs: the spliced clean/corrupted runs (for edges, ablation, steering on these pairs).
-        attribution: node effects of every node.
-        edges: ``{(u, v): weight}`` among ``edge_nodes`` (a superset of the selected nodes).
-        graph: the selected circuit.
+        attribution: node effects of every node (AtP's for selection methods).
+        edge_nodes: nodes among which edges were computed (a superset of the selected nodes).
+        edges: ``{(u, v): weight}`` among ``edge_nodes`` (metric units).
+        graph: the circuit as found.
     """
 
     runs: PairRuns
     attribution: Attribution
-    edge_nodes: list[NodeKey]
+    edge_nodes: list[Node]
     edges: dict
     graph: nx.DiGraph
     metadata: dict
+
+    @property
+    def chosen_by_method(self) -> bool:
+        """The method chose its own circuit (a selection method): node thresholds do not apply."""
+        return registry.get(self.metadata.get("method", "atp")).kind == "selection"
+
+    def select(self, node_threshold: float | None = None, top_k: int | None = None,
+               top_k_per_layer: int | None = None, edge_threshold: float = 0.0) -> nx.DiGraph:
+        """The circuit for a selection, from cached effects and edges (no model call).
+
+        Attribution methods keep the nodes chosen by exactly one of ``node_threshold`` / ``top_k`` /
+        ``top_k_per_layer`` (edges only among cached edge nodes); selection methods keep the nodes they
+        chose (the node rules are ignored). Either way edges with ``|weight| < edge_threshold`` go.
+
+        Raises:
+            InputError: no or several node rules (attribution methods), negative thresholds.
+        """
+        if self.chosen_by_method:
+            if edge_threshold < 0 or math.isnan(edge_threshold):
+                raise InputError(f"edge threshold must be ≥ 0, not {edge_threshold}")
+            G = self.graph.copy()
+            G.remove_edges_from([(u, v) for u, v, w in G.edges(data="weight") if abs(w or 0.0) < edge_threshold])
+            return G
+        nodes = select_nodes(self.attribution, node_threshold, top_k, top_k_per_layer)
+        meta = {**self.metadata, "node_threshold": node_threshold, "top_k": top_k, "top_k_per_layer": top_k_per_layer,
+                "edge_threshold": edge_threshold}
+        return build_graph(self.attribution, nodes, self.edges, edge_threshold, meta, self.metadata.get("n_layers"))
 
 
 def _metadata(model, saes, cfg: DiscoverConfig, attr: Attribution, batch: PairBatch, timings: dict) -> dict:
@@ -137,14 +164,15 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     runs = prepare_runs(model, saes, batch, cfg.metric)
     timings["runs"] = time.perf_counter() - t
     say(f"node effects ({cfg.method})", 0.15)
-    if cfg.method in SELECTION_METHODS:
+    method = registry.get(cfg.method)
+    if method.kind == "selection":
         attr = attribute(runs, "atp", cfg.aggregation)
         t = time.perf_counter()
-        nodes = select_by_method(runs, cfg, progress=lambda d, n: say(cfg.method, 0.15 + 0.5 * d / n))
+        nodes = method.run(runs, cfg, progress=lambda d, n: say(cfg.method, 0.15 + 0.5 * d / n))
         timings["nodes"] = time.perf_counter() - t
     else:
-        attr = attribute(runs, cfg.method, cfg.aggregation, cfg.steps,
-                         progress=lambda d, n: say(f"node effects ({cfg.method})", 0.15 + 0.5 * d / n))
+        attr = method.run(runs, cfg.aggregation, cfg.steps,
+                          progress=lambda d, n: say(f"node effects ({cfg.method})", 0.15 + 0.5 * d / n))
         timings["nodes"] = attr.timings_s["nodes"]
         nodes = select_nodes(attr, cfg.node_threshold, cfg.top_k, cfg.top_k_per_layer)
     edge_nodes = nodes
@@ -152,11 +180,11 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         edge_nodes = select_nodes(attr, top_k=edge_pool)
     elif edge_pool is not None:
         # A mask can keep thousands of latents; edges cost one VJP per downstream node.
-        edge_nodes = sorted(nodes, key=lambda n: -abs(node_value(attr.effects, n)))[:edge_pool]
+        edge_nodes = sorted(nodes, key=lambda n: -abs(attr.space.value(attr.effects, n)))[:edge_pool]
     edges: dict = {}
     if cfg.edges and edge_nodes:
         say("edges", 0.7)
-        effects = {n: node_value(attr.effects, n) for n in edge_nodes}
+        effects = {n: attr.space.value(attr.effects, n) for n in edge_nodes}
         edges, et = edge_effects(runs, edge_nodes, effects,
                                  progress=lambda d, n: say("edges", 0.7 + 0.3 * d / max(n, 1)))
         timings.update(et)
@@ -166,58 +194,19 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     return Discovery(runs, attr, edge_nodes, edges, graph, meta)
 
 
-def select_by_method(runs: PairRuns, cfg: DiscoverConfig, progress=None) -> list[NodeKey]:
-    """Nodes chosen by a selection method: ``mask`` (θ > 0 of one mask training run, error nodes
-    kept), ``fap`` (top-``budget`` |FAP|) or ``fap-synergy`` (greedy with synergy, budget ``budget``).
+def graph_effects(G: nx.DiGraph, runs: PairRuns) -> tuple[list[Node], list[torch.Tensor]]:
+    """A circuit's nodes and per-site effect tensors ``[d_sae + 1]`` (or ``[pos, d_sae + 1]`` if any node has a
+    position) holding their recorded effects (metric units; a kept node with effect 0 gets 1e-12 so it
+    ranks above absent ones).
 
     Raises:
-        InputError: bad hyper-parameters or a budget beyond the candidates.
+        InputError: a node at a hook point without an SAE, out of range, or beyond these prompts' positions.
     """
-    from .fap import fap_select, fap_synergy_select
-    from .masks import MaskConfig, train_mask
-
-    if cfg.method == "mask":
-        mask_cfg = MaskConfig(lam=cfg.mask_lambda, steps=cfg.mask_steps, t_max=cfg.mask_t_max,
-                              per_position=cfg.aggregation == "none")
-        result = train_mask(runs, mask_cfg, progress=(lambda s, n, loss: progress(s, n)) if progress else None)
-        return result.nodes(runs)
-    if cfg.method == "fap":
-        return fap_select(runs, cfg.budget).nodes
-    return fap_synergy_select(runs, cfg.budget, synergy_pool=cfg.synergy_pool).nodes
-
-
-def reselect(d: Discovery, node_threshold: float | None = None, top_k: int | None = None,
-             top_k_per_layer: int | None = None, edge_threshold: float = 0.0) -> nx.DiGraph:
-    """A new selection from cached effects and edges (no model call); edges only among cached edge nodes."""
-    nodes = select_nodes(d.attribution, node_threshold, top_k, top_k_per_layer)
-    meta = {**d.metadata, "node_threshold": node_threshold, "top_k": top_k, "top_k_per_layer": top_k_per_layer,
-            "edge_threshold": edge_threshold}
-    return build_graph(d.attribution, nodes, d.edges, edge_threshold, meta, d.metadata.get("n_layers"))
-
-
-def graph_effects(G: nx.DiGraph, runs: PairRuns) -> tuple[list[NodeKey], list[torch.Tensor]]:
-    """A circuit's nodes as :class:`NodeKey` s and per-site effect tensors holding their recorded effects."""
-    hooks = [s.hook_name for s in runs.sites]
-    d_saes = [s.d_sae for s in runs.sites]
-    keys = circuit_nodes(G, hooks, d_saes)
-    agg = "none" if any(k.position is not None for k in keys) else "sum"
-    width = runs.batch.clean_tokens.shape[1]
-    effects = [torch.zeros((d + 1,) if agg == "sum" else (width, d + 1)) for d in d_saes]
-    ids = [n for n in G.nodes if n not in (EMBED, METRIC)]  # circuit_nodes keeps this order
-    for key, n in zip(keys, ids):
-        value = float(G.nodes[n].get("effect") or 0.0) or 1e-12  # kept nodes must rank above absent ones
-        if key.position is None:
-            effects[key.site][key.feature] = value
-        else:
-            if key.position >= width:
-                raise InputError(f"circuit node {n} is at position {key.position}, beyond these prompts")
-            effects[key.site][key.position, key.feature] = value
-    return keys, effects
-
-
-def check_ablation(ablation: str) -> None:
-    if ablation not in ABLATIONS:
-        raise InputError(f"ablation must be one of {', '.join(ABLATIONS)}, not '{ablation}'")
+    keys = circuit_nodes(G, runs.space)
+    per_position = any(k.position is not None for k in keys)
+    ids = [n for n in G.nodes if not is_end_id(n)]  # circuit_nodes keeps this order
+    values = [float(G.nodes[n].get("effect") or 0.0) or 1e-12 for n in ids]
+    return keys, runs.space.scatter(keys, values, per_position)
 
 
 def evaluate(runs: PairRuns, G: nx.DiGraph, sizes: list[int] | None = None, ablation: str = "mean") -> dict:
@@ -227,7 +216,7 @@ def evaluate(runs: PairRuns, G: nx.DiGraph, sizes: list[int] | None = None, abla
     Raises:
         InputError: bad ablation or sizes; circuit nodes at hook points without an SAE.
     """
-    check_ablation(ablation)
+    ablation = check_ablation(ablation)
     keys, effects = graph_effects(G, runs)
     agg = "none" if any(k.position is not None for k in keys) else "sum"
     whole = score_circuits(runs, [keys], ablation, agg)[0]
@@ -244,7 +233,7 @@ def verify(runs: PairRuns, G: nx.DiGraph, progress=None) -> dict:
     """
     t = time.perf_counter()
     keys, _ = graph_effects(G, runs)
-    ids = [n for n in G.nodes if n not in (EMBED, METRIC)]
+    ids = [n for n in G.nodes if not is_end_id(n)]
     recorded = torch.tensor([float(G.nodes[n].get("effect") or 0.0) for n in ids])
     exact = exact_effects(runs, keys, progress=progress).float()
     return {

@@ -22,14 +22,12 @@ import time
 
 import torch
 
-from .attribution import NodeKey, PairRuns, clean_gradients
+from .attribution import PairRuns, clean_gradients
+from .nodes import EMBED, METRIC, Node
 from .splice import check_finite, encode, run_from
 
-EMBED = "embed"
-METRIC = "metric"
 
-
-def _downstream_scalar(runs: PairRuns, j: int, x_j: torch.Tensor, nodes: list[NodeKey],
+def _downstream_scalar(runs: PairRuns, j: int, x_j: torch.Tensor, nodes: list[Node],
                        grad_j: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """``Σ_r Σ_pos ∇_d m · d(x_j)`` over replicas ``r`` (one downstream node each), for positions
     ``offset..`` (``x_j`` and ``grad_j`` hold only those)."""
@@ -43,16 +41,17 @@ def _downstream_scalar(runs: PairRuns, j: int, x_j: torch.Tensor, nodes: list[No
         if node.position is not None and node.position < offset:
             continue
         rows = slice(r * n, (r + 1) * n)
-        if node.feature == site.d_sae:
+        if node.is_error:
             contrib = (grad_j * err[rows]).sum(-1)
         else:
-            contrib = g_f[..., node.feature] * f[rows, :, node.feature]
+            k = runs.space.column(node)
+            contrib = g_f[..., k] * f[rows, :, k]
         contrib = contrib * mask
         total = total + (contrib[:, node.position - offset].sum() if node.position is not None else contrib.sum())
     return total
 
 
-def _upstream_weights(runs: PairRuns, i: int | None, grad_x: torch.Tensor, nodes: list[NodeKey]) -> torch.Tensor:
+def _upstream_weights(runs: PairRuns, i: int | None, grad_x: torch.Tensor, nodes: list[Node]) -> torch.Tensor:
     """Edge weights ``[len(nodes)]`` (mean over pairs) from ``∂s/∂x_i`` ``[n, pos, d_model]``."""
     out = torch.zeros(len(nodes), dtype=grad_x.dtype)
     if i is None:  # embedding
@@ -60,19 +59,19 @@ def _upstream_weights(runs: PairRuns, i: int | None, grad_x: torch.Tensor, nodes
         out[:] = (grad_x * delta).sum((1, 2)).mean(0)
         return out
     clean, corr = runs.clean[i], runs.corrupted[i]
-    site = runs.sites[i]
     g_f = grad_x @ runs.decoder(i).T
     for u, node in enumerate(nodes):
-        if node.feature == site.d_sae:
+        if node.is_error:
             per = (grad_x * (corr.err - clean.err)).sum(-1)
         else:
-            per = g_f[..., node.feature] * (corr.f[..., node.feature] - clean.f[..., node.feature])
+            k = runs.space.column(node)
+            per = g_f[..., k] * (corr.f[..., k] - clean.f[..., k])
         per = per * runs.mask
         out[u] = (per[:, node.position] if node.position is not None else per.sum(1)).mean(0)
     return out
 
 
-def edge_effects(runs: PairRuns, nodes: list[NodeKey], node_effects: dict[NodeKey, float] | None = None,
+def edge_effects(runs: PairRuns, nodes: list[Node], node_effects: dict[Node, float] | None = None,
                  include_embed: bool = True, include_metric: bool = True, chunk_rows: int = 256,
                  progress=None) -> tuple[dict[tuple, float], dict]:
     """Edge IEs among ``nodes`` (consecutive sites), plus embedding → first site and last site → metric.
@@ -81,14 +80,16 @@ def edge_effects(runs: PairRuns, nodes: list[NodeKey], node_effects: dict[NodeKe
         nodes: the kept nodes (edges are computed for these only).
         node_effects: node IEs, used as the weights of the edges into the metric.
     Returns:
-        ``({(source, target): weight}, timings)``, where endpoints are :class:`NodeKey` or
-        the strings ``"embed"`` / ``"metric"``.
+        ``({(source, target): weight}, timings)``: endpoints are :class:`~sfc_core.nodes.Node` s (including
+        :data:`~sfc_core.nodes.EMBED` / :data:`~sfc_core.nodes.METRIC`), weights in metric units; timings in seconds.
+    Raises:
+        InputError: a node at a hook point without an SAE. NumericalError: NaN or inf in a gradient.
     """
     t0 = time.perf_counter()
     grads = clean_gradients(runs)
-    by_site: dict[int, list[NodeKey]] = {}
+    by_site: dict[int, list[Node]] = {}
     for node in nodes:
-        by_site.setdefault(node.site, []).append(node)
+        by_site.setdefault(runs.space.site(node), []).append(node)
     edges: dict[tuple, float] = {}
     n_sites = len(runs.sites)
     per = max(1, chunk_rows // runs.n)

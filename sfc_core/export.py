@@ -20,10 +20,9 @@ import shutil
 import networkx as nx
 import pandas as pd
 
+from . import hooks
 from .errors import ExportError
-
-EMBED = "embed"
-METRIC = "metric"
+from .nodes import kind_of
 
 _BROWSER_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome",
                        "/usr/bin/google-chrome-stable")
@@ -189,9 +188,10 @@ def to_neuronpedia(G: nx.DiGraph, slug: str | None = None) -> dict:
     positions = [d.get("position") for _, d in G.nodes(data=True) if d.get("position") is not None]
     last_ctx = len(prompt_tokens) - 1 if prompt_tokens else (max(positions) if positions else 0)
 
+    kinds = {n: kind_of(n, d) for n, d in G.nodes(data=True)}
     hooks_per_layer: dict[int, set] = {}
     for n, d in G.nodes(data=True):
-        if n not in (EMBED, METRIC) and d.get("feature") not in ("embed", "metric"):
+        if kinds[n] not in ("embed", "metric"):
             hooks_per_layer.setdefault(d.get("layer"), set()).add(d.get("hook_name"))
 
     id_map: dict[str, str] = {}
@@ -200,20 +200,20 @@ def to_neuronpedia(G: nx.DiGraph, slug: str | None = None) -> dict:
     for n, d in G.nodes(data=True):
         feat = d.get("feature")
         pos = d.get("position")
-        if n == EMBED or feat == "embed":
+        if kinds[n] == "embed":
             layer, ftype, fval, fpart = "E", "embedding", 0, "0"
             ctx = int(pos) if pos is not None else 0
-        elif n == METRIC or feat == "metric":
+        elif kinds[n] == "metric":
             layer, ftype, fval, fpart = str(n_layers + 1), "logit", 0, "0"
             ctx = int(pos) if pos is not None else int(last_ctx)
         else:
             layer = str(d.get("layer"))
-            ftype = "sae error" if feat == "error" else "sae feature"
-            fval = -1 if feat == "error" else int(feat)
-            fpart = "error" if feat == "error" else str(int(feat))
+            is_error = kinds[n] == "error"
+            ftype = "sae error" if is_error else "sae feature"
+            fval = -1 if is_error else int(feat)
+            fpart = "error" if is_error else str(int(feat))
             if len(hooks_per_layer.get(d.get("layer"), ())) > 1:
-                short = str(d.get("hook_name") or "").split(".")[-1].removeprefix("hook_")
-                fpart = f"{short}.{fpart}"
+                fpart = f"{hooks.short_kind(str(d.get('hook_name') or ''))}.{fpart}"
             ctx = int(pos) if pos is not None else 0
         nid = f"{layer}_{fpart}_{ctx}"
         base, k = nid, 1

@@ -23,14 +23,15 @@ from dataclasses import dataclass
 import torch
 
 from . import defaults
-from .attribution import NodeKey, PairRuns, clean_gradients
+from .ablation import ablation_values, latent_sets_metric
+from .attribution import PairRuns, clean_gradients
 from .errors import InputError
-from .evaluation import ablation_means
-from .splice import encode, run_from
+from .nodes import Node
 
 
 def fap_scores(runs: PairRuns) -> list[torch.Tensor]:
-    """FAP score per site ``[d_sae]`` (features only; mean over pairs of the sum over positions)."""
+    """FAP score per site ``[d_sae]`` (features only; mean over pairs of the sum over positions of
+    ``∂m/∂f · f``, metric units). Source: PIE (FAP score)."""
     grads = clean_gradients(runs)
     out = []
     for i, g in enumerate(grads):
@@ -39,53 +40,22 @@ def fap_scores(runs: PairRuns) -> list[torch.Tensor]:
     return out
 
 
-def ranked_latents(scores: list[torch.Tensor]) -> list[NodeKey]:
-    """Every latent with a non-zero score, by ``|score|`` descending."""
-    items = [(abs(float(v)), i, k) for i, s in enumerate(scores) for k, v in enumerate(s.tolist()) if v != 0]
-    items.sort(key=lambda t: (-t[0], t[1], t[2]))
-    return [NodeKey(i, k) for _, i, k in items]
+def ranked_latents(runs: PairRuns, scores: list[torch.Tensor]) -> list[Node]:
+    """Every latent with a non-zero score (per site ``[d_sae]``), by ``|score|`` descending."""
+    return runs.space.ranked([torch.cat([s, s.new_zeros(1)]) for s in scores], kind="latent")
 
 
-def ablation_importance(runs: PairRuns, sets: list[list[NodeKey]], ablation: str = "mean",
+def ablation_importance(runs: PairRuns, sets: list[list[Node]], ablation: str = "mean",
                         chunk_rows: int = 256) -> torch.Tensor:
-    """``I(S) = |mean m(full) − mean m(S ablated)|`` for each set of latents ``[len(sets)]`` (metric units).
+    """``I(S) = |mean m(full) − mean m(S ablated)|`` for each set of latents ``[len(sets)]`` (metric units; PIE).
 
-    Each set runs from its earliest site (everything upstream is clean); its latents are replaced
-    by their ablation value at every real position and downstream features recomputed.
+    The ablated forward passes are :func:`sfc_core.ablation.latent_sets_metric`'s.
+
+    Raises:
+        InputError: an empty set or an unknown ablation.
     """
-    means = ablation_means(runs, ablation)
-    out = torch.zeros(len(sets), dtype=runs.m_clean.dtype)
-    by_start: dict[int, list[int]] = {}
-    for j, s in enumerate(sets):
-        if not s:
-            raise InputError("an ablation set is empty")
-        by_start.setdefault(min(k.site for k in s), []).append(j)
-    per = max(1, chunk_rows // runs.n)
-    full = runs.m_clean.mean()
-    with torch.no_grad():
-        for start, idx in sorted(by_start.items()):
-            for c in range(0, len(idx), per):
-                chunk = idx[c:c + per]
-                reps = len(chunk)
-
-                def edit(i: int, x: torch.Tensor, chunk=chunk, reps=reps) -> torch.Tensor:
-                    f, _ = encode(runs.sites[i], x)
-                    W = runs.decoder(i)
-                    delta = torch.zeros_like(x)
-                    for r, j in enumerate(chunk):
-                        rows = slice(r * runs.n, (r + 1) * runs.n)
-                        for k in sets[j]:
-                            if k.site == i:
-                                change = (means.f[i][..., k.feature] - f[rows, :, k.feature]) * runs.mask
-                                delta[rows] += change[..., None] * W[k.feature]
-                    return x + delta
-
-                x = runs.clean[start].x.repeat(reps, 1, 1)
-                final = run_from(runs.model, runs.sites, x, runs.sites[start].n_blocks_before, edit,
-                                 stop_block=runs.model.cfg.n_layers)
-                m = runs.metric_from_resid(final, reps=reps).view(reps, runs.n).mean(1)
-                out[chunk] = (full - m).abs()
-    return out
+    m = latent_sets_metric(runs, sets, ablation_values(runs, ablation), chunk_rows)
+    return (runs.m_clean.mean() - m).abs()
 
 
 def synergy(i_fg: float, i_f: float, i_g: float) -> float:
@@ -97,9 +67,9 @@ def synergy(i_fg: float, i_f: float, i_g: float) -> float:
 class FapSelection:
     """Selected latents in selection order, with their FAP scores and the synergy table used."""
 
-    nodes: list[NodeKey]
-    scores: dict[NodeKey, float]
-    synergy: dict[tuple[NodeKey, NodeKey], float]
+    nodes: list[Node]
+    scores: dict[Node, float]
+    synergy: dict[tuple[Node, Node], float]
     seconds: float
 
 
@@ -111,10 +81,14 @@ def fap_select(runs: PairRuns, k: int, scores: list[torch.Tensor] | None = None)
     """
     t0 = time.perf_counter()
     scores = scores if scores is not None else fap_scores(runs)
-    ranked = ranked_latents(scores)
+    ranked = ranked_latents(runs, scores)
     _check_budget(k, len(ranked))
     chosen = ranked[:k]
-    return FapSelection(chosen, {n: float(scores[n.site][n.feature]) for n in chosen}, {}, time.perf_counter() - t0)
+    return FapSelection(chosen, {n: _score_of(runs, scores, n) for n in chosen}, {}, time.perf_counter() - t0)
+
+
+def _score_of(runs: PairRuns, scores: list[torch.Tensor], node: Node) -> float:
+    return float(scores[runs.space.site(node)][runs.space.column(node)])
 
 
 def _check_budget(k: int, n_candidates: int) -> None:
@@ -124,10 +98,10 @@ def _check_budget(k: int, n_candidates: int) -> None:
         raise InputError(f"budget K={k} is larger than the {n_candidates} candidate latents")
 
 
-def greedy_synergy(candidates: list[NodeKey], score: dict[NodeKey, float], syn: dict[tuple, float], k: int) -> list[NodeKey]:
+def greedy_synergy(candidates: list[Node], score: dict[Node, float], syn: dict[tuple, float], k: int) -> list[Node]:
     """Greedy: repeatedly add the candidate maximising ``|score| + mean synergy with those selected``
     (the mean over selected latents with a measured synergy ``syn[(c, s)]`` or ``syn[(s, c)]``)."""
-    selected: list[NodeKey] = []
+    selected: list[Node] = []
     remaining = list(candidates)
     while remaining and len(selected) < k:
         def gain(c):
@@ -150,7 +124,7 @@ def fap_synergy_select(runs: PairRuns, k: int, n_candidates: int = defaults.FAP_
     """
     t0 = time.perf_counter()
     scores = scores if scores is not None else fap_scores(runs)
-    ranked = ranked_latents(scores)[:n_candidates]
+    ranked = ranked_latents(runs, scores)[:n_candidates]
     _check_budget(k, len(ranked))
     start = max(0, min(k - synergy_pool // 2, len(ranked) - synergy_pool))
     pool = ranked[start:start + synergy_pool]
@@ -159,6 +133,6 @@ def fap_synergy_select(runs: PairRuns, k: int, n_candidates: int = defaults.FAP_
     values = ablation_importance(runs, sets, ablation).tolist() if sets else []
     single = dict(zip(pool, values[:len(pool)]))
     syn = {p: synergy(v, single[p[0]], single[p[1]]) for p, v in zip(pairs, values[len(pool):])}
-    score = {n: float(scores[n.site][n.feature]) for n in ranked}
+    score = {n: _score_of(runs, scores, n) for n in ranked}
     chosen = greedy_synergy(ranked, score, syn, k)
     return FapSelection(chosen, {n: score[n] for n in chosen}, syn, time.perf_counter() - t0)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import defaults
+from . import defaults, hooks
 from .errors import AssetError, InputError
 from .pairs import special_positions, special_token_ids
 
@@ -34,8 +34,7 @@ N_LOGIT = 10
 
 
 def index_file(hook_name: str, root: Path | None = None) -> Path:
-    layer = hook_name.split(".")[1]
-    return (root or defaults.FEATURE_INDEX_DIR) / f"L{layer}_resid_post.safetensors"
+    return (root or defaults.FEATURE_INDEX_DIR) / f"{hooks.sae_key(hook_name)}.safetensors"
 
 
 def logit_effects(sae, W_U: torch.Tensor, n: int = N_LOGIT) -> dict[str, torch.Tensor]:
@@ -232,3 +231,30 @@ def load_feature_index(hook_name: str, root: Path | None = None) -> FeatureIndex
     index = FeatureIndex(hook_name, tensors, load_heldout_tokens(), window)
     _INDEX_CACHE[path] = index
     return index
+
+
+def corpus_tokens_for(model, n_seqs: int = 64, seq_len: int = 64) -> torch.Tensor:
+    """Held-out corpus tokens for ``model`` ``[n_seqs', ≤ seq_len]`` (long, BOS first): the shipped ones for the
+    bundled model, else the same texts re-tokenized with ``model``'s tokenizer (rows too short dropped).
+
+    Raises:
+        AssetError: the held-out corpus is missing. InputError: no text is long enough for this tokenizer.
+    """
+    from .bundle import load_heldout_tokens
+    from .model import is_bundled_model, load_model
+
+    tokens = load_heldout_tokens()[:n_seqs]
+    if is_bundled_model(model):
+        return tokens[:, :seq_len].long()
+    src_tok = load_model().tokenizer
+    tok = model.tokenizer
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    rows = []
+    for seq in tokens.tolist():
+        text = src_tok.decode(seq[1:])
+        ids = tok.encode(text, add_special_tokens=False)[: seq_len - 1]
+        if len(ids) == seq_len - 1:
+            rows.append([bos] + ids)
+    if not rows:
+        raise InputError("the held-out corpus is too short for this tokenizer")
+    return torch.tensor(rows, dtype=torch.long)

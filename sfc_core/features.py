@@ -2,10 +2,11 @@
 
 * Examples, density, histogram and logit effects come from the bundle's feature index
   (:mod:`sfc_core.feature_index`) or, for other SAEs, are computed over a corpus once and cached.
-* Ablation: the feature set to 0 (zero ablation) or to its mean over the corrupted prompts
-  (mean ablation) at every real position of the clean prompts, everything downstream
-  recomputed; the metric before → after per pair (metric units) and the next-token
-  log-prob changes at the last position (nats).
+* Ablation: the feature set to its ablation value (:mod:`sfc_core.ablation`: zero, mean per
+  position over the corrupted prompts, mean over all their tokens, or each pair's own corrupted
+  value) at every real position of the clean prompts, everything downstream recomputed; the
+  metric before → after per pair (metric units) and the next-token log-prob changes at the last
+  position (nats).
 * Steering (Turner et al. 2023; Templeton et al. 2024): add ``α × d_k`` at the feature's hook
   point at every position, ``d_k`` its decoder direction (the change of the SAE's output per unit
   of the feature, so ``α`` is in units of the feature's activation).
@@ -18,10 +19,12 @@ import threading
 
 import torch
 
+from .ablation import ablation_values, latents_logits
 from .attribution import PairRuns, effective_decoder
 from .errors import InputError
 from .feature_index import build_sae_index, load_feature_index
-from .splice import Site, blocks_before, embed, run_from
+from .hooks import blocks_before
+from .splice import Site, next_token_logits, residual_at
 
 #: Largest |α| accepted for steering (in units of feature activation).
 MAX_STEERING_ALPHA = 1000.0
@@ -84,42 +87,71 @@ def logit_effect_tokens(tokenizer, sae, W_U: torch.Tensor, feature: int, n: int 
     }
 
 
+# ------------------------------------------------------------------ one prompt
+def _prompt_tokens(model, prompt: str) -> torch.Tensor:
+    from . import defaults
+
+    if not prompt or not prompt.strip():
+        raise InputError("type a prompt")
+    tokens = model.to_tokens(prompt, prepend_bos=True)
+    if tokens.shape[1] > defaults.MAX_PROMPT_TOKENS:
+        raise InputError(f"prompt is {tokens.shape[1]} tokens; the limit is {defaults.MAX_PROMPT_TOKENS}")
+    return tokens
+
+
+def next_tokens(model, prompt: str, k: int = 8) -> list[tuple[str, float]]:
+    """The model's ``k`` most likely next tokens after ``prompt`` with their probabilities.
+
+    Raises:
+        InputError: an empty prompt or one over the length limit.
+    """
+    probs = next_token_logits(model, _prompt_tokens(model, prompt))[0].float().softmax(-1)
+    top = probs.topk(k)
+    return [(model.tokenizer.decode([i]), float(p)) for i, p in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def encode_prompt(model, loaded, prompt: str) -> dict:
+    """One SAE on one prompt: ``{"features": [pos − 1, d_sae]`` (BOS dropped), ``"fve"``: the fraction of the
+    residual's variance the SAE's reconstruction explains over those positions (unitless)}.
+
+    Raises:
+        InputError: an empty or too long prompt, or an SAE at a non-residual hook point.
+    """
+    tokens = _prompt_tokens(model, prompt)
+    x = residual_at(model, tokens, loaded.hook_name)
+    with torch.no_grad():
+        f = loaded.sae.encode(x.to(loaded.sae.W_enc.dtype))
+        x_hat = loaded.sae.decode(f)
+    xs, xh = x[0, 1:].float(), x_hat[0, 1:].float()
+    fve = 1 - float((xs - xh).pow(2).sum() / (xs - xs.mean(0)).pow(2).sum())
+    return {"features": f[0, 1:].float(), "fve": fve}
+
+
 # ------------------------------------------------------------------ ablation
 def ablate_feature(runs: PairRuns, site: int, feature: int, ablation: str = "zero", top_n: int = 10) -> dict:
-    """Ablate one feature on the clean prompts of ``runs``.
+    """Ablate one feature on the clean prompts of ``runs`` (its value at every real position replaced by
+    its ablation value, :mod:`sfc_core.ablation`).
 
     Returns:
-        ``{"before": [n], "after": [n], "mean_before", "mean_after", "metric",
-        "promoted": [(token, Δlogprob)], "suppressed": [...]}`` — metric per pair before → after,
-        and the next-token log-prob changes (nats, mean over pairs) with the largest rise / fall.
+        ``{"before": [n], "after": [n], "mean_before", "mean_after", "metric", "ablation",
+        "promoted": [(token, Δlogprob)], "suppressed": [...]}`` — metric per pair before → after (metric
+        units), and the next-token log-prob changes (nats, mean over pairs) with the largest rise / fall.
     Raises:
         InputError: bad site, feature or ablation kind.
     """
     if not 0 <= site < len(runs.sites):
         raise InputError(f"no SAE site {site}")
-    s = runs.sites[site]
-    feature = check_feature(s.sae, feature)
-    clean = runs.clean[site]
-    f_now = clean.f[..., feature]
-    if ablation == "zero":
-        target = torch.zeros_like(f_now)
-    elif ablation == "mean":
-        m = runs.mask
-        target = torch.full_like(f_now, float((runs.corrupted[site].f[..., feature] * m).sum() / m.sum()))
-    else:
-        raise InputError(f"ablation must be zero or mean, not '{ablation}'")
-    delta = ((target - f_now) * runs.mask)[..., None] * runs.decoder(site)[feature]
+    feature = check_feature(runs.sites[site].sae, feature)
+    values = ablation_values(runs, ablation)
+    logits = latents_logits(runs, [runs.space.node_at(site, feature)], values)
     with torch.no_grad():
-        final = run_from(runs.model, runs.sites, clean.x + delta, s.n_blocks_before, None,
-                         stop_block=runs.model.cfg.n_layers)
-        logits = runs.last_logits(final)
         after = runs.metric_from_logits(logits)
         change = (logits.log_softmax(-1) - runs.clean_logprobs).mean(0)
     tok = runs.model.tokenizer
     up, down = change.topk(top_n), change.topk(top_n, largest=False)
     return {
         "metric": runs.metric,
-        "ablation": ablation,
+        "ablation": values.kind,
         "before": runs.m_clean.tolist(),
         "after": after.tolist(),
         "mean_before": float(runs.m_clean.mean()),
@@ -153,10 +185,7 @@ def _steered_logits(model, site: Site, direction: torch.Tensor | None, tokens: t
         add[:, 0] = 0
         return x + add
 
-    with torch.no_grad():
-        resid, _ = embed(model, tokens)
-        final = run_from(model, [site], resid, 0, edit, stop_block=model.cfg.n_layers)
-        return model.unembed(model.ln_final(final[:, -1:]))[0, 0]
+    return next_token_logits(model, tokens, [site], edit)[0]
 
 
 def steer(model, loaded, feature: int, alpha: float, prompt: str, max_new_tokens: int = 20, top_n: int = 10) -> dict:

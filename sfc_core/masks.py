@@ -3,8 +3,8 @@ Circuit Finding to Gemma 9B"; Savarese et al. 2020, "Winning the Lottery with Co
 
 One logit ``θ`` per candidate latent per site (per position when ``per_position``), soft mask
 ``s = σ(T·θ)`` with the temperature ``T`` raised geometrically from 1 to ``T_max`` over training.
-In the masked forward every site's features become ``s·f + (1 − s)·f̄`` with ``f̄`` the
-latent's mean over the corrupted prompts (mean ablation), the error node ``ε`` is kept (or
+In the masked forward (:func:`sfc_core.ablation.soft_masked_resid`) every site's features become
+``s·f + (1 − s)·f̄`` with ``f̄`` the latent's mean ablation value, the error node ``ε`` is kept (or
 replaced by its mean, ``error="mean"``), and the loss is
 
     |m_full − m_masked| + λ · Σ σ(T·θ)          (or KL(clean ‖ masked) + λ·Σσ with ``loss="kl"``)
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import defaults
-from .attribution import NodeKey, PairRuns
+from .ablation import ablation_values, soft_masked_resid
+from .attribution import PairRuns
 from .errors import InputError
-from .evaluation import ablation_means
-from .splice import decode, encode, run_from
+from .nodes import Node
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,18 @@ class MaskResult:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
-    def nodes(self, runs: PairRuns) -> list[NodeKey]:
+    def nodes(self, runs: PairRuns) -> list[Node]:
         """The binarised circuit ``θ > 0`` as nodes (error nodes included when kept)."""
+        space = runs.space
         out = []
         for i, (cand, th) in enumerate(zip(self.candidates, self.theta)):
             if th.dim() == 1:
-                out += [NodeKey(i, int(k)) for k in cand[th > 0].tolist()]
+                out += [space.node_at(i, int(k)) for k in cand[th > 0].tolist()]
             else:
                 for p, k in torch.nonzero(th > 0).tolist():
-                    out.append(NodeKey(i, int(cand[k]), p))
+                    out.append(space.node_at(i, int(cand[k]), p))
             if self.config.error == "keep":
-                out.append(NodeKey(i, runs.sites[i].d_sae))
+                out.append(space.node_at(i, space.d_sae[i]))
         return out
 
     def n_latents(self) -> int:
@@ -92,26 +93,6 @@ def candidate_latents(runs: PairRuns) -> list[torch.Tensor]:
         active = ((clean.f * m) > 0).any(0).any(0) | ((corr.f * m) > 0).any(0).any(0)
         out.append(torch.nonzero(active).flatten())
     return out
-
-
-def masked_resid(runs: PairRuns, candidates, soft: list[torch.Tensor], means, error: str) -> torch.Tensor:
-    """Final residual ``[n, pos, d_model]`` with soft masks ``soft[i]`` (``[c]`` or ``[1, pos, c]``) at every site."""
-
-    def edit(i: int, x: torch.Tensor) -> torch.Tensor:
-        f, err = encode(runs.sites[i], x)
-        base = means.f[i].expand_as(f)
-        cand = candidates[i]
-        s = soft[i]
-        fc = f[..., cand]
-        mixed = base.index_copy(-1, cand, s * fc + (1 - s) * means.f[i][..., cand].expand_as(fc))
-        if error == "mean":
-            err = means.err[i].expand_as(err)
-        new = decode(runs.sites[i], mixed, err)
-        return torch.cat([x[:, :1], new[:, 1:]], dim=1)
-
-    # Nothing is masked before the first site, so start from its recorded clean input.
-    first = runs.sites[0].n_blocks_before
-    return run_from(runs.model, runs.sites, runs.clean[0].x, first, edit, stop_block=runs.model.cfg.n_layers)
 
 
 def _kl_to_clean(runs: PairRuns, final: torch.Tensor) -> torch.Tensor:
@@ -131,7 +112,7 @@ def train_mask(runs: PairRuns, cfg: MaskConfig = MaskConfig(), progress=None) ->
     cfg.check()
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    means = ablation_means(runs, "mean")
+    means = ablation_values(runs, "mean")
     candidates = candidate_latents(runs)
     width = runs.batch.clean_tokens.shape[1]
     dtype = runs.m_clean.dtype
@@ -145,7 +126,7 @@ def train_mask(runs: PairRuns, cfg: MaskConfig = MaskConfig(), progress=None) ->
         with torch.enable_grad():
             soft = [torch.sigmoid(temp * th) for th in theta]
             soft_b = [s[None, :, :] if cfg.per_position else s for s in soft]
-            final = masked_resid(runs, candidates, soft_b, means, cfg.error)
+            final = soft_masked_resid(runs, candidates, soft_b, means, cfg.error)
             if cfg.loss == "kl":
                 faith = _kl_to_clean(runs, final)
             else:
@@ -182,5 +163,5 @@ def lambda_sweep(runs: PairRuns, lams: list[float], cfg: MaskConfig = MaskConfig
 def nesting(results: list[MaskResult], runs: PairRuns) -> list[list[float | None]]:
     """Stability of a sweep: ``[a][b]`` = fraction of mask ``a``'s latents contained in mask ``b``
     (``None`` when mask ``a`` is empty). Nested masks give 1.0 for every smaller-in-larger pair."""
-    sets = [{k for k in r.nodes(runs) if k.feature != runs.sites[k.site].d_sae} for r in results]
+    sets = [{k for k in r.nodes(runs) if not k.is_error} for r in results]
     return [[(len(a & b) / len(a)) if a else None for b in sets] for a in sets]

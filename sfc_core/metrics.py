@@ -179,6 +179,20 @@ METRIC_UNITS: dict[str, str] = {
     "prob_diff": "probability difference (answer − wrong)",
     "kl": "−KL(clean ‖ run), nats",
 }
+#: Short (legend) and long (sentence) names of each metric.
+METRIC_LABELS: dict[str, tuple[str, str]] = {
+    "logit_diff": ("logit diff", "logit difference"),
+    "prob_diff": ("prob diff", "probability difference"),
+    "kl": ("−KL(clean ‖ run)", "−KL to clean"),
+}
+
+
+def metric_label(name: str | None, long: bool = False) -> str:
+    """Display name of a metric (``"logit diff"``, or ``"logit difference"`` with ``long``); unknown names
+    come back unchanged and ``None`` means the default ``logit_diff``."""
+    labels = METRIC_LABELS.get(name or "logit_diff")
+    return str(name) if labels is None else labels[int(long)]
+
 
 #: Metrics that need ``clean_logprobs``.
 NEEDS_CLEAN = frozenset({"kl"})

@@ -63,6 +63,11 @@ def is_bundled(model_name: str | None) -> bool:
     return model_name is None or model_name in defaults.BUNDLED_MODEL_ALIASES
 
 
+def is_bundled_model(model) -> bool:
+    """True if a loaded model is the offline default (by its ``cfg.model_name``)."""
+    return getattr(getattr(model, "cfg", None), "model_name", None) == defaults.BUNDLED_MODEL_NAME
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

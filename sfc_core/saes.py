@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import defaults
+from .hooks import layer_of
 from .errors import AssetError, IncompatibleSAEError, InputError, OfflineError
 from .model import hub_reachable, offline_message
 
@@ -46,15 +47,7 @@ class LoadedSAE:
 
     @property
     def layer(self) -> int:
-        return hook_layer(self.hook_name)
-
-
-def hook_layer(hook_name: str) -> int:
-    """Layer index of a ``blocks.{L}.…`` hook point (``-1`` for ``hook_embed`` etc.)."""
-    parts = hook_name.split(".")
-    if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
-        return int(parts[1])
-    return -1
+        return layer_of(self.hook_name)
 
 
 def sae_hook_name(sae) -> str:
@@ -114,7 +107,7 @@ def bundled_sae_dirs() -> dict[str, Path]:
             dirs[hook] = sub
     if not dirs:
         raise AssetError(f"no SAE in {defaults.SAE_DIR}; rebuild them with 'sfc bundle build'")
-    return dict(sorted(dirs.items(), key=lambda kv: hook_layer(kv[0])))
+    return dict(sorted(dirs.items(), key=lambda kv: layer_of(kv[0])))
 
 
 def load_bundled_saes(model, hook_names: list[str] | None = None, device: str = "cpu") -> dict[str, LoadedSAE]:
@@ -224,7 +217,7 @@ def load_release_layers(model, release: str, layers: list[int] | None, device: s
             raise InputError(f"release '{release}' has no SAE at layer {layer}")
         loaded = load_sae_release(model, release, match[0], device)
         out[loaded.hook_name] = loaded
-    return dict(sorted(out.items(), key=lambda kv: hook_layer(kv[0])))
+    return dict(sorted(out.items(), key=lambda kv: layer_of(kv[0])))
 
 
 def load_sae_by_source(model, source: str, device: str = "cpu") -> LoadedSAE:

@@ -6,10 +6,16 @@ node ``ε = x − decode(f)`` (Marks et al. 2024, §2), so the spliced model com
 what the original does. Position 0 (BOS) passes through: its features are zero and it is
 never a node that differs between clean and corrupted prompts.
 
-The forward runs the TransformerLens blocks directly (``input_to_embed`` → ``blocks`` →
-``ln_final`` → ``unembed``) instead of registering hooks, so calls from several threads on
-one shared model never see each other's interventions. Only residual-stream hook points
-(``hook_resid_pre``/``hook_resid_post``, ``hook_embed`` for the embedding) are sites.
+The forward runs the TransformerLens blocks directly (``embed`` → ``blocks`` → ``ln_final`` →
+``unembed``) instead of registering hooks, so calls from several threads on one shared model never
+see each other's interventions. Only residual-stream hook points (``hook_resid_pre``/``hook_resid_post``,
+``hook_embed`` for the embedding) are sites.
+
+**Model adapter.** This is the one module that touches ``HookedTransformer`` internals (``embed``,
+``pos_embed``, ``blocks``, ``ln_final``, ``unembed``, the key/value cache entries); everything else runs
+the model through :func:`run_from`, :func:`logits_of`, :func:`next_token_logits` and
+:func:`residual_at`. A port to TransformerLens' ``TransformerBridge`` replaces these functions only
+(README, "Model adapter").
 """
 
 from __future__ import annotations
@@ -20,8 +26,7 @@ from typing import Callable
 import torch
 
 from .errors import IncompatibleSAEError, InputError, NumericalError
-
-EMBED_HOOK = "hook_embed"
+from .hooks import blocks_before
 
 
 @dataclass(frozen=True)
@@ -45,28 +50,6 @@ class Site:
     @property
     def d_sae(self) -> int:
         return int(self.sae.cfg.d_sae) if self.sae is not None else 0
-
-
-def blocks_before(hook_name: str, n_layers: int) -> int:
-    """Number of blocks before a residual hook point.
-
-    Raises:
-        InputError: not a residual-stream hook point of a model with ``n_layers`` layers.
-    """
-    if hook_name == EMBED_HOOK:
-        return 0
-    parts = hook_name.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
-        layer = int(parts[1])
-        if layer < n_layers:
-            if parts[2] == "hook_resid_post":
-                return layer + 1
-            if parts[2] == "hook_resid_pre":
-                return layer
-    raise InputError(
-        f"unknown or unsupported hook point '{hook_name}': the circuit engine uses residual-stream "
-        f"hook points blocks.{{0..{n_layers - 1}}}.hook_resid_pre/post"
-    )
 
 
 def make_sites(model, saes: dict) -> list[Site]:
@@ -152,7 +135,33 @@ def run_from(model, sites: list[Site], resid: torch.Tensor, start_block: int, ed
             resid = model.blocks[b](resid, **kwargs)
     if stop_block is not None:
         return resid
+    return logits_of(model, resid)
+
+
+def logits_of(model, resid: torch.Tensor) -> torch.Tensor:
+    """Logits ``[..., pos, d_vocab]`` from a final residual stream ``[..., pos, d_model]`` (final norm, unembedding)."""
     return model.unembed(model.ln_final(resid))
+
+
+def residual_at(model, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+    """No-grad residual stream ``[b, p, d_model]`` of ``tokens`` ``[b, p]`` at a residual hook point.
+
+    Raises:
+        InputError: not a residual hook point of this model.
+    """
+    with torch.no_grad():
+        resid, _ = embed(model, tokens)
+        return run_from(model, [], resid, 0, None, stop_block=blocks_before(hook_name, model.cfg.n_layers))
+
+
+def next_token_logits(model, tokens: torch.Tensor, sites: list[Site] | None = None,
+                      edit: SiteEdit | None = None) -> torch.Tensor:
+    """No-grad logits ``[b, d_vocab]`` at the last position of ``tokens`` ``[b, p]`` (no padding), with
+    ``edit`` applied at ``sites`` (none: the plain model)."""
+    with torch.no_grad():
+        resid, _ = embed(model, tokens)
+        final = run_from(model, sites or [], resid, 0, edit, stop_block=model.cfg.n_layers)
+        return logits_of(model, final[:, -1:])[:, 0]
 
 
 def _cache_entry_class():

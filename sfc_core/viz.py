@@ -30,11 +30,9 @@ from collections.abc import Mapping
 import numpy as np
 import plotly.graph_objects as go
 
-EMBED = "embed"
-METRIC = "metric"
-
-#: Short metric names for legends (kept here so this module does not import torch via ``metrics``).
-_METRIC_LABELS = {"logit_diff": "logit diff", "prob_diff": "prob diff", "kl": "−KL(clean ‖ run)"}
+from . import hooks
+from .metrics import metric_label
+from .nodes import KINDS, kind_of
 
 _RED = (178, 24, 43)
 _BLUE = (33, 102, 172)
@@ -58,9 +56,10 @@ def _fmt(x) -> str:
 
 
 def _column_key(node: str, data: dict, n_layers: int) -> tuple:
-    if node == EMBED or data.get("feature") == "embed":
+    kind = kind_of(node, data)
+    if kind == "embed":
         return (-1, -1, "")
-    if node == METRIC or data.get("feature") == "metric":
+    if kind == "metric":
         return (max(n_layers, int(data.get("layer") or 0)) + 1e6, 0, "")
     layer = data.get("layer")
     layer = int(layer) if layer is not None else -1
@@ -76,14 +75,8 @@ def _column_label(key: tuple, multi_hook_layers: set[int]) -> str:
     if layer >= 1e6:
         return "metric"
     if layer in multi_hook_layers and hook:
-        tail = hook.split(".")[-1]
-        return f"L{layer} {tail.removeprefix('hook_')}"
+        return f"L{layer} {hooks.short_kind(hook)}"
     return f"L{layer}"
-
-
-def metric_label(metric: str | None) -> str:
-    """Short legend name of a metric (``"logit diff"`` for ``"logit_diff"``)."""
-    return _METRIC_LABELS.get(metric or "logit_diff", str(metric))
 
 
 # ------------------------------------------------------------------ circuit figure
@@ -205,10 +198,8 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
     emax = max((abs(e) for e in effect.values() if e is not None), default=0.0) or 1.0
     kinds: dict[str, list] = {"feature": [], "error": [], "special": []}
     for n, d in nodes:
-        feat = d.get("feature")
-        kind = "special" if (n in (EMBED, METRIC) or feat in ("embed", "metric")) else (
-            "error" if feat == "error" else "feature")
-        kinds[kind].append(n)
+        kind = kind_of(n, d)
+        kinds["special" if kind in ("embed", "metric") else "error" if kind == "error" else "feature"].append(n)
 
     def hover(n: str) -> str:
         d = G.nodes[n]
@@ -223,7 +214,7 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
             lines.append(html.escape(str(labels[n]), quote=False))
         return "<br>".join(lines)
 
-    for kind, symbol, name in (("feature", "circle", "features"), ("error", "diamond", "error nodes (ε)"),
+    for kind, symbol, name in (("feature", "circle", KINDS["latent"].label), ("error", "diamond", KINDS["error"].label),
                                ("special", "square", "embed / metric")):
         ns = kinds[kind]
         if not ns:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from sfc_core import attribution as A
-from sfc_core.edges import EMBED, METRIC, edge_effects
+from sfc_core.edges import edge_effects
+from sfc_core.nodes import EMBED, METRIC
 from sfc_core.errors import IncompatibleSAEError, InputError
 from sfc_core.splice import encode, make_sites
 from tests.tiny import tiny_batch, tiny_model, tiny_sae, tiny_setup
@@ -49,7 +50,8 @@ def test_exact_matches_hooked_patch():
     hook = "blocks.1.hook_resid_post"
     site = 1
     feat = int(torch.argmax((runs.corrupted[site].f - runs.clean[site].f).abs().sum((0, 1))))
-    nodes = [A.NodeKey(site, feat), A.NodeKey(site, 24), A.NodeKey(0, 24, position=2)]
+    K = runs.space.node_at
+    nodes = [K(site, feat), K(site, 24), K(0, 24, position=2)]
     got = A.exact_effects(runs, nodes)
     W = A.effective_decoder(saes[hook])
     deltas = [
@@ -110,8 +112,9 @@ def test_shared_prefix_cache_changes_no_effect(pos_kind):
         a, b = A.attribute(cached, method), A.attribute(full, method)
         for x, y in zip(a.effects, b.effects):
             torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
-    nodes = [A.NodeKey(0, k) for k in range(25)] + [A.NodeKey(1, k) for k in (0, 5, 24)] + \
-        [A.NodeKey(1, k, p) for k in (3, 24) for p in (1, 4)]
+    K = cached.space.node_at
+    nodes = [K(0, k) for k in range(25)] + [K(1, k) for k in (0, 5, 24)] + \
+        [K(1, k, p) for k in (3, 24) for p in (1, 4)]
     a, _ = edge_effects(cached, nodes)
     b, _ = edge_effects(full, nodes)
     assert a.keys() == b.keys()
@@ -133,10 +136,12 @@ def test_edges_sum_to_downstream_node_change():
     model, saes, batch = tiny_setup()
     runs = A.prepare_runs(model, saes, batch)
     attr = A.atp(runs)
-    up = [A.NodeKey(0, k) for k in range(25)]
+    K = runs.space.node_at
+    up = [K(0, k) for k in range(25)]
     feat = int(torch.argmax(attr.effects[1][:-1].abs()))
-    down = [A.NodeKey(1, feat), A.NodeKey(1, 24)]
-    effects = {n: float(attr.effects[n.site][n.feature]) for n in up + down}
+    down = [K(1, feat), K(1, 24)]
+    assert down[1].is_error and down[0].id == f"blocks.1.hook_resid_post/{feat}"
+    effects = {n: attr.space.value(attr.effects, n) for n in up + down}
     edges, _ = edge_effects(runs, up + down, effects)
     grads = A.clean_gradients(runs)
     site1 = runs.sites[1]

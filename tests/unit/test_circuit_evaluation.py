@@ -10,6 +10,7 @@ import torch
 from sfc_core import attribution as A
 from sfc_core import circuit as C
 from sfc_core import evaluation as E
+from sfc_core.ablation import ablation_values, circuit_metric
 from sfc_core.edges import edge_effects
 from sfc_core.errors import InputError
 from tests.tiny import tiny_setup
@@ -26,12 +27,12 @@ def test_select_rules(runs):
     flat = torch.cat([e.abs() for e in attr.effects])
     top = C.select_nodes(attr, top_k=5)
     assert len(top) == 5
-    got = sorted((abs(C.node_value(attr.effects, n)) for n in top), reverse=True)
+    got = sorted((abs(attr.space.value(attr.effects, n)) for n in top), reverse=True)
     assert got == pytest.approx(torch.sort(flat, descending=True).values[:5].tolist())
     thr = float(torch.sort(flat, descending=True).values[7])
     assert len(C.select_nodes(attr, node_threshold=thr)) == int((flat >= thr).sum())
     per = C.select_nodes(attr, top_k_per_layer=3)
-    assert sorted(n.site for n in per) == [0, 0, 0, 1, 1, 1]
+    assert sorted(attr.space.site(n) for n in per) == [0, 0, 0, 1, 1, 1]
     for bad in ({}, {"top_k": 3, "node_threshold": 0.1}, {"top_k": 0}, {"node_threshold": -1.0}):
         with pytest.raises(InputError):
             C.select_nodes(attr, **bad)
@@ -40,7 +41,7 @@ def test_select_rules(runs):
 def test_graph_stats_and_json_round_trip(runs, tmp_path):
     attr = A.atp(runs)
     nodes = C.select_nodes(attr, top_k=8)
-    effects = {n: C.node_value(attr.effects, n) for n in nodes}
+    effects = {n: attr.space.value(attr.effects, n) for n in nodes}
     edges, _ = edge_effects(runs, nodes, effects)
     G = C.build_graph(attr, nodes, edges, edge_threshold=0.0, metadata={"model": "tiny", "method": "atp"}, n_layers=3)
     stats = C.circuit_stats(G)
@@ -54,8 +55,10 @@ def test_graph_stats_and_json_round_trip(runs, tmp_path):
     assert doc["schema"] == "sfc-circuit/1" and doc["metadata"]["model"] == "tiny"
     G2 = C.load_circuit(path)
     assert C.to_json(G2) == C.to_json(G)
-    keys = C.circuit_nodes(G2, attr.hook_names, attr.d_sae)
-    assert set(keys) == set(nodes)
+    sites = {n["id"]: n["site"] for n in doc["nodes"]}  # the file keeps every node field, site included
+    assert all(sites[node.id] == attr.space.site(node) for node in nodes)
+    keys = C.circuit_nodes(G2, attr.space)
+    assert keys == [n for n in nodes]  # same nodes, same order
     # thresholded edges are a subset
     G3 = C.build_graph(attr, nodes, edges, edge_threshold=1e9)
     assert G3.number_of_edges() == 0
@@ -74,7 +77,7 @@ def test_load_circuit_bad_input(tmp_path):
 
 
 def test_faithfulness_end_points(runs):
-    every = A.all_nodes(runs)
+    every = runs.space.all_nodes()
     scores = E.score_circuits(runs, [every, []])
     full, empty = scores
     assert full.faithfulness == pytest.approx(1.0, abs=1e-9)
@@ -89,26 +92,26 @@ def test_mean_ablation_is_the_corrupted_mean(runs):
     rec = runs.corrupted[0]
     m = runs.mask[..., None].double()
     ref = (rec.f * m).sum((0, 1)) / m.sum()
-    torch.testing.assert_close(E.ablation_means(runs, "mean_all").f[0], ref)
-    per_pos = E.ablation_means(runs, "mean").f[0]
+    torch.testing.assert_close(ablation_values(runs, "mean_all").f[0], ref)
+    per_pos = ablation_values(runs, "mean").f[0]
     assert per_pos.shape == rec.f.shape[1:]
     torch.testing.assert_close(per_pos[3], rec.f[:, 3].mean(0))  # every row reaches position 3
     torch.testing.assert_close(per_pos[0], ref)  # BOS: no real token there, falls back to the all-token mean
-    zero = E.ablation_means(runs, "zero")
+    zero = ablation_values(runs, "zero")
     assert float(zero.f[1].abs().sum()) == 0.0
     with pytest.raises(InputError):
-        E.ablation_means(runs, "resample")
+        ablation_values(runs, "resample")
 
 
 def test_patch_ablation_is_activation_patching(runs):
     """Patch ablation gives each pair its own corrupted values: ablating every node reproduces
     the corrupted run, and ablating one node alone is exact activation patching of it."""
-    patch = E.ablation_means(runs, "patch")
+    patch = ablation_values(runs, "patch")
     assert patch.f[0].shape == runs.corrupted[0].f.shape
     empty = E.score_circuits(runs, [[]], "patch")[0]
     assert empty.m_empty == pytest.approx(float(runs.m_corrupted.mean()), abs=1e-9)
-    every = A.all_nodes(runs)
-    for node in (A.NodeKey(0, 3), A.NodeKey(1, runs.sites[1].d_sae)):
+    every = runs.space.all_nodes()
+    for node in (runs.space.node_at(0, 3), runs.space.node_at(1, runs.sites[1].d_sae)):
         rest = [n for n in every if n != node]
         score = E.score_circuits(runs, [rest], "patch")[0]
         exact = float(A.exact_effects(runs, [node])[0])
@@ -118,16 +121,16 @@ def test_patch_ablation_is_activation_patching(runs):
 def test_ablated_metric_matches_hooked_reference(runs):
     """Keep two features at site 0 and everything at site 1; compare with a hand-written TL hook run."""
     model = runs.model
-    means = E.ablation_means(runs, "mean")
+    means = ablation_values(runs, "mean")
     site0 = runs.sites[0]
     keep_feats = [0, 3]
-    nodes = [A.NodeKey(0, k) for k in keep_feats] + [A.NodeKey(1, k) for k in range(runs.sites[1].d_sae + 1)]
-    got = E.ablated_metric(runs, [E.keep_masks(runs, nodes)], means)[0]
+    K = runs.space.node_at
+    nodes = [K(0, k) for k in keep_feats] + [K(1, k) for k in range(runs.sites[1].d_sae + 1)]
+    got = circuit_metric(runs, [runs.space.keep_masks(nodes)], means)[0]
 
     def hook(act, hook):  # noqa: ARG001
         f = site0.sae.encode(act)
         f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], 1)
-        err = act - site0.sae.decode(f)
         keep = torch.zeros(f.shape[-1], dtype=torch.bool)
         keep[keep_feats] = True
         new = site0.sae.decode(torch.where(keep, f, means.f[0])) + means.err[0]
@@ -145,7 +148,28 @@ def test_curve_and_random_baseline(runs):
     attr = A.atp(runs)
     curve = E.faithfulness_curve(runs, attr.effects, [1, 5, 50])
     assert curve["sizes"] == [1, 5, 50]
-    assert len(curve["faithfulness"]) == 3 and len(curve["random_faithfulness"]) == 3
-    assert all(isinstance(v, float) for v in curve["faithfulness"])
+    assert len(curve["random_faithfulness"]) == 3
+    ranked = runs.space.ranked(attr.effects)
+    direct = E.score_circuits(runs, [ranked[:n] for n in (1, 5, 50)])
+    assert curve["faithfulness"] == pytest.approx([s.faithfulness for s in direct], abs=1e-12)
+    assert curve["completeness"] == pytest.approx([s.completeness for s in direct], abs=1e-12)
+    assert curve["faithfulness"][-1] == pytest.approx(1.0, abs=1e-9)  # 50 nodes ⊇ every node with an effect
     with pytest.raises(InputError):
         E.faithfulness_curve(runs, attr.effects, [])
+
+
+def test_circuit_file_latent_index_d_sae_is_not_an_error_node(runs):
+    """A file naming latent d_sae is rejected (it used to be read silently as the error node ε)."""
+    import networkx as nx
+
+    hook, d = runs.sites[0].hook_name, runs.sites[0].d_sae
+    G = nx.DiGraph()
+    G.add_node(f"{hook}/{d}", hook_name=hook, feature=d, position=None)
+    with pytest.raises(InputError, match=f"feature {d} is out of range"):
+        C.circuit_nodes(G, runs.space)
+    G = nx.DiGraph()
+    G.add_node(f"{hook}/error", hook_name=hook, feature="error", position=None)
+    assert C.circuit_nodes(G, runs.space) == [runs.space.errors()[0]]
+    G.add_node("x/abc", hook_name=hook, feature="abc", position=None)
+    with pytest.raises(InputError, match="feature must be an integer or 'error'"):
+        C.circuit_nodes(G, runs.space)

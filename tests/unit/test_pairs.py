@@ -271,33 +271,3 @@ def test_pair_report_never_raises(tok):
     assert not report[1]["valid"] and "answer ' Elizabeth' is" in report[1]["problem"]
     assert not report[2]["valid"] and "length mismatch" in report[2]["problem"]
     assert not report[3]["valid"] and "empty clean prompt" in report[3]["problem"]
-
-
-# --------------------------------------------------------------------------- bundled tokenizer
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    from sfc_core.model import load_model
-
-    return load_model()
-
-
-@pytest.mark.integration
-def test_bundled_rows_match_to_tokens(bundled):
-    batch = tokenize_pairs(bundled, [IOI])
-    expected = bundled.to_tokens(IOI.clean, prepend_bos=True)[0]
-    assert batch.clean_tokens[0].tolist() == expected.tolist()
-    assert batch.clean_tokens[0, 0].item() == bundled.tokenizer.bos_token_id
-
-
-@pytest.mark.integration
-def test_bundled_multi_token_name_and_mismatch(bundled):
-    tok = bundled.tokenizer
-    assert len(enc(tok, " Donna")) > 1
-    with pytest.raises(InputError, match="multi-token answers in row 1:"):
-        tokenize_pairs(bundled, [PromptPair(IOI.clean, IOI.corrupted, " Donna", " John")])
-    mism = PromptPair("When Donna and John went", "When Mary and John went", " home", " away")
-    assert len(enc(tok, mism.clean)) != len(enc(tok, mism.corrupted))
-    report = pair_report(bundled, [mism])
-    assert "length mismatch" in report[0]["problem"]

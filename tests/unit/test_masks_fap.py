@@ -9,7 +9,8 @@ from sfc_core import attribution as A
 from sfc_core import fap as P
 from sfc_core import masks as M
 from sfc_core.errors import InputError
-from sfc_core.evaluation import ablation_means
+from sfc_core.ablation import ablation_values
+from sfc_core.nodes import latent
 from tests.tiny import tiny_batch, tiny_model, tiny_sae
 
 
@@ -22,7 +23,7 @@ def runs():
     first = A.prepare_runs(model, {hook: sae}, batch)
     # the "irrelevant" latent writes nothing; the "carrier" has the largest mean-ablation effect
     active = torch.nonzero(((first.clean[0].f * first.mask[..., None]) > 0).any(0).any(0)).flatten().tolist()
-    imp = P.ablation_importance(first, [[A.NodeKey(0, k)] for k in active])
+    imp = P.ablation_importance(first, [[first.space.node_at(0, k)] for k in active])
     carrier = active[int(torch.argmax(imp))]
     irrelevant = next(k for k in active if k != carrier)
     with torch.no_grad():
@@ -41,8 +42,9 @@ def test_mask_keeps_the_carrier_and_prunes_the_irrelevant(runs):
     assert theta[runs.irrelevant] <= 0
     assert res.losses[-1] < res.losses[0]
     nodes = res.nodes(runs)
-    assert A.NodeKey(0, runs.carrier) in nodes and A.NodeKey(0, runs.sites[0].d_sae) in nodes
-    assert res.n_latents() == sum(1 for n in nodes if n.feature != runs.sites[0].d_sae)
+    hook = runs.sites[0].hook_name
+    assert latent(hook, runs.carrier) in nodes and runs.space.errors()[0] in nodes
+    assert res.n_latents() == sum(1 for n in nodes if not n.is_error)
 
 
 def test_lambda_sweep_shrinks_and_reports_nesting(runs):
@@ -61,7 +63,7 @@ def test_mask_bad_inputs(runs, bad):
 def test_synergy_formula_and_greedy():
     assert P.synergy(3.0, 1.0, 1.0) == 1.0
     assert P.synergy(1.0, 1.0, 1.0) == 0.0
-    a, b, c = A.NodeKey(0, 1), A.NodeKey(0, 2), A.NodeKey(1, 3)
+    a, b, c = latent("h0", 1), latent("h0", 2), latent("h1", 3)
     score = {a: 1.0, b: -0.9, c: 0.5}
     assert P.greedy_synergy([a, b, c], score, {}, 2) == [a, b]
     assert P.greedy_synergy([a, b, c], score, {(a, c): 1.0}, 2) == [a, c]
@@ -70,7 +72,7 @@ def test_synergy_formula_and_greedy():
 def test_ablation_importance_matches_hooked_run(runs):
     model, site = runs.model, runs.sites[0]
     k = runs.carrier
-    mean = ablation_means(runs).f[0][..., k]
+    mean = ablation_values(runs).f[0][..., k]
     W = A.effective_decoder(site.sae)
 
     def hook(act, hook):  # noqa: ARG001
@@ -82,7 +84,7 @@ def test_ablation_importance_matches_hooked_run(runs):
     rows = torch.arange(b.n)
     last = logits[rows, b.last_pos]
     m = (last[rows, b.answer_ids] - last[rows, b.wrong_ids]).mean()
-    got = P.ablation_importance(runs, [[A.NodeKey(0, k)]])[0]
+    got = P.ablation_importance(runs, [[runs.space.node_at(0, k)]])[0]
     assert float(got) == pytest.approx(abs(float(runs.m_clean.mean() - m)), abs=1e-9)
 
 
@@ -95,10 +97,10 @@ def test_fap_and_budget_errors(runs):
     syn = P.fap_synergy_select(runs, 3, synergy_pool=4, scores=scores)
     assert len(syn.nodes) == 3 and len(syn.synergy) == 6
     # the pool straddles the budget boundary (ranks 1..4 for K=3, P=4), not the top ranks
-    ranked = P.ranked_latents(scores)
+    ranked = P.ranked_latents(runs, scores)
     pooled = {n for pair in syn.synergy for n in pair}
     assert pooled == set(ranked[1:5]) and ranked[0] in syn.nodes
-    n_cand = len(P.ranked_latents(scores))
+    n_cand = len(P.ranked_latents(runs, scores))
     for k in (0, n_cand + 1):
         with pytest.raises(InputError):
             P.fap_select(runs, k, scores)
@@ -121,7 +123,12 @@ def test_compare_scores_every_method_at_the_mask_sizes(runs):
         assert len(row["n_latents"]) == len(expected)
         assert all(got <= n for got, n in zip(row["n_latents"], expected))
         assert row["n_latents"][:2] == [1, 2]
-        assert all(f is None or -10 < f < 10 for f in row["faithfulness"])
+    # the atp row is the score of AtP's top latents plus every error node
+    from sfc_core.evaluation import score_circuits
+
+    ranked = runs.space.ranked(A.atp(runs).effects, kind="latent")
+    direct = score_circuits(runs, [ranked[:n] + runs.space.errors() for n in expected])
+    assert report["methods"]["atp"]["faithfulness"] == pytest.approx([d.faithfulness for d in direct], abs=1e-12)
     assert report["random"]["sizes"] == expected
 
 

@@ -1,0 +1,186 @@
+"""The method registry: every circuit-discovery method, registered once.
+
+A :class:`Method` is either
+
+* ``"attribution"``: scores every node with an indirect effect (AtP, IG, exact patching); the circuit is
+  then chosen by threshold / top-k over those effects (:meth:`~sfc_core.discovery.Discovery.select`); or
+* ``"selection"``: chooses its own circuit (mask optimisation, FAP, FAP-Synergy); its graph keeps that
+  choice and shows AtP effects for colour.
+
+The CLI (``--method`` help and checks), the app (labels, cost hints), :func:`sfc_core.discovery.discover`
+and :func:`sfc_core.compare.compare_methods` read this table only; adding a method is one
+:func:`register` call here with its functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import defaults
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Method:
+    """One discovery method.
+
+    Attributes:
+        name: CLI / file name (``"atp"``).
+        label: one-line display name with its cost (``"AtP — attribution patching (fast)"``).
+        kind: ``"attribution"`` or ``"selection"`` (module doc).
+        cost: ``"fast"`` (one backward pass), ``"medium"`` (tens of passes) or ``"slow"`` (one pass per node
+            or per optimisation step).
+        source: the paper / equation the method follows.
+        run: attribution methods: ``run(runs, aggregation, steps, progress) -> Attribution``; selection methods:
+            ``run(runs, cfg, progress) -> list[Node]`` with ``cfg`` a :class:`~sfc_core.discovery.DiscoverConfig`.
+        compare: ``compare(runs, sizes, ctx) -> (latent sets, extra report fields)`` for
+            :func:`~sfc_core.compare.compare_methods`, or ``None`` if the method is not compared there.
+        frontier: the method's own circuit sizes are what it finds (a λ sweep), so it runs first in a
+            comparison and the other methods are also scored at its sizes.
+    """
+
+    name: str
+    label: str
+    kind: str
+    cost: str
+    source: str
+    run: Callable
+    compare: Callable | None = None
+    frontier: bool = False
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (names are unique)."""
+    if method.kind not in ("attribution", "selection"):
+        raise ValueError(f"method kind must be attribution or selection, not {method.kind!r}")
+    METHODS[method.name] = method
+    return method
+
+
+def names(kind: str | None = None, comparable: bool = False) -> tuple[str, ...]:
+    """Registered method names in registration order, optionally only one ``kind`` / those ``compare`` runs."""
+    return tuple(m.name for m in METHODS.values()
+                 if (kind is None or m.kind == kind) and (not comparable or m.compare is not None))
+
+
+def get(name: str, kind: str | None = None) -> Method:
+    """The method registered as ``name``.
+
+    Raises:
+        InputError: unknown name (or not of ``kind``); the message lists the choices.
+    """
+    m = METHODS.get(name)
+    if m is None or (kind is not None and m.kind != kind):
+        raise InputError(f"unknown method '{name}'; choose one of {', '.join(names(kind))}")
+    return m
+
+
+def label(name: str) -> str:
+    """Display label of a method (the name itself if unknown)."""
+    m = METHODS.get(name)
+    return m.label if m is not None else str(name)
+
+
+# ------------------------------------------------------------------ attribution methods
+def _atp(runs, aggregation="sum", steps=defaults.IG_STEPS, progress=None):
+    from .attribution import atp
+
+    return atp(runs, aggregation)
+
+
+def _ig(runs, aggregation="sum", steps=defaults.IG_STEPS, progress=None):
+    from .attribution import ig
+
+    return ig(runs, steps, aggregation, progress)
+
+
+def _exact(runs, aggregation="sum", steps=defaults.IG_STEPS, progress=None):
+    from .attribution import exact
+
+    return exact(runs, aggregation, progress=progress)
+
+
+def _compare_by_effect(method: str):
+    def compare(runs, sizes, ctx):
+        ranked = runs.space.ranked(METHODS[method].run(runs).effects, kind="latent")
+        return [ranked[:n] for n in sizes], {}
+    return compare
+
+
+# ------------------------------------------------------------------ selection methods
+def _select_mask(runs, cfg, progress=None):
+    from .masks import MaskConfig, train_mask
+
+    mask_cfg = MaskConfig(lam=cfg.mask_lambda, steps=cfg.mask_steps, t_max=cfg.mask_t_max,
+                          per_position=cfg.aggregation == "none")
+    result = train_mask(runs, mask_cfg, progress=(lambda s, n, loss: progress(s, n)) if progress else None)
+    return result.nodes(runs)
+
+
+def _select_fap(runs, cfg, progress=None):
+    from .fap import fap_select
+
+    return fap_select(runs, cfg.budget).nodes
+
+
+def _select_fap_synergy(runs, cfg, progress=None):
+    from .fap import fap_synergy_select
+
+    return fap_synergy_select(runs, cfg.budget, synergy_pool=cfg.synergy_pool).nodes
+
+
+def _fap_scores(runs, ctx):
+    from .fap import fap_scores
+
+    if ctx.get("fap_scores") is None:
+        ctx["fap_scores"] = fap_scores(runs)
+    return ctx["fap_scores"]
+
+
+def _compare_fap(runs, sizes, ctx):
+    from .fap import ranked_latents
+
+    ranked = ranked_latents(runs, _fap_scores(runs, ctx))
+    return [ranked[:n] for n in sizes], {}
+
+
+def _compare_fap_synergy(runs, sizes, ctx):
+    from .fap import fap_synergy_select, ranked_latents
+
+    scores = _fap_scores(runs, ctx)
+    n_cand = min(len(ranked_latents(runs, scores)), defaults.FAP_CANDIDATES)
+    # one greedy run per budget: the synergy pool sits at each budget's boundary
+    sels = [fap_synergy_select(runs, min(n, n_cand), synergy_pool=ctx.get("synergy_pool", defaults.FAP_SYNERGY_POOL),
+                               scores=scores) for n in ctx.get("requested", sizes)]
+    return [s.nodes for s in sels], {"budgets": [len(s.nodes) for s in sels],
+                                     "selection_seconds": [round(s.seconds, 2) for s in sels]}
+
+
+def _compare_mask(runs, sizes, ctx):
+    from .masks import MaskConfig, lambda_sweep, nesting
+
+    lambdas = sorted(ctx.get("lambdas") or defaults.MASK_LAMBDAS)
+    results = lambda_sweep(runs, lambdas, ctx.get("mask_cfg") or MaskConfig())
+    sets = [[n for n in r.nodes(runs) if not n.is_error] for r in results]
+    return sets, {"lambdas": lambdas, "nesting": nesting(results, runs),
+                  "empty_masks": [lam for lam, s in zip(lambdas, sets) if not s],
+                  "train_seconds": [round(r.seconds, 2) for r in results]}
+
+
+register(Method("atp", "AtP — attribution patching (fast)", "attribution", "fast",
+                "Marks et al. 2024, eq. 2 (Nanda 2023; Syed et al. 2023)", _atp, _compare_by_effect("atp")))
+register(Method("ig", "IG — integrated gradients", "attribution", "medium",
+                "Marks et al. 2024, eq. 3 (Sundararajan et al. 2017)", _ig, _compare_by_effect("ig")))
+register(Method("exact", "exact patching (slow: one run per node)", "attribution", "slow",
+                "activation patching (Vig et al. 2020; Meng et al. 2022)", _exact))
+register(Method("mask", "mask — binary mask optimisation (slow)", "selection", "slow",
+                "Nainani et al., continuous sparsification (Savarese et al. 2020)", _select_mask, _compare_mask,
+                frontier=True))
+register(Method("fap", "FAP — gradient × activation, top-K", "selection", "fast", "PIE (FAP score)",
+                _select_fap, _compare_fap))
+register(Method("fap-synergy", "FAP-Synergy — greedy with synergy", "selection", "slow",
+                "PIE (FAP-Synergy greedy selection)", _select_fap_synergy, _compare_fap_synergy))
