@@ -32,7 +32,13 @@ from .pairs import PairBatch, PromptPair, tokenize_pairs
 
 @dataclass(frozen=True)
 class DiscoverConfig:
-    """Options of :func:`discover` (the CLI flags and the app's widgets map onto these)."""
+    """Options of :func:`discover` (the CLI flags and the app's widgets map onto these).
+
+    Thresholds are in metric units (logits for logit difference): ``node_threshold`` on ``|node IE|``,
+    ``edge_threshold`` on ``|edge IE|``; exactly one of ``node_threshold`` / ``top_k`` / ``top_k_per_layer``
+    selects nodes for attribution methods. ``steps`` are IG's α values; ``mask_*`` the mask method's λ, steps
+    and final temperature; ``budget`` / ``synergy_pool`` FAP's K and FAP-Synergy's pool (latents).
+    """
 
     method: str = "atp"
     metric: str = "logit_diff"
@@ -52,17 +58,22 @@ class DiscoverConfig:
     synergy_pool: int = defaults.FAP_SYNERGY_POOL
 
     def check(self) -> None:
-        """Raises InputError on an unknown method or aggregation, or bad thresholds."""
-        registry.get(self.method)
+        """Check the options that do not need a model.
+
+        Raises:
+            InputError: unknown method or aggregation, IG ``steps < 1``, bad mask hyper-parameters (methods
+                reading ``mask_lambda``), or ``budget < 1`` (methods reading ``budget``).
+        """
+        method = registry.get(self.method)
         if self.aggregation not in AGGREGATIONS:
             raise InputError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
         if self.steps < 1:
             raise InputError("IG steps must be ≥ 1")
-        if self.method == "mask":
+        if "mask_lambda" in method.options:
             from .masks import MaskConfig
 
             MaskConfig(lam=self.mask_lambda, steps=self.mask_steps, t_max=self.mask_t_max).check()
-        if self.method in ("fap", "fap-synergy") and self.budget < 1:  # their budget K
+        if "budget" in method.options and self.budget < 1:
             raise InputError(f"budget K must be ≥ 1, not {self.budget}")
 
 
@@ -76,7 +87,12 @@ def sae_metadata(saes: dict) -> list[dict]:
 
 
 def as_batch(model, pairs: list[PromptPair] | PairBatch, cfg: DiscoverConfig) -> PairBatch:
-    """Tokenize unless already a batch (InputError on bad pairs)."""
+    """``pairs`` tokenized (:func:`~sfc_core.pairs.tokenize_pairs` with ``cfg``'s options) unless already a
+    :class:`PairBatch` (tokens ``[n, pos]``).
+
+    Raises:
+        InputError: bad pairs or options (see :func:`~sfc_core.pairs.tokenize_pairs`).
+    """
     if isinstance(pairs, PairBatch):
         return pairs
     return tokenize_pairs(model, pairs, multi_token=cfg.multi_token, length_mismatch=cfg.length_mismatch)
@@ -89,9 +105,11 @@ class Discovery:
     Attributes:
         runs: the spliced clean/corrupted runs (for edges, ablation, steering on these pairs).
         attribution: node effects of every node (AtP's for selection methods).
-        edge_nodes: nodes among which edges were computed (a superset of the selected nodes).
+        edge_nodes: nodes among which edges were computed (the selected nodes, or the top ``edge_pool`` by
+            ``|effect|``: more than selected for a looser re-selection, fewer to bound the edge cost).
         edges: ``{(u, v): weight}`` among ``edge_nodes`` (metric units).
         graph: the circuit as found.
+        metadata: the ``sfc-circuit/1`` metadata (model, SAEs, method, options, metric values, timings in s).
     """
 
     runs: PairRuns
@@ -143,7 +161,7 @@ def _metadata(model, saes, cfg: DiscoverConfig, attr: Attribution, batch: PairBa
 
 def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), progress=None,
              edge_pool: int | None = None) -> Discovery:
-    """Find a sparse feature circuit for ``pairs`` (Marks et al. 2024).
+    """Find a sparse feature circuit for ``pairs`` (Marks et al. 2024: node IEs §2, edges §3 eq. 5).
 
     Args:
         saes: ``{hook_name: LoadedSAE | SAE}``.
@@ -152,8 +170,15 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         edge_pool: compute edges among this many top nodes by |effect| (default: all the
             selected ones): more than selected, so a looser selection later reuses them; fewer
             when a selection method keeps more, to bound the edge cost.
+
+    Returns:
+        :class:`Discovery`; node effects ``[d_sae + 1]`` (or ``[pos, d_sae + 1]``) per site and edge
+        weights in metric units (logits for logit difference), timings in seconds.
+
     Raises:
-        InputError (bad pairs, options, hook points), IncompatibleSAEError, NumericalError.
+        InputError: bad pairs, options or hook points (two SAEs at one point, a non-residual one).
+        IncompatibleSAEError: an SAE's ``d_in`` differs from the model's ``d_model``.
+        NumericalError: NaN or inf in activations, gradients or effects.
     """
     cfg.check()
     say = progress or (lambda stage, frac: None)
@@ -200,7 +225,8 @@ def graph_effects(G: nx.DiGraph, runs: PairRuns) -> tuple[list[Node], list[torch
     ranks above absent ones).
 
     Raises:
-        InputError: a node at a hook point without an SAE, out of range, or beyond these prompts' positions.
+        InputError: a node at a hook point without an SAE, out of range, with a feature field that is neither
+            an integer nor ``"error"``, or beyond these prompts' positions.
     """
     keys = circuit_nodes(G, runs.space)
     per_position = any(k.position is not None for k in keys)
@@ -210,11 +236,17 @@ def graph_effects(G: nx.DiGraph, runs: PairRuns) -> tuple[list[Node], list[torch
 
 
 def evaluate(runs: PairRuns, G: nx.DiGraph, sizes: list[int] | None = None, ablation: str = "mean") -> dict:
-    """Faithfulness and completeness of the whole circuit, and of its top-n nodes for ``n`` in ``sizes``
-    (random baseline alongside).
+    """Faithfulness and completeness (Marks et al. 2024, §4) of the whole circuit, and of its top-n nodes by
+    recorded ``|effect|`` for ``n`` in ``sizes`` (random baseline alongside).
+
+    Returns:
+        ``{"n_nodes", "ablation", "faithfulness", "completeness", "m_circuit", "m_complement", "m_empty",
+        "m_full"}`` (scores unitless, ``m_*`` in metric units) plus ``"curve"``
+        (:func:`~sfc_core.evaluation.faithfulness_curve`) when ``sizes`` is given.
 
     Raises:
-        InputError: bad ablation or sizes; circuit nodes at hook points without an SAE.
+        InputError: bad ablation or sizes; circuit nodes at hook points without an SAE, out of range or
+            beyond these prompts' positions.
     """
     ablation = check_ablation(ablation)
     keys, effects = graph_effects(G, runs)
@@ -227,9 +259,16 @@ def evaluate(runs: PairRuns, G: nx.DiGraph, sizes: list[int] | None = None, abla
 
 
 def verify(runs: PairRuns, G: nx.DiGraph, progress=None) -> dict:
-    """Exact patching of a circuit's nodes vs their recorded effects: Spearman and Pearson correlation.
+    """Exact patching of a circuit's nodes (:func:`~sfc_core.attribution.exact_effects`) vs their recorded
+    effects: Spearman and Pearson correlation.
 
-    Returns ``{"n_nodes", "pearson", "spearman", "nodes": [{"id", "recorded", "exact"}], "seconds"}``.
+    Returns:
+        ``{"n_nodes", "pearson", "spearman", "nodes": [{"id", "recorded", "exact"}], "seconds"}``: effects in
+        metric units, correlations unitless (``None`` if either side is constant), wall-clock seconds.
+
+    Raises:
+        InputError: a circuit node at a hook point without an SAE, out of range or beyond these prompts.
+        NumericalError: NaN or inf in the exact effects.
     """
     t = time.perf_counter()
     keys, _ = graph_effects(G, runs)
@@ -253,7 +292,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    """Spearman rank correlation (average ranks for ties)."""
+    """Spearman rank correlation of two ``[n]`` tensors (average ranks for ties; ``None`` if either is constant)."""
     return pearson(_ranks(a), _ranks(b))
 
 
@@ -269,4 +308,5 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
 
 
 def config_dict(cfg: DiscoverConfig) -> dict:
+    """``cfg`` as a plain dict (``dataclasses.asdict``)."""
     return asdict(cfg)

@@ -34,11 +34,18 @@ N_LOGIT = 10
 
 
 def index_file(hook_name: str, root: Path | None = None) -> Path:
+    """Path of the index file of the SAE at ``hook_name`` under ``root`` (default: the shipped folder).
+
+    Raises:
+        InputError: not a per-block hook name.
+    """
     return (root or defaults.FEATURE_INDEX_DIR) / f"{hooks.sae_key(hook_name)}.safetensors"
 
 
 def logit_effects(sae, W_U: torch.Tensor, n: int = N_LOGIT) -> dict[str, torch.Tensor]:
-    """Top/bottom ``n`` tokens of each latent's direct logit effect ``W_dec @ W_U`` ``[d_sae, d_vocab]``."""
+    """Top/bottom ``n`` tokens of each latent's direct logit effect ``W_dec @ W_U`` ``[d_sae, d_vocab]`` (logits
+    per unit activation; ``W_U`` ``[d_model, d_vocab]``), as ``{"logit_top_ids", "logit_top_vals",
+    "logit_bottom_ids", "logit_bottom_vals"}`` each ``[d_sae, n]`` (int32 ids, fp16 values)."""
     effects = sae.W_dec.float() @ W_U.float()
     top = effects.topk(n, dim=-1)
     bottom = effects.topk(n, dim=-1, largest=False)
@@ -65,19 +72,22 @@ def sae_activations(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs
     positions set to 0: SAEs are trained without them).
 
     Runs the blocks directly (no hooks), so it is safe next to other sessions' calls.
-    Args:
-        progress: optional ``callable(done_seqs, total_seqs)``.
-    """
-    from .splice import blocks_before, embed, run_from
 
-    stop = blocks_before(hook_name, model.cfg.n_layers)
+    Args:
+        tokens: ``[n_seq, seq_len]`` token ids, BOS first.
+        progress: optional ``callable(done_seqs, total_seqs)``.
+
+    Raises:
+        InputError: ``hook_name`` is not a residual-stream hook point of ``model``.
+    """
+    from .splice import residual_at
+
     special_ids = special_token_ids(model.tokenizer)
     out = []
     for b in range(0, len(tokens), batch_seqs):
         toks = tokens[b:b + batch_seqs].long()
+        x = residual_at(model, toks, hook_name)
         with torch.inference_mode():
-            resid, _ = embed(model, toks)
-            x = run_from(model, [], resid, 0, None, stop_block=stop)
             f = sae.encode(x.to(sae.W_enc.dtype)).float()
             f[:, 0] = 0
             f[special_positions(toks, special_ids)] = 0
@@ -89,7 +99,12 @@ def sae_activations(model, sae, hook_name: str, tokens: torch.Tensor, batch_seqs
 
 def build_sae_index(model, sae, hook_name: str, tokens: torch.Tensor, top_k: int = 20,
                     window: tuple[int, int] = (10, 4), progress=None) -> dict[str, torch.Tensor]:
-    """Index tensors of one SAE over held-out ``tokens`` ``[n_seq, seq_len]`` (see module doc)."""
+    """Index tensors of one SAE over held-out ``tokens`` ``[n_seq, seq_len]`` (names and shapes in the module
+    doc; ``window`` is ``(tokens before, tokens after)`` the max).
+
+    Raises:
+        InputError: ``hook_name`` is not a residual-stream hook point of ``model``.
+    """
     acts = sae_activations(model, sae, hook_name, tokens, progress=progress)  # [n, s, d]
     n_seq, seq_len, d_sae = acts.shape
     per_seq_max, per_seq_pos = acts.float().max(dim=1)  # [n, d]
@@ -125,7 +140,12 @@ def build_sae_index(model, sae, hook_name: str, tokens: torch.Tensor, top_k: int
 
 def build_feature_index(model, saes: dict, tokens: torch.Tensor, out_dir: Path, top_k: int = 20,
                         window: tuple[int, int] = (10, 4)) -> None:
-    """Build and save the index of every SAE in ``saes`` (``{hook_name: LoadedSAE}``)."""
+    """Build and save the index of every SAE in ``saes`` (``{hook_name: LoadedSAE}``) over ``tokens``
+    ``[n_seq, seq_len]``, one safetensors file per SAE in ``out_dir``.
+
+    Raises:
+        InputError: an SAE at a hook point that is not a per-block residual-stream point.
+    """
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +181,7 @@ class FeatureIndex:
 
     @property
     def d_sae(self) -> int:
+        """Dictionary width (latents indexed)."""
         return int(self.tensors["density"].shape[0])
 
     def _check(self, feature: int) -> None:
@@ -168,7 +189,11 @@ class FeatureIndex:
             raise InputError(f"feature {feature} out of range for {self.hook_name} (d_sae {self.d_sae})")
 
     def top_examples(self, feature: int, n: int = 20) -> list[Example]:
-        """Up to ``n`` top activating contexts of ``feature`` (strongest first)."""
+        """Up to ``n`` top activating contexts of ``feature`` (strongest first).
+
+        Raises:
+            InputError: ``feature`` outside ``0..d_sae−1``.
+        """
         self._check(feature)
         before, after = self.window
         out = []
@@ -185,16 +210,29 @@ class FeatureIndex:
         return out
 
     def density(self, feature: int) -> float:
+        """Fraction of held-out tokens (special tokens excluded) where ``feature`` is active (unitless).
+
+        Raises:
+            InputError: ``feature`` outside ``0..d_sae−1``.
+        """
         self._check(feature)
         return float(self.tensors["density"][feature])
 
     def histogram(self, feature: int) -> tuple[list[int], list[float]]:
-        """``(counts [n_bins], edges [n_bins+1])`` of the non-zero activations."""
+        """``(counts [n_bins], edges [n_bins+1])`` of the non-zero activations (edges in activation units).
+
+        Raises:
+            InputError: ``feature`` outside ``0..d_sae−1``.
+        """
         self._check(feature)
         return self.tensors["hist_counts"][feature].tolist(), self.tensors["hist_edges"][feature].float().tolist()
 
     def logit_effects(self, feature: int) -> dict[str, list]:
-        """``{"top": [(token_id, logit)], "bottom": [...]}`` per unit activation."""
+        """``{"top": [(token_id, logit)], "bottom": [...]}``: direct logit effect per unit activation (logits).
+
+        Raises:
+            InputError: ``feature`` outside ``0..d_sae−1``.
+        """
         self._check(feature)
         t = self.tensors
         return {
@@ -211,6 +249,7 @@ def load_feature_index(hook_name: str, root: Path | None = None) -> FeatureIndex
 
     Raises:
         AssetError: the index or the held-out corpus is missing or unreadable.
+        InputError: ``hook_name`` is not a per-block hook name.
     """
     from safetensors import safe_open
 

@@ -36,6 +36,8 @@ class Method:
             ``run(runs, cfg, progress) -> list[Node]`` with ``cfg`` a :class:`~sfc_core.discovery.DiscoverConfig`.
         compare: ``compare(runs, sizes, ctx) -> (latent sets, extra report fields)`` for
             :func:`~sfc_core.compare.compare_methods`, or ``None`` if the method is not compared there.
+        options: the :class:`~sfc_core.discovery.DiscoverConfig` fields the method reads (checked and shown
+            only for it), e.g. ``("budget",)``.
         frontier: the method's own circuit sizes are what it finds (a λ sweep), so it runs first in a
             comparison and the other methods are also scored at its sizes.
     """
@@ -48,13 +50,19 @@ class Method:
     run: Callable
     compare: Callable | None = None
     frontier: bool = False
+    options: tuple[str, ...] = ()
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Add a method to the registry (names are unique)."""
+    """Add a method to the registry and return it (names are unique: registering a name again replaces it).
+
+    Raises:
+        ValueError: ``kind`` is neither ``"attribution"`` nor ``"selection"`` (a programming error, not
+            user input, hence no :class:`~sfc_core.errors.SFCError`).
+    """
     if method.kind not in ("attribution", "selection"):
         raise ValueError(f"method kind must be attribution or selection, not {method.kind!r}")
     METHODS[method.name] = method
@@ -174,13 +182,15 @@ def _compare_mask(runs, sizes, ctx):
 register(Method("atp", "AtP — attribution patching (fast)", "attribution", "fast",
                 "Marks et al. 2024, eq. 2 (Nanda 2023; Syed et al. 2023)", _atp, _compare_by_effect("atp")))
 register(Method("ig", "IG — integrated gradients", "attribution", "medium",
-                "Marks et al. 2024, eq. 3 (Sundararajan et al. 2017)", _ig, _compare_by_effect("ig")))
+                "Marks et al. 2024, eq. 3 (Sundararajan et al. 2017)", _ig, _compare_by_effect("ig"),
+                options=("steps",)))
 register(Method("exact", "exact patching (slow: one run per node)", "attribution", "slow",
                 "activation patching (Vig et al. 2020; Meng et al. 2022)", _exact))
 register(Method("mask", "mask — binary mask optimisation (slow)", "selection", "slow",
                 "Nainani et al., continuous sparsification (Savarese et al. 2020)", _select_mask, _compare_mask,
-                frontier=True))
+                frontier=True, options=("mask_lambda", "mask_steps", "mask_t_max")))
 register(Method("fap", "FAP — gradient × activation, top-K", "selection", "fast", "PIE (FAP score)",
-                _select_fap, _compare_fap))
+                _select_fap, _compare_fap, options=("budget",)))
 register(Method("fap-synergy", "FAP-Synergy — greedy with synergy", "selection", "slow",
-                "PIE (FAP-Synergy greedy selection)", _select_fap_synergy, _compare_fap_synergy))
+                "PIE (FAP-Synergy greedy selection)", _select_fap_synergy, _compare_fap_synergy,
+                options=("budget", "synergy_pool")))

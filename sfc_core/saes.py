@@ -18,6 +18,7 @@ import torch
 
 from . import defaults
 from .hooks import layer_of
+from .hooks import parse as parse_hook
 from .errors import AssetError, IncompatibleSAEError, InputError, OfflineError
 from .model import hub_reachable, offline_message
 
@@ -43,15 +44,21 @@ class LoadedSAE:
 
     @property
     def d_sae(self) -> int:
+        """Dictionary width (number of latents)."""
         return int(self.sae.cfg.d_sae)
 
     @property
     def layer(self) -> int:
+        """Block index of the hook point (−1 if it has none)."""
         return layer_of(self.hook_name)
 
 
 def sae_hook_name(sae) -> str:
-    """The hook point recorded in an SAE Lens SAE's config metadata."""
+    """The hook point recorded in an SAE Lens SAE's config metadata.
+
+    Raises:
+        AssetError: the config has no ``metadata.hook_name``.
+    """
     meta = getattr(sae.cfg, "metadata", None)
     name = getattr(meta, "hook_name", None) if meta is not None else None
     if not name:
@@ -63,14 +70,18 @@ def check_fits(model, sae, hook_name: str) -> None:
     """Refuse an SAE that does not fit ``model`` at ``hook_name``.
 
     Raises:
-        IncompatibleSAEError: the hook point is not in the model, or ``d_in`` differs
-            from the activation width there.
+        IncompatibleSAEError: the hook point is not in the model, or (at a residual-stream point, the only
+            width checked) ``d_in`` differs from the model's ``d_model``.
     """
     if hook_name not in model.hook_dict:
         raise IncompatibleSAEError(
             f"SAE hook point '{hook_name}' does not exist in model '{model.cfg.model_name}'"
         )
-    width = model.cfg.d_model if "resid" in hook_name or "hook_embed" in hook_name else None
+    try:
+        residual = parse_hook(hook_name).is_residual
+    except InputError:
+        residual = False
+    width = model.cfg.d_model if residual else None
     if width is not None and int(sae.cfg.d_in) != width:
         raise IncompatibleSAEError(
             f"SAE at '{hook_name}' has d_in={sae.cfg.d_in} but the model's residual width is {width}"
@@ -116,6 +127,7 @@ def load_bundled_saes(model, hook_names: list[str] | None = None, device: str = 
     Raises:
         InputError: a requested hook point has no bundled SAE.
         AssetError: files missing or corrupted.
+        IncompatibleSAEError: an SAE does not fit ``model`` (e.g. a model other than the bundled one).
     """
     dirs = bundled_sae_dirs()
     wanted = list(dirs) if hook_names is None else list(hook_names)
@@ -138,7 +150,8 @@ def load_sae_folder(model, path: str | Path, device: str = "cpu") -> LoadedSAE:
     """Load an SAE saved in SAE Lens' on-disk format (``cfg.json`` + ``sae_weights.safetensors``).
 
     Raises:
-        InputError: the folder does not exist. AssetError: it is not a loadable SAE.
+        InputError: the folder does not exist.
+        AssetError: it is not a loadable SAE, or its config names no hook point.
         IncompatibleSAEError: it does not fit ``model``.
     """
     path = Path(path)
@@ -163,6 +176,7 @@ def load_sae_release(model, release: str, sae_id: str, device: str = "cpu") -> L
     Raises:
         InputError: unknown release or SAE id.
         OfflineError: the weights would be downloaded and no hub is reachable.
+        AssetError: its config names no hook point.
         IncompatibleSAEError: it does not fit ``model``.
     """
     from sae_lens import SAE
@@ -188,6 +202,7 @@ def load_sae_release(model, release: str, sae_id: str, device: str = "cpu") -> L
 
 
 def sae_weights_dtype(sae) -> torch.dtype:
+    """The dtype of an SAE's weights (that of ``W_dec``)."""
     return sae.W_dec.dtype
 
 
@@ -224,7 +239,10 @@ def load_sae_by_source(model, source: str, device: str = "cpu") -> LoadedSAE:
     """Load an SAE from a circuit file's ``source``: ``"<release>/<sae_id>"`` or a folder path.
 
     Raises:
-        InputError: neither a known release nor an existing folder.
+        InputError: neither a known release nor an existing folder, or an unknown SAE id.
+        AssetError: the folder is not a loadable SAE.
+        OfflineError: a release's weights would be downloaded and no hub is reachable.
+        IncompatibleSAEError: it does not fit ``model``.
     """
     release, _, sae_id = source.partition("/")
     if release in known_releases() and sae_id:
