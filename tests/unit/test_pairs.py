@@ -143,8 +143,13 @@ def test_pairs_from_records_rows():
         pairs_from_records([])
 
 
-def test_errors_are_sfc_errors():
-    assert issubclass(InputError, SFCError)
+def test_bad_pair_files_raise_one_line_sfc_errors(tmp_path):
+    """What the CLI and the app catch: an SFCError with a one-line message naming the line."""
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"clean": "a", "corrupted": "b", "answer": " x", "wrong_answer": " y"}\n{oops\n')
+    with pytest.raises(SFCError) as info:
+        read_pairs(path)
+    assert isinstance(info.value, InputError) and "line 2" in str(info.value) and "\n" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- tokenization
