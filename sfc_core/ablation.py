@@ -65,6 +65,15 @@ class AblationValues:
 def ablation_values(runs, kind: str = "mean") -> AblationValues:
     """Values that ablated nodes take at every site of ``runs`` (a :class:`~sfc_core.attribution.PairRuns`).
 
+    Means run over real non-BOS tokens of the corrupted prompts (``runs.mask``). Sources: mean ablation as in
+    Marks et al. 2024, §4; ``"patch"`` is the interchange intervention of Geiger et al. 2021 (resample
+    ablation in ACDC, Conmy et al. 2023).
+
+    Returns:
+        Per site ``f`` / ``err``: ``[pos, d_sae]`` / ``[pos, d_model]`` (``"mean"``), ``[d_sae]`` /
+        ``[d_model]`` (``"mean_all"``, ``"zero"``) or ``[n, pos, d_sae]`` / ``[n, pos, d_model]``
+        (``"patch"``), in activation units.
+
     Raises:
         InputError: unknown ablation kind.
     """
@@ -104,9 +113,14 @@ def circuit_metric(runs, keeps: list[list[torch.Tensor]], values: AblationValues
     ablated at every site (Marks et al. 2024, §4: the ``m(C)`` of faithfulness).
 
     Args:
+        runs: the pairs' spliced runs (:class:`~sfc_core.attribution.PairRuns`, ``n`` pairs).
         keeps: ``R`` lists (one per circuit) of per-site keep masks ``[d_sae + 1]`` or ``[pos, d_sae + 1]``
             (:meth:`~sfc_core.nodes.NodeSpace.keep_masks`; column ``d_sae`` is ε).
+        values: what ablated nodes become (:func:`ablation_values`).
         chunk_rows: sequences per forward pass.
+
+    Returns:
+        ``[R]``, metric units (logits for logit difference), no grad.
     """
     out = []
     per = max(1, chunk_rows // runs.n)
@@ -138,13 +152,13 @@ def _circuit_chunk(runs, keeps, values: AblationValues) -> torch.Tensor:
 # ------------------------------------------------------------------ a few latents ablated
 def latent_sets_metric(runs, sets: list[list[Node]], values: AblationValues, chunk_rows: int = 256) -> torch.Tensor:
     """Mean metric over pairs ``[len(sets)]`` of the clean prompts with the latents of each set ablated
-    (every other node as in the clean run). Used by FAP-Synergy's ``I(S)`` (PIE).
+    (every other node as in the clean run), metric units. Used by FAP-Synergy's ``I(S)`` (PIE).
 
     Each set runs from its earliest site (everything upstream is clean); its latents take their ablation
     value at every real position and downstream features are recomputed.
 
     Raises:
-        InputError: an empty set.
+        InputError: an empty set, a latent at a hook point without an SAE, or a latent index out of range.
     """
     out = torch.zeros(len(sets), dtype=runs.m_clean.dtype)
     by_start: dict[int, list[int]] = {}
@@ -165,7 +179,7 @@ def latents_logits(runs, latents: list[Node], values: AblationValues) -> torch.T
     """Last-position logits ``[n, d_vocab]`` of the clean prompts with ``latents`` ablated (the feature panel).
 
     Raises:
-        InputError: no latent given.
+        InputError: no latent given, a latent at a hook point without an SAE, or a latent index out of range.
     """
     if not latents:
         raise InputError("an ablation set is empty")
@@ -201,11 +215,12 @@ def soft_masked_resid(runs, candidates: list[torch.Tensor], soft: list[torch.Ten
                       error: str = "keep") -> torch.Tensor:
     """Final residual ``[n, pos, d_model]`` with every site's features set to ``s·f + (1 − s)·f̄`` (``f̄`` the
     ablation value) for the candidate latents, and ``f̄`` for all others (Nainani et al., continuous
-    sparsification). Differentiable in ``soft``.
+    sparsification; Savarese et al. 2020). Differentiable in ``soft``.
 
     Args:
         candidates: per site, latent ids ``[c]`` (long).
         soft: per site, soft mask ``[c]`` or ``[1, pos, c]`` in [0, 1].
+        values: the ablation values ``f̄`` (mean ablation in :func:`~sfc_core.masks.train_mask`).
         error: ``"keep"`` the error node, or replace it by its ``"mean"`` (ablation value).
     """
 

@@ -52,7 +52,8 @@ _DECODERS: "weakref.WeakKeyDictionary[object, torch.Tensor]" = weakref.WeakKeyDi
 
 
 def effective_decoder(sae) -> torch.Tensor:
-    """Rows ``[d_sae, d_in]``: the change of ``decode(f)`` per unit of each feature.
+    """Rows ``[d_sae, d_in]``: the change of ``decode(f)`` per unit of each feature (residual units per unit
+    of activation).
 
     Computed as ``decode(e_k) − decode(0)`` so that any affine output scaling an SAE
     Lens architecture applies after ``W_dec`` is included. Cached per SAE.
@@ -77,14 +78,17 @@ class PairRuns:
     """Clean and corrupted spliced runs of one :class:`~sfc_core.pairs.PairBatch`.
 
     Attributes:
+        model: the ``HookedTransformer`` the runs used.
         sites: SAE sites sorted by depth.
         batch: the tokenized pairs (``n`` pairs, ``pos`` positions, right-padded).
         metric: metric name (see :mod:`sfc_core.metrics`).
-        clean / corrupted: per site, ``x`` ``[n, pos, d_model]``, ``f`` ``[n, pos, d_sae]``, ``err``.
+        clean / corrupted: per site, ``x`` ``[n, pos, d_model]``, ``f`` ``[n, pos, d_sae]``,
+            ``err`` ``[n, pos, d_model]``.
         embed_clean / embed_corrupted: residual stream at the embedding ``[n, pos, d_model]``.
-        clean_logprobs: next-token log-probs at the last position ``[n, d_vocab]`` (for KL).
-        m_clean / m_corrupted: metric per pair ``[n]`` (logits for logit_diff).
+        clean_logprobs: next-token log-probs at the last position ``[n, d_vocab]`` (nats; for KL).
+        m_clean / m_corrupted: metric per pair ``[n]`` (metric units: logits for logit_diff).
         mask: ``[n, pos]`` bool, real non-BOS positions.
+        share_prefix: re-run only the positions after the prompts' shared prefix (:meth:`prefix`).
     """
 
     model: object
@@ -106,6 +110,7 @@ class PairRuns:
 
     @property
     def n(self) -> int:
+        """Number of pairs ``n``."""
         return int(self.m_clean.shape[0])
 
     @cached_property
@@ -129,7 +134,7 @@ class PairRuns:
         return logits_of(self.model, resid[rows, last][:, None])[:, 0]
 
     def metric_from_logits(self, logits: torch.Tensor, reps: int = 1) -> torch.Tensor:
-        """Metric per row ``[reps·n]`` from last-position logits ``[reps·n, d_vocab]``."""
+        """Metric per row ``[reps·n]`` (metric units) from last-position logits ``[reps·n, d_vocab]``."""
         ids = (self.batch.answer_ids.repeat(reps), self.batch.wrong_ids.repeat(reps))
         # logits are already at the last position; the metric ignores last_pos for 2-D logits
         ns = SimpleNamespace(last_pos=torch.zeros_like(ids[0]), answer_ids=ids[0], wrong_ids=ids[1])
@@ -137,7 +142,8 @@ class PairRuns:
         return get_metric(self.metric)(logits, ns, ref)
 
     def metric_from_resid(self, resid: torch.Tensor, reps: int = 1, offset: int = 0) -> torch.Tensor:
-        """Metric per row ``[reps·n]`` from the final residual ``[reps·n, pos − offset, d_model]``."""
+        """Metric per row ``[reps·n]`` (metric units) from the final residual
+        ``[reps·n, pos − offset, d_model]``."""
         return self.metric_from_logits(self.last_logits(resid, reps, offset), reps)
 
     def prefix(self) -> PrefixCache | None:
@@ -151,7 +157,7 @@ class PairRuns:
         return self._prefix or None
 
     def metric_after(self, x: torch.Tensor, start_block: int, reps: int = 1) -> torch.Tensor:
-        """Metric per row ``[reps·n]`` of running blocks ``start_block..`` (no SAE edits) on the
+        """Metric per row ``[reps·n]`` (metric units) of running blocks ``start_block..`` (no SAE edits) on the
         residual ``x`` ``[reps·n, pos, d_model]``, whose shared-prefix positions must be the clean
         ones: only the later positions run, attending to :meth:`prefix`."""
         pre, end = self.prefix(), self.model.cfg.n_layers
@@ -163,20 +169,32 @@ class PairRuns:
 
 
 def shared_prefix_length(batch) -> int:
-    """Number of leading positions where every pair's clean and corrupted tokens agree (≥ 1: BOS)."""
+    """Number of leading positions (tokens) where every pair's clean and corrupted tokens agree (≥ 1: BOS).
+
+    Args:
+        batch: a :class:`~sfc_core.pairs.PairBatch` (``clean_tokens`` / ``corrupted_tokens`` ``[n, pos]``).
+    """
     differ = (batch.clean_tokens != batch.corrupted_tokens).any(0)
     first = torch.nonzero(differ)
     return int(first[0]) if len(first) else int(batch.last_pos.min())
 
 
 def prepare_runs(model, saes: dict, batch, metric: str = "logit_diff") -> PairRuns:
-    """Run the clean and corrupted prompts once with SAEs spliced in, keeping every site's state.
+    """Run the clean and corrupted prompts once with SAEs spliced in (``x = decode(f) + ε``, Marks et al.
+    2024, §2), keeping every site's state.
 
     Args:
         saes: ``{hook_name: LoadedSAE | SAE}``.
-        batch: a :class:`~sfc_core.pairs.PairBatch`.
+        batch: a :class:`~sfc_core.pairs.PairBatch` (tokens ``[n, pos]``).
+        metric: a name of :data:`sfc_core.metrics.METRICS`.
+
+    Returns:
+        :class:`PairRuns` (shapes in its docstring).
+
     Raises:
-        InputError: no SAE / unknown hook point / unknown metric. IncompatibleSAEError.
+        InputError: no SAE, a hook point that is not a residual point of the model, two SAEs at one point,
+            or an unknown metric.
+        IncompatibleSAEError: an SAE's ``d_in`` differs from ``d_model``.
         NumericalError: NaN or inf in activations.
     """
     get_metric(metric)
@@ -200,11 +218,18 @@ class Attribution:
     """Node effects of one method on one set of pairs.
 
     Attributes:
+        method: the attribution method (``"atp"``, ``"ig"``, ``"exact"``).
+        metric: metric name; effects are in its units (logits for logit difference).
+        aggregation: ``"sum"`` over positions or ``"none"`` (per position).
+        hook_names / d_sae: hook point and dictionary width of each site.
         effects: per site ``[d_sae + 1]`` (``aggregation="sum"``) or ``[pos, d_sae + 1]``
             (``"none"``): mean over pairs of the IE in metric units; index ``d_sae`` is ε.
         activations: same shapes: mean over pairs of the clean activation summed over
             positions (for ε: its L2 norm).
+        n_pairs: number of pairs ``n``.
+        m_clean / m_corrupted: mean metric over pairs of the clean / corrupted runs (metric units).
         timings_s: seconds per stage.
+        steps: IG steps (``None`` for other methods).
     """
 
     method: str
@@ -222,6 +247,7 @@ class Attribution:
 
     @property
     def per_position(self) -> bool:
+        """Whether effects are per position (``[pos, d_sae + 1]``, ``aggregation="none"``)."""
         return self.aggregation == "none"
 
     @property
@@ -276,10 +302,14 @@ IG_CHUNK_ROWS = 32
 
 # ------------------------------------------------------------------ AtP
 def clean_gradients(runs: PairRuns) -> list[torch.Tensor]:
-    """``∂m/∂x`` at every site on the clean prompts, ``[n, pos, d_model]`` each (one backward).
+    """``∂m/∂x`` at every site on the clean prompts, ``[n, pos, d_model]`` each (one backward; metric
+    units per unit of residual activation).
 
     ``m`` is summed over pairs, so each row holds its own pair's gradient. Computed once per
-    ``runs`` (AtP, edges and FAP all read it).
+    ``runs`` (AtP, edges and FAP all read it). The gradient of AtP, Marks et al. 2024, eq. 2.
+
+    Raises:
+        NumericalError: NaN or inf in a gradient.
     """
     if runs._clean_grads is not None:
         return runs._clean_grads
@@ -303,7 +333,15 @@ def atp(runs: PairRuns, aggregation: str = "sum") -> Attribution:
     """Attribution patching: ``IE ≈ ∇ₐm|clean · (a_corr − a_clean)`` for every feature and ε.
 
     Cost: one clean forward and one backward (plus the two recording runs of ``prepare_runs``).
-    Source: Marks et al. 2024, eq. 2.
+    Source: Marks et al. 2024, eq. 2 (attribution patching: Nanda 2023; Syed et al. 2023).
+
+    Returns:
+        :class:`Attribution` with per-site effects ``[d_sae + 1]`` (``aggregation="sum"``) or
+        ``[pos, d_sae + 1]`` (``"none"``), metric units.
+
+    Raises:
+        InputError: unknown aggregation.
+        NumericalError: NaN or inf in gradients or effects.
     """
     _check_aggregation(aggregation)
     t = time.perf_counter()
@@ -342,12 +380,18 @@ def _ig_site_gradient(runs: PairRuns, i: int, steps: int) -> torch.Tensor:
 
 
 def ig(runs: PairRuns, steps: int = defaults.IG_STEPS, aggregation: str = "sum", progress=None) -> Attribution:
-    """Integrated gradients per site with ``steps`` α values (Marks et al. 2024, eq. 3).
+    """Integrated gradients per site with ``steps`` α values (Marks et al. 2024, eq. 3; Sundararajan et al.
+    2017), left Riemann sum ``α ∈ {0, 1/N, …, (N−1)/N}``; costs ``steps`` forward + backward passes per site.
 
     Args:
         progress: optional ``callable(done, total)`` after each site.
+
+    Returns:
+        :class:`Attribution` with per-site effects ``[d_sae + 1]`` or ``[pos, d_sae + 1]``, metric units.
+
     Raises:
-        InputError: ``steps < 1``.
+        InputError: ``steps < 1`` or unknown aggregation.
+        NumericalError: NaN or inf in gradients or effects.
     """
     _check_aggregation(aggregation)
     if steps < 1:
@@ -380,7 +424,8 @@ def _patch_delta(runs: PairRuns, node: Node) -> torch.Tensor:
 
 
 def exact_effects(runs: PairRuns, nodes: list[Node], chunk_rows: int = 256, progress=None) -> torch.Tensor:
-    """Exact IE of each node, ``[len(nodes)]`` (mean over pairs, metric units).
+    """Exact IE of each node, ``[len(nodes)]`` (mean over pairs, metric units): ``m(clean | a := a_corr) −
+    m(clean)`` (Marks et al. 2024, §2; activation patching).
 
     Each node is patched alone (all its positions, or its one position) to its corrupted
     value in the clean run; everything downstream is recomputed. Nodes of one site run
@@ -414,9 +459,12 @@ def exact(runs: PairRuns, aggregation: str = "sum", nodes: list[Node] | None = N
     """Exact activation patching of ``nodes`` (default: every node whose clean and corrupted
     values differ somewhere); the others get effect 0.
 
-    Returns per-site effects ``[d_sae + 1]`` (or ``[pos, d_sae + 1]``), metric units.
+    Returns:
+        :class:`Attribution` with per-site effects ``[d_sae + 1]`` (or ``[pos, d_sae + 1]``), metric units.
+
     Raises:
-        InputError: unknown aggregation.
+        InputError: unknown aggregation; a given node at a hook point without an SAE or out of range.
+        NumericalError: NaN or inf in the effects.
     """
     _check_aggregation(aggregation)
     t = time.perf_counter()
@@ -432,8 +480,12 @@ def attribute(runs: PairRuns, method: str = "atp", aggregation: str = "sum", ste
               progress=None) -> Attribution:
     """Node effects by a registered attribution method (``atp`` | ``ig`` | ``exact``, :mod:`sfc_core.methods`).
 
+    Returns:
+        :class:`Attribution` with per-site effects ``[d_sae + 1]`` or ``[pos, d_sae + 1]``, metric units.
+
     Raises:
-        InputError: unknown method or aggregation.
+        InputError: unknown method or aggregation, or ``steps < 1`` for IG.
+        NumericalError: NaN or inf in gradients or effects.
     """
     from .methods import get
 

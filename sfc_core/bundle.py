@@ -49,7 +49,14 @@ OUTLIER_NORM_RATIO = 10.0
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything ``sfc bundle build`` needs; stored in ``assets/bundle.json``."""
+    """Everything ``sfc bundle build`` needs; stored in ``assets/bundle.json``.
+
+    Attributes:
+        layers: ``resid_post`` layers that get an SAE; d_sae: latents per SAE; k: TopK's active latents.
+        epochs: passes over the cached activations; batch_tokens: tokens per training batch; lr: learning rate.
+        corpus: corpus size and shape; index_top_k / index_window: top contexts per latent and tokens
+            ``(before, after)`` the max in the feature index; check_seqs: held-out sequences for CE recovered.
+    """
 
     layers: tuple[int, ...] = defaults.BUNDLED_LAYERS
     # 1024 latents: on a CPU budget of ~10⁶ tokens per SAE, 2048 left half of them dead.
@@ -67,11 +74,16 @@ class BuildConfig:
 
     @property
     def hook_names(self) -> list[str]:
+        """``blocks.{L}.hook_resid_post`` for each layer in :attr:`layers`."""
         return [hp.resid_post(layer) for layer in self.layers]
 
 
 def sae_key(hook_name: str) -> str:
-    """Folder/checkpoint name of an SAE: ``blocks.7.hook_resid_post`` → ``L7_resid_post``."""
+    """Folder/checkpoint name of an SAE: ``blocks.7.hook_resid_post`` → ``L7_resid_post``.
+
+    Raises:
+        InputError: not a per-block hook name.
+    """
     return hp.sae_key(hook_name)
 
 
@@ -147,10 +159,17 @@ def activation_batches(paths: list[Path], hook_names: list[str], batch_tokens: i
 # ---------------------------------------------------------------- training
 def train_saes(paths: list[Path], cfg: BuildConfig, work_dir: Path, n_tokens: int,
                special: torch.Tensor | None = None) -> dict[str, object]:
-    """Train one TopK SAE per hook point with SAE Lens' ``MultiSAETrainer``; resumable.
+    """Train one TopK SAE (Gao et al. 2024) per hook point with SAE Lens' ``MultiSAETrainer``; resumable from
+    its checkpoints.
 
-    ``special`` ``[n_rows]`` flags cached rows holding special tokens (excluded, like SAE
-    Lens' ``exclude_special_tokens``).
+    Args:
+        paths: activation chunks of :func:`collect_activations`.
+        n_tokens: cached activation rows (tokens) per hook point; training sees ``n_tokens · epochs``.
+        special: ``[n_rows]`` flags cached rows holding special tokens (excluded, like SAE Lens'
+            ``exclude_special_tokens``).
+
+    Returns:
+        ``{hook_name: TopKTrainingSAE}`` encoding ``[..., d_model] → [..., d_sae]``.
     """
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
@@ -226,7 +245,8 @@ def _splice_hook(sae, mode: str, special: torch.Tensor):
 
 
 def activation_quality(model, saes: dict, tokens: torch.Tensor, batch_seqs: int = 16) -> dict[str, dict]:
-    """FVE, mean L0 and dead fraction of every SAE on ``tokens`` ``[n_seq, seq_len]``, one shared pass.
+    """FVE (unitless), mean L0 (active latents per token) and dead fraction of every SAE on ``tokens``
+    ``[n_seq, seq_len]``, one shared pass.
 
     Special-token positions (BOS, document separators) are excluded, as in training. A latent
     is dead when it is never active on these tokens.
@@ -299,10 +319,12 @@ def ce_quality(model, sae, hook_name: str, tokens: torch.Tensor, ce_clean: float
 
 
 def bundle_quality(model, saes: dict, tokens: torch.Tensor, ce_seqs: int) -> dict[str, dict]:
-    """Every quality figure per SAE: activation figures on all of ``tokens``, CE on the first ``ce_seqs``.
+    """Every quality figure per SAE: activation figures on all of ``tokens`` ``[n_seq, seq_len]``, CE on the
+    first ``ce_seqs`` sequences.
 
     Returns:
-        ``{hook_name: {"fve", "ce_recovered", "l0", "dead_frac", "ce_clean", "ce_spliced", "ce_zero"}}``.
+        ``{hook_name: {"fve", "ce_recovered", "l0", "dead_frac", "ce_clean", "ce_spliced", "ce_zero"}}``
+        (CE in nats/token, the rest unitless except L0 in latents per token).
     """
     act = activation_quality(model, saes, tokens)
     probe = tokens[:ce_seqs]
@@ -312,6 +334,8 @@ def bundle_quality(model, saes: dict, tokens: torch.Tensor, ce_seqs: int) -> dic
 
 
 def passes_bar(q: dict) -> bool:
+    """Whether quality figures ``q`` (:func:`bundle_quality`'s per SAE) meet :data:`QUALITY_BAR`: FVE and CE
+    recovered at least, L0 and dead fraction at most the bar's values."""
     return (q["fve"] >= QUALITY_BAR["fve"] and q["ce_recovered"] >= QUALITY_BAR["ce_recovered"]
             and q["l0"] <= QUALITY_BAR["l0"] and q["dead_frac"] <= QUALITY_BAR["dead_frac"])
 
@@ -339,7 +363,11 @@ def load_heldout_tokens() -> torch.Tensor:
 
 
 def load_manifest() -> dict:
-    """``assets/bundle.json``: build config, timings and recorded quality figures."""
+    """``assets/bundle.json``: build config, timings and recorded quality figures.
+
+    Raises:
+        AssetError: the manifest is missing or not valid JSON.
+    """
     path = defaults.BUNDLE_MANIFEST
     if not path.is_file():
         raise AssetError(f"bundle manifest missing: {path}; rebuild with 'sfc bundle build'")
@@ -352,9 +380,15 @@ def load_manifest() -> dict:
 def check_bundle(model=None, n_seqs: int | None = None) -> dict:
     """Load the shipped bundle and recompute every SAE's quality on held-out tokens.
 
+    Args:
+        model: the bundled model (loaded if ``None``).
+        n_seqs: held-out sequences for CE recovered (default: as recorded at build time).
+
     Returns:
-        ``{"model", "saes": [{"hook_name", "d_sae", "fve", "ce_recovered", "l0", "dead_frac", "passes"}],
-        "assets_mb", "passes"}``.
+        ``{"model", "saes": [{"hook_name", "d_sae", "fve", "ce_recovered", "l0", "dead_frac", "ce_clean",
+        "ce_spliced", "ce_zero", "passes"}], "assets_mb", "quality_bar", "passes"}`` (CE in nats/token,
+        sizes in MB).
+
     Raises:
         AssetError: any shipped file is missing or corrupted.
     """
@@ -380,7 +414,12 @@ def check_bundle(model=None, n_seqs: int | None = None) -> dict:
 
 # ---------------------------------------------------------------- build
 def build_bundle(cfg: BuildConfig, work_dir: Path = Path(".work/bundle"), log=print) -> dict:
-    """Run (or resume) every stage and write ``assets/``; returns the manifest."""
+    """Run (or resume) every stage and write ``assets/``; returns the manifest (also written to
+    ``assets/bundle.json``; timings in seconds, quality figures as in :func:`bundle_quality`).
+
+    Raises:
+        AssetError: the bundled model's GGUF is missing or corrupted.
+    """
     from safetensors.torch import save_file
 
     from .feature_index import build_feature_index

@@ -49,10 +49,16 @@ def build_graph(attr: Attribution, nodes: list[Node], edges: dict[tuple, float] 
     """The circuit as a ``DiGraph``: ``nodes`` with their effects and activations, edges with
     ``|weight| ≥ edge_threshold`` between kept nodes (and ``embed`` / ``metric``).
 
+    Node ``effect`` (metric units) and ``activation`` come from ``attr``'s per-site ``[d_sae + 1]`` /
+    ``[pos, d_sae + 1]`` tensors.
+
     Args:
         edges: ``{(source Node, target Node): weight}`` in metric units (:func:`~sfc_core.edges.edge_effects`).
+        n_layers: the metric end point's layer (default ``metadata["n_layers"]``).
+
     Raises:
-        InputError: a negative edge threshold.
+        InputError: a negative edge threshold, or a node at a hook point without an SAE in ``attr`` or with a
+            latent index out of range.
     """
     if edge_threshold < 0 or math.isnan(edge_threshold):
         raise InputError(f"edge threshold must be ≥ 0, not {edge_threshold}")
@@ -133,7 +139,11 @@ def from_json(doc: dict) -> nx.DiGraph:
 
 
 def save_circuit(G: nx.DiGraph, path: str | Path) -> None:
-    """Write ``G`` as ``sfc-circuit/1`` JSON (atomically: nothing half-written on error)."""
+    """Write ``G`` as ``sfc-circuit/1`` JSON (atomically: nothing half-written on error).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(to_json(G), indent=1))

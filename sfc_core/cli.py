@@ -366,6 +366,7 @@ def compare(
 
 
 def main() -> None:  # pragma: no cover - console entry
+    """Console entry point of ``sfc``: run the typer app and exit with its status."""
     sys.exit(app())
 
 

@@ -49,13 +49,21 @@ def compare_methods(runs: PairRuns, methods: list[str], sizes: list[int], ablati
     Args:
         methods: registered methods that can be compared (:func:`sfc_core.methods.names` with ``comparable``).
         sizes: latent counts (error nodes are kept on top).
+        ablation: how nodes outside a circuit are ablated (:data:`sfc_core.ablation.ABLATIONS`).
+        lambdas / mask_cfg: the mask method's λ sweep (default :data:`DEFAULT_LAMBDAS`) and other settings.
+        synergy_pool: FAP-Synergy's pool of latents whose pairwise synergy is measured.
+        progress: optional ``callable(stage, fraction)``.
         on_method: optional ``callable(partial_report)`` after each method (the CLI saves it).
+
     Returns:
         ``{"sizes", "ablation", "n_pairs", "methods": {name: {"sizes", "n_latents", "faithfulness",
         "completeness", "seconds", ...}}, "random": {...}}`` (curve dicts as :func:`sfc_core.viz.curve_figure`
         reads); faithfulness and completeness are unitless, seconds wall-clock.
+
     Raises:
-        InputError: unknown methods, empty or non-positive sizes, bad mask hyper-parameters.
+        InputError: unknown methods, empty or non-positive sizes, bad mask hyper-parameters, or an unknown
+            ablation.
+        NumericalError: NaN or inf in gradients.
     """
     comparable = registry.names(comparable=True)
     unknown = [m for m in methods if m not in comparable]

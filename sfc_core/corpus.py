@@ -99,7 +99,12 @@ def _generate_shard(hf_model, tokenizer, requests: list[str], cfg: CorpusConfig,
 
 
 def generate_text(work_dir: Path, cfg: CorpusConfig, hf_model=None, tokenizer=None) -> list[str]:
-    """Sample English documents from the bundled model; resumable shards in ``work_dir/gen``."""
+    """Sample English documents from the bundled model (≈ ``cfg.generated_tokens`` tokens); resumable shards in
+    ``work_dir/gen``.
+
+    Raises:
+        AssetError: a shard is missing and the bundled GGUF to generate it is missing or corrupted.
+    """
     from .model import load_hf_bundled
 
     gen_dir = work_dir / "gen"
@@ -152,7 +157,8 @@ def _is_heldout(seed: int, source: str, index: int, frac: float) -> bool:
 
 
 def pack(token_docs: list[list[int]], seq_len: int, bos_id: int, sep_id: int) -> torch.Tensor:
-    """Join documents with ``sep_id`` and cut into ``[n_seq, seq_len]`` rows each starting with BOS."""
+    """Join documents (token id lists) with ``sep_id`` and cut into ``[n_seq, seq_len]`` int32 rows each starting
+    with BOS (the tail shorter than a row is dropped)."""
     stream: list[int] = []
     for doc in token_docs:
         stream.extend(doc)
@@ -167,6 +173,9 @@ def build_corpus(work_dir: Path, cfg: CorpusConfig, tokenizer, hf_model=None) ->
     """Build (or resume) the corpus; returns ``{"train": [n, seq_len], "heldout": [m, seq_len]}`` int32.
 
     Also saved to ``work_dir/corpus.safetensors``. ``tokenizer`` must be the bundled model's.
+
+    Raises:
+        AssetError: text must be generated and the bundled GGUF is missing or corrupted.
     """
     from safetensors.torch import load_file, save_file
 

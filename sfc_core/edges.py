@@ -74,16 +74,23 @@ def _upstream_weights(runs: PairRuns, i: int | None, grad_x: torch.Tensor, nodes
 def edge_effects(runs: PairRuns, nodes: list[Node], node_effects: dict[Node, float] | None = None,
                  include_embed: bool = True, include_metric: bool = True, chunk_rows: int = 256,
                  progress=None) -> tuple[dict[tuple, float], dict]:
-    """Edge IEs among ``nodes`` (consecutive sites), plus embedding → first site and last site → metric.
+    """Edge IEs among ``nodes`` (consecutive sites), plus embedding → first site and last site → metric
+    (Marks et al. 2024, §3, eq. 5; one vector–Jacobian product per downstream node).
 
     Args:
         nodes: the kept nodes (edges are computed for these only).
-        node_effects: node IEs, used as the weights of the edges into the metric.
+        node_effects: node IEs (metric units), used as the weights of the edges into the metric.
+        chunk_rows: sequences per backward pass (downstream nodes batched as ``chunk_rows // n`` replicas).
+        progress: optional ``callable(done, total)`` over downstream nodes.
+
     Returns:
         ``({(source, target): weight}, timings)``: endpoints are :class:`~sfc_core.nodes.Node` s (including
-        :data:`~sfc_core.nodes.EMBED` / :data:`~sfc_core.nodes.METRIC`), weights in metric units; timings in seconds.
+        :data:`~sfc_core.nodes.EMBED` / :data:`~sfc_core.nodes.METRIC`), weights mean over pairs in metric
+        units; timings in seconds.
+
     Raises:
-        InputError: a node at a hook point without an SAE. NumericalError: NaN or inf in a gradient.
+        InputError: a node at a hook point without an SAE, or a latent index out of range.
+        NumericalError: NaN or inf in a gradient.
     """
     t0 = time.perf_counter()
     grads = clean_gradients(runs)

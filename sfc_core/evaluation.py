@@ -27,7 +27,15 @@ from .nodes import Node
 
 @dataclass
 class Scores:
-    """Faithfulness / completeness of one circuit (unitless) and the metric values behind them."""
+    """Faithfulness / completeness of one circuit (unitless) and the metric values behind them.
+
+    Attributes:
+        n_nodes: nodes in the circuit.
+        faithfulness / completeness: unitless ratios (Marks et al. 2024, §4); ``None`` when
+            ``m_full == m_empty``.
+        m_circuit / m_complement / m_empty / m_full: mean metric over pairs (metric units) with everything
+            outside the circuit / inside it / every node / no node ablated.
+    """
 
     n_nodes: int
     faithfulness: float | None
@@ -38,6 +46,7 @@ class Scores:
     m_full: float
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (JSON-able)."""
         return dict(self.__dict__)
 
 
@@ -53,6 +62,14 @@ def score_circuits(runs: PairRuns, circuits: list[list[Node]], ablation: str = "
 
     An empty circuit is scored (faithfulness 0 by definition); ``None`` only when the full
     and empty models give the same metric (the ratio is undefined).
+
+    Args:
+        circuits: node lists (whole-prompt nodes, or position-resolved ones with ``aggregation="none"``).
+        ablation: what ablated nodes become (:data:`sfc_core.ablation.ABLATIONS`).
+        aggregation: ``"none"`` builds per-position keep masks ``[pos, d_sae + 1]``, else ``[d_sae + 1]``.
+
+    Returns:
+        One :class:`Scores` per circuit (unitless scores, metric values in metric units).
 
     Raises:
         InputError: unknown ablation; a node at a hook point without an SAE or out of range.
@@ -76,8 +93,9 @@ def score_circuits(runs: PairRuns, circuits: list[list[Node]], ablation: str = "
 
 
 def random_nodes(runs: PairRuns, size: int, seed: int, aggregation: str = "sum") -> list[Node]:
-    """``size`` nodes drawn uniformly from the active ones (features active on some clean
-    token, and every ε) — the random-circuit baseline of Marks et al."""
+    """``size`` nodes (fewer if the pool is smaller) drawn uniformly from the active ones (features active on
+    some real clean token, and every ε; per position with ``aggregation="none"``) — the random-circuit baseline
+    of Marks et al. 2024, §4. Deterministic in ``seed``."""
     space = runs.space
     pool = []
     for i, rec in enumerate(runs.clean):
@@ -95,14 +113,20 @@ def random_nodes(runs: PairRuns, size: int, seed: int, aggregation: str = "sum")
 
 def faithfulness_curve(runs: PairRuns, effects: list[torch.Tensor], sizes: list[int], ablation: str = "mean",
                        aggregation: str = "sum", random_seeds: int = 3) -> dict:
-    """Faithfulness and completeness of the top-n nodes by ``|effect|`` for each ``n`` in ``sizes``,
-    with a random-circuit baseline of the same sizes (mean over ``random_seeds`` draws).
+    """Faithfulness and completeness (Marks et al. 2024, §4) of the top-n nodes by ``|effect|`` for each ``n``
+    in ``sizes``, with a random-circuit baseline of the same sizes (mean over ``random_seeds`` draws).
+
+    Args:
+        effects: per-site node effects ``[d_sae + 1]`` or ``[pos, d_sae + 1]`` (e.g.
+            :attr:`~sfc_core.attribution.Attribution.effects`), used only to rank nodes.
 
     Returns:
-        ``{"sizes", "faithfulness", "completeness", "random_faithfulness", "random_completeness",
-        "m_full", "m_empty", "ablation"}``.
+        ``{"sizes", "n_nodes", "faithfulness", "completeness", "random_faithfulness", "random_completeness",
+        "m_full", "m_empty", "ablation"}``: lists ``[len(sizes)]`` of unitless scores (``None`` where
+        undefined); ``m_full`` / ``m_empty`` in metric units.
+
     Raises:
-        InputError: an empty or non-positive size list.
+        InputError: an empty or non-positive size list, or an unknown ablation.
     """
     if not sizes or any(s <= 0 for s in sizes):
         raise InputError("sizes must be a non-empty list of positive integers")

@@ -87,7 +87,8 @@ _NODE_COLUMNS = ("id", "hook_name", "layer", "site", "feature", "position", "eff
 
 def to_csv(G: nx.DiGraph) -> tuple[str, str]:
     """``(nodes_csv, edges_csv)``: one row per node (``id, hook_name, layer, site, feature, position, effect,
-    activation`` then any extra attributes) and per edge (``source, target, weight`` then extras)."""
+    activation`` then any extra attributes) and per edge (``source, target, weight`` then extras); effects and
+    weights in metric units, as in ``G``."""
     rows = [{"id": n, **{k: d.get(k) for k in _NODE_COLUMNS[1:]},
              **{k: _scalar(v) for k, v in d.items() if k not in _NODE_COLUMNS}} for n, d in G.nodes(data=True)]
     nodes = pd.DataFrame(rows, columns=None if rows else list(_NODE_COLUMNS))
@@ -132,7 +133,8 @@ def _find_browser() -> str | None:
 
 def to_image(fig, fmt: str = "png", width: int | None = None, height: int | None = None,
              scale: float = 2.0) -> bytes:
-    """PNG or SVG bytes of ``fig`` via kaleido.
+    """PNG or SVG bytes of ``fig`` via kaleido (``width`` / ``height`` in pixels; ``scale`` multiplies them for
+    PNG only).
 
     Raises:
         ExportError: unknown format, no Chrome/Chromium found, or kaleido failed.
@@ -177,7 +179,8 @@ def to_neuronpedia(G: nx.DiGraph, slug: str | None = None) -> dict:
       name (``"7_mlp_out.12_0"``) to stay unique. ``jsNodeId`` is the same with ``-`` before ``ctx_idx``.
       ``sfc_id`` keeps the original graph id.
     * ``ctx_idx`` = the node's position, or 0 (the metric: the last prompt token when positions are known).
-    * ``influence`` = the signed indirect effect (``None`` for embed / metric); ``activation`` as in ``G``.
+    * ``influence`` = the signed indirect effect in metric units (``None`` for embed / metric); ``activation``
+      as in ``G``.
     * ``clerp`` = ``G.nodes[n]["label"]`` (or ``"clerp"``) when present, else ``""``.
     """
     meta = dict(G.graph)

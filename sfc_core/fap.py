@@ -31,7 +31,11 @@ from .nodes import Node
 
 def fap_scores(runs: PairRuns) -> list[torch.Tensor]:
     """FAP score per site ``[d_sae]`` (features only; mean over pairs of the sum over positions of
-    ``∂m/∂f · f``, metric units). Source: PIE (FAP score)."""
+    ``∂m/∂f · f``, metric units). Source: PIE (FAP score).
+
+    Raises:
+        NumericalError: NaN or inf in the clean gradients.
+    """
     grads = clean_gradients(runs)
     out = []
     for i, g in enumerate(grads):
@@ -41,7 +45,8 @@ def fap_scores(runs: PairRuns) -> list[torch.Tensor]:
 
 
 def ranked_latents(runs: PairRuns, scores: list[torch.Tensor]) -> list[Node]:
-    """Every latent with a non-zero score (per site ``[d_sae]``), by ``|score|`` descending."""
+    """Every latent with a non-zero score (``scores``: per site ``[d_sae]``), by ``|score|`` descending
+    (ties: shallower site, then lower index)."""
     return runs.space.ranked([torch.cat([s, s.new_zeros(1)]) for s in scores], kind="latent")
 
 
@@ -52,20 +57,27 @@ def ablation_importance(runs: PairRuns, sets: list[list[Node]], ablation: str = 
     The ablated forward passes are :func:`sfc_core.ablation.latent_sets_metric`'s.
 
     Raises:
-        InputError: an empty set or an unknown ablation.
+        InputError: an empty set, an unknown ablation, or a latent at a hook point without an SAE / out of range.
     """
     m = latent_sets_metric(runs, sets, ablation_values(runs, ablation), chunk_rows)
     return (runs.m_clean.mean() - m).abs()
 
 
 def synergy(i_fg: float, i_f: float, i_g: float) -> float:
-    """``max(0, I({f,g}) − I({f}) − I({g}))`` (PIE)."""
+    """``max(0, I({f,g}) − I({f}) − I({g}))`` in metric units (PIE), from ablation importances (same units)."""
     return max(0.0, i_fg - i_f - i_g)
 
 
 @dataclass
 class FapSelection:
-    """Selected latents in selection order, with their FAP scores and the synergy table used."""
+    """Selected latents in selection order, with their FAP scores and the synergy table used.
+
+    Attributes:
+        nodes: the selected latents, in selection order.
+        scores: FAP score of each selected latent (metric units).
+        synergy: ``{(f, g): syn(f, g)}`` for the measured pool pairs (metric units; empty for plain FAP).
+        seconds: wall-clock selection time.
+    """
 
     nodes: list[Node]
     scores: dict[Node, float]
@@ -74,10 +86,14 @@ class FapSelection:
 
 
 def fap_select(runs: PairRuns, k: int, scores: list[torch.Tensor] | None = None) -> FapSelection:
-    """Top-``k`` latents by ``|FAP|`` (method ``fap``).
+    """Top-``k`` latents by ``|FAP|`` (method ``fap``; PIE).
+
+    Args:
+        scores: precomputed :func:`fap_scores` (per site ``[d_sae]``), else computed here.
 
     Raises:
-        InputError: ``k < 1`` or larger than the number of candidates.
+        InputError: ``k < 1`` or larger than the number of candidates (latents with a non-zero score).
+        NumericalError: NaN or inf in the clean gradients.
     """
     t0 = time.perf_counter()
     scores = scores if scores is not None else fap_scores(runs)
@@ -100,7 +116,8 @@ def _check_budget(k: int, n_candidates: int) -> None:
 
 def greedy_synergy(candidates: list[Node], score: dict[Node, float], syn: dict[tuple, float], k: int) -> list[Node]:
     """Greedy: repeatedly add the candidate maximising ``|score| + mean synergy with those selected``
-    (the mean over selected latents with a measured synergy ``syn[(c, s)]`` or ``syn[(s, c)]``)."""
+    (the mean over selected latents with a measured synergy ``syn[(c, s)]`` or ``syn[(s, c)]``); PIE's
+    FAP-Synergy step. Returns at most ``k`` candidates, in selection order."""
     selected: list[Node] = []
     remaining = list(candidates)
     while remaining and len(selected) < k:
@@ -117,10 +134,19 @@ def fap_synergy_select(runs: PairRuns, k: int, n_candidates: int = defaults.FAP_
                        synergy_pool: int = defaults.FAP_SYNERGY_POOL,
                        ablation: str = "mean", scores: list[torch.Tensor] | None = None,
                        progress=None) -> FapSelection:
-    """FAP-Synergy selection of ``k`` latents (method ``fap-synergy``; see module doc).
+    """FAP-Synergy selection of ``k`` latents (method ``fap-synergy``; PIE; see module doc).
+
+    Args:
+        n_candidates: only the top ``n_candidates`` latents by ``|FAP|`` are considered.
+        synergy_pool: latents (around rank ``k``) whose pairwise synergies are measured: ``P·(P+1)/2``
+            ablated forward passes over the pairs.
+        ablation: ablation of :func:`ablation_importance` (:data:`sfc_core.ablation.ABLATIONS`).
+        scores: precomputed :func:`fap_scores` (per site ``[d_sae]``), else computed here.
+        progress: accepted for a uniform signature; not called.
 
     Raises:
-        InputError: ``k`` < 1 or larger than the candidates.
+        InputError: ``k`` < 1 or larger than the candidates, or an unknown ablation.
+        NumericalError: NaN or inf in the clean gradients.
     """
     t0 = time.perf_counter()
     scores = scores if scores is not None else fap_scores(runs)

@@ -31,7 +31,11 @@ MAX_STEERING_ALPHA = 1000.0
 
 
 def check_feature(sae, feature: int) -> int:
-    """Raises InputError unless ``0 ≤ feature < d_sae``."""
+    """``feature`` as an ``int``, once checked against the SAE's width.
+
+    Raises:
+        InputError: not an integer, or outside ``0 ≤ feature < d_sae``.
+    """
     d_sae = int(sae.cfg.d_sae)
     try:
         feature = int(feature)
@@ -51,8 +55,12 @@ def feature_index_for(model, loaded, corpus_tokens: torch.Tensor | None = None, 
     """The feature index of an SAE: the shipped one for bundled SAEs, else computed over
     ``corpus_tokens`` ``[n_seq, seq_len]`` (tokenized for ``model``) and cached per process.
 
+    Returns:
+        A :class:`~sfc_core.feature_index.FeatureIndex` (tensors ``[d_sae, k]`` etc., see that module).
+
     Raises:
-        AssetError: a bundled index is missing. InputError: no corpus for a non-bundled SAE.
+        AssetError: a bundled index is missing or unreadable.
+        InputError: no corpus for a non-bundled SAE, or its hook point is not a residual-stream point.
     """
     from .feature_index import FeatureIndex
 
@@ -77,7 +85,13 @@ def example_tokens(tokenizer, example) -> list[str]:
 
 
 def logit_effect_tokens(tokenizer, sae, W_U: torch.Tensor, feature: int, n: int = 10) -> dict[str, list]:
-    """Top promoted / suppressed tokens of a feature's direct logit effect ``d_k @ W_U`` (logits per unit)."""
+    """Top ``n`` promoted / suppressed tokens of a feature's direct logit effect ``d_k @ W_U`` (logits per unit
+    of activation; ``d_k`` ``[d_model]`` its effective decoder row, ``W_U`` ``[d_model, d_vocab]``; final norm
+    ignored, as in the logit lens): ``{"top": [(token, logit)], "bottom": [...]}``.
+
+    Raises:
+        InputError: ``feature`` is not an integer in ``0..d_sae−1``.
+    """
     feature = check_feature(sae, feature)
     effects = effective_decoder(sae)[feature].float() @ W_U.float()
     top, bottom = effects.topk(n), effects.topk(n, largest=False)
@@ -100,7 +114,7 @@ def _prompt_tokens(model, prompt: str) -> torch.Tensor:
 
 
 def next_tokens(model, prompt: str, k: int = 8) -> list[tuple[str, float]]:
-    """The model's ``k`` most likely next tokens after ``prompt`` with their probabilities.
+    """The model's ``k`` most likely next tokens after ``prompt`` with their probabilities (unitless, in [0, 1]).
 
     Raises:
         InputError: an empty prompt or one over the length limit.
@@ -130,7 +144,8 @@ def encode_prompt(model, loaded, prompt: str) -> dict:
 # ------------------------------------------------------------------ ablation
 def ablate_feature(runs: PairRuns, site: int, feature: int, ablation: str = "zero", top_n: int = 10) -> dict:
     """Ablate one feature on the clean prompts of ``runs`` (its value at every real position replaced by
-    its ablation value, :mod:`sfc_core.ablation`).
+    its ablation value, :mod:`sfc_core.ablation`: zero by default; mean as in Marks et al. 2024, §4; ``"patch"``
+    the interchange intervention of Geiger et al. 2021).
 
     Returns:
         ``{"before": [n], "after": [n], "mean_before", "mean_after", "metric", "ablation",
@@ -163,7 +178,11 @@ def ablate_feature(runs: PairRuns, site: int, feature: int, ablation: str = "zer
 
 # ------------------------------------------------------------------ steering
 def check_alpha(alpha: float) -> float:
-    """Raises InputError for NaN, inf or ``|α| > MAX_STEERING_ALPHA``."""
+    """``alpha`` as a ``float`` (units of the feature's activation), once checked.
+
+    Raises:
+        InputError: not a number, NaN, inf or ``|α| > MAX_STEERING_ALPHA``.
+    """
     try:
         alpha = float(alpha)
     except (TypeError, ValueError):
@@ -189,13 +208,21 @@ def _steered_logits(model, site: Site, direction: torch.Tensor | None, tokens: t
 
 
 def steer(model, loaded, feature: int, alpha: float, prompt: str, max_new_tokens: int = 20, top_n: int = 10) -> dict:
-    """Next-token top-``top_n`` before/after adding ``α × d_k`` at the feature's hook point, and a
-    greedy continuation of ``max_new_tokens`` tokens with and without steering.
+    """Next-token top-``top_n`` before/after adding ``α × d_k`` at the feature's hook point (every non-BOS
+    position), and a greedy continuation of ``max_new_tokens`` tokens with and without steering (activation
+    steering: Turner et al. 2023; feature steering: Templeton et al. 2024).
+
+    Args:
+        alpha: steering strength in units of the feature's activation (``d_k`` ``[d_model]`` is the change of
+            the SAE's output per unit of the feature).
 
     Returns:
-        ``{"alpha", "before": [(token, prob)], "after": [...], "continuation_before", "continuation_after"}``.
+        ``{"alpha", "feature", "hook_name", "before": [(token, prob)], "after": [...], "continuation_before",
+        "continuation_after"}`` (probabilities unitless).
+
     Raises:
-        InputError: empty prompt, bad feature, α NaN/inf/huge, a prompt over the length limit.
+        InputError: empty prompt, bad feature, α NaN/inf/huge, a prompt over the length limit, or an SAE at a
+            hook point that is not a residual-stream point.
     """
     from . import defaults
 

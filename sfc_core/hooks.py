@@ -46,6 +46,7 @@ class HookPoint:
 
     @property
     def is_residual(self) -> bool:
+        """Whether the hook point is on the residual stream (``resid_pre/mid/post`` or ``hook_embed``)."""
         return self.kind in ("resid_pre", "resid_post", "resid_mid") or self.name == EMBED_HOOK
 
 
@@ -65,7 +66,11 @@ def get_act_name(kind: str, layer: int | None = None) -> str:
 
 
 def resid_post(layer: int) -> str:
-    """``blocks.{layer}.hook_resid_post``: the residual stream after block ``layer`` (the bundled SAEs' sites)."""
+    """``blocks.{layer}.hook_resid_post``: the residual stream after block ``layer`` (the bundled SAEs' sites).
+
+    Raises:
+        InputError: a negative layer.
+    """
     return get_act_name("resid_post", layer)
 
 
@@ -139,7 +144,11 @@ def sae_key(hook_name: str) -> str:
 
 def column_label(hook_name: str, qualify: bool = False) -> str:
     """Short axis label of a hook point: ``"L7"``, or ``"L7 mlp_out"`` with ``qualify`` (a layer with several
-    hook points); ``"embed"`` for the embedding."""
+    hook points); ``"embed"`` for the embedding.
+
+    Raises:
+        InputError: not a TransformerLens hook name.
+    """
     hp = parse(hook_name)
     if hp.layer < 0:
         return hp.kind

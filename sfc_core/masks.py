@@ -31,7 +31,17 @@ from .nodes import Node
 
 @dataclass(frozen=True)
 class MaskConfig:
-    """Hyper-parameters of one mask training run."""
+    """Hyper-parameters of one mask training run.
+
+    Attributes:
+        lam: sparsity weight λ (> 0; metric units per kept latent, nats with ``loss="kl"``).
+        steps: Adam steps; lr: Adam learning rate.
+        t_max: final temperature ``T_max`` (> 1) of ``s = σ(T·θ)``; theta_init: initial logit θ.
+        loss: ``"abs"`` (``|m_full − m_masked|``) or ``"kl"`` (KL to the clean run, nats).
+        error: ``"keep"`` the error nodes ε or replace them by their ``"mean"``.
+        per_position: one θ per position ``[pos, c]`` instead of ``[c]``.
+        seed: torch seed of the run.
+    """
 
     lam: float = defaults.MASK_LAMBDA
     steps: int = 200
@@ -44,7 +54,12 @@ class MaskConfig:
     seed: int = 0
 
     def check(self) -> None:
-        """Raises InputError on λ ≤ 0, T_max ≤ 1, steps < 1, lr ≤ 0 or unknown options."""
+        """Check the hyper-parameters.
+
+        Raises:
+            InputError: λ ≤ 0 or not finite, T_max ≤ 1 or not finite, steps < 1, lr ≤ 0, or an unknown
+                ``loss`` / ``error`` option.
+        """
         if not (self.lam > 0 and math.isfinite(self.lam)):
             raise InputError(f"λ must be > 0, not {self.lam}")
         if not (self.t_max > 1 and math.isfinite(self.t_max)):
@@ -82,6 +97,7 @@ class MaskResult:
         return out
 
     def n_latents(self) -> int:
+        """Number of kept latent entries ``θ > 0`` (latent × position with ``per_position``)."""
         return int(sum(int((t > 0).sum()) for t in self.theta))
 
 
@@ -102,10 +118,16 @@ def _kl_to_clean(runs: PairRuns, final: torch.Tensor) -> torch.Tensor:
 
 
 def train_mask(runs: PairRuns, cfg: MaskConfig = MaskConfig(), progress=None) -> MaskResult:
-    """Optimise a binary mask over the latents of every site (see module doc).
+    """Optimise a binary mask over the latents of every site (see module doc; Nainani et al., continuous
+    sparsification after Savarese et al. 2020). Costs one masked forward + backward over the pairs per step.
 
     Args:
         progress: optional ``callable(step, steps, loss)``.
+
+    Returns:
+        :class:`MaskResult`: per site candidates ``[c]`` and logits ``θ`` ``[c]`` (``[pos, c]`` with
+        ``per_position``), the loss per step (metric units, or nats with ``loss="kl"``), seconds.
+
     Raises:
         InputError: bad hyper-parameters.
     """
@@ -148,8 +170,14 @@ def train_mask(runs: PairRuns, cfg: MaskConfig = MaskConfig(), progress=None) ->
 def lambda_sweep(runs: PairRuns, lams: list[float], cfg: MaskConfig = MaskConfig(), progress=None) -> list[MaskResult]:
     """One mask per λ (ascending λ → smaller masks), for a size/faithfulness frontier.
 
+    Args:
+        progress: optional ``callable(lambda_index, step, steps, loss)``.
+
+    Returns:
+        One :class:`MaskResult` per λ, in ascending λ order.
+
     Raises:
-        InputError: an empty list or any λ ≤ 0.
+        InputError: an empty list, any λ ≤ 0, or other bad hyper-parameters in ``cfg``.
     """
     if not lams:
         raise InputError("give at least one λ")

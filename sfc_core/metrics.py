@@ -117,6 +117,11 @@ def logit_diff(logits: torch.Tensor, batch: Any, clean_logprobs: torch.Tensor | 
 def prob_diff(logits: torch.Tensor, batch: Any, clean_logprobs: torch.Tensor | None = None) -> torch.Tensor:
     """``p[answer] - p[wrong_answer]`` at the last position (softmax over the vocabulary), in probability units.
 
+    Args:
+        logits: ``[n, pos, d_vocab]`` or ``[n, d_vocab]``.
+        batch: PairBatch or ``(last_pos, answer_ids, wrong_ids)``.
+        clean_logprobs: ignored (uniform signature).
+
     Returns:
         ``[n]`` float tensor in ``[-1, 1]``, differentiable. Higher = more clean-like.
 
@@ -161,7 +166,12 @@ def kl_to_clean(logits: torch.Tensor, batch: Any, clean_logprobs: torch.Tensor |
 
 
 def clean_logprobs_at_last(logits: torch.Tensor, batch: Any) -> torch.Tensor:
-    """Log-softmax of the clean run's logits at the last position, ``[n, d_vocab]``, detached (for ``kl``)."""
+    """Log-softmax (nats) of the clean run's logits ``[n, pos, d_vocab]`` or ``[n, d_vocab]`` at the last
+    position, ``[n, d_vocab]``, detached (for ``kl``).
+
+    Raises:
+        InputError: ``batch`` is not PairBatch-like, or shapes do not fit.
+    """
     last_pos, _, _ = _unpack(batch)
     return torch.log_softmax(last_logits(logits, last_pos), dim=-1).detach()
 

@@ -249,6 +249,7 @@ def hub_reachable(host: str = "huggingface.co", timeout_s: float = defaults.NETW
 
 
 def offline_message(what: str) -> str:
+    """The one-line :class:`~sfc_core.errors.OfflineError` message for ``what`` (e.g. ``"model 'gpt2'"``)."""
     return (
         f"{what} is not available offline (no network to the model hub); "
         f"use the offline default '{defaults.BUNDLED_MODEL_NAME}' with its bundled SAEs"
@@ -256,7 +257,7 @@ def offline_message(what: str) -> str:
 
 
 def load_tl_model(model_name: str, device: str = "cpu"):
-    """Load any TransformerLens model by name (needs the network unless cached locally).
+    """Load any TransformerLens model by name (probes the hub first, so it needs the network).
 
     Raises:
         InputError: TransformerLens does not know ``model_name``.

@@ -56,6 +56,7 @@ class NodeKind:
 
     @property
     def indexed(self) -> bool:
+        """Whether nodes of this kind carry an index (latent ``k``) in their id."""
         return self.id_prefix is not None
 
 
@@ -99,10 +100,12 @@ class Node:
 
     @property
     def is_latent(self) -> bool:
+        """Whether the node is an SAE latent."""
         return self.kind == "latent"
 
     @property
     def is_error(self) -> bool:
+        """Whether the node is an SAE error node ε."""
         return self.kind == "error"
 
     @property
@@ -228,6 +231,9 @@ def node_attrs(node: Node, space: NodeSpace | None = None, n_layers: int | None 
     """Graph attributes of a node in the ``sfc-circuit`` contract: ``hook_name, layer, site, feature, position``.
 
     The embedding sits at layer −1 / site −1, the metric at layer ``n_layers`` / site ``len(space)``.
+
+    Raises:
+        InputError: ``space`` is given and the node's hook point has no SAE in it.
     """
     if node.kind == "embed":
         return {"hook_name": hooks.EMBED_HOOK, "layer": -1, "site": -1, "feature": node.feature, "position": None}
@@ -306,7 +312,7 @@ class NodeSpace:
         return self.node_at(site, col, pos)
 
     def errors(self, position: int | None = None) -> list[Node]:
-        """The error node of every site."""
+        """The error node ε of every site, in site order (at ``position``, or over the whole prompt)."""
         return [error(h, position) for h in self.hook_names]
 
     def all_nodes(self, per_position: bool = False) -> list[Node]:
@@ -322,7 +328,14 @@ class NodeSpace:
 
     def value(self, tensors: list[torch.Tensor], node: Node) -> float:
         """The entry of per-site tensors at ``node`` (a whole-prompt node on per-position tensors: the sum
-        over positions)."""
+        over positions), in the tensors' own units.
+
+        Args:
+            tensors: per site ``[d_sae + 1]`` or ``[pos, d_sae + 1]`` (latents, then ε).
+
+        Raises:
+            InputError: no SAE at the node's hook point, or a latent index outside ``0..d_sae−1``.
+        """
         t = tensors[self.site(node)]
         col = self.column(node)
         if node.position is None:
@@ -332,8 +345,17 @@ class NodeSpace:
     def scatter(self, nodes: list[Node], values, per_position: bool = False, dtype=torch.float32) -> list[torch.Tensor]:
         """Per-site tensors holding ``values[j]`` at ``nodes[j]`` and 0 elsewhere.
 
+        Args:
+            nodes: latent / error nodes (a whole-prompt node on per-position tensors fills every position).
+            values: one number per node, ``[len(nodes)]``.
+            per_position: build ``[n_positions, d_sae + 1]`` tensors instead of ``[d_sae + 1]``.
+
+        Returns:
+            One tensor per site, ``[d_sae + 1]`` or ``[n_positions, d_sae + 1]``.
+
         Raises:
-            InputError: a node beyond ``n_positions``.
+            InputError: a node at a hook point without an SAE, a latent index out of range, an end point
+                (embedding / metric), or a node beyond ``n_positions``.
         """
         out = self.zeros(per_position, dtype)
         for node, v in zip(nodes, values):
@@ -348,7 +370,11 @@ class NodeSpace:
 
     def keep_masks(self, nodes: list[Node], per_position: bool = False) -> list[torch.Tensor]:
         """Boolean per-site masks, ``[d_sae + 1]`` or ``[pos, d_sae + 1]``, True at ``nodes`` (a whole-prompt
-        node on per-position masks: every position)."""
+        node on per-position masks: every position).
+
+        Raises:
+            InputError: a node at a hook point without an SAE, a latent index out of range, or an end point.
+        """
         masks = [z.bool() for z in self.zeros(per_position, torch.bool)]
         for node in nodes:
             i, col = self.site(node), self.column(node)
@@ -368,6 +394,9 @@ class NodeSpace:
             per_site: keep at most this many per site.
             limit: keep at most this many overall.
             kind: only nodes of this kind (``"latent"`` or ``"error"``).
+
+        Returns:
+            The nodes (position-resolved when a tensor is ``[pos, d_sae + 1]``).
         """
         items = []
         for i, t in enumerate(tensors):

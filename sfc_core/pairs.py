@@ -195,7 +195,11 @@ def pairs_from_records(records: Sequence[dict]) -> list[PromptPair]:
 
 
 def write_pairs(pairs: Iterable[PromptPair], path: str | Path) -> Path:
-    """Write pairs as JSON Lines in our spelling (meta keys kept); returns the path."""
+    """Write pairs as JSON Lines in our spelling (meta keys kept), creating parent folders; returns the path.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -299,7 +303,7 @@ class PairBatch:
         return int(self.clean_tokens.shape[1])
 
     def to(self, device: str | torch.device) -> "PairBatch":
-        """Copy with every tensor on ``device``."""
+        """Copy with every tensor (same shapes, ``[n, pos]`` / ``[n]``) on ``device``."""
         return PairBatch(
             self.clean_tokens.to(device),
             self.corrupted_tokens.to(device),
@@ -313,7 +317,9 @@ class PairBatch:
         )
 
     def subset(self, index: Sequence[int] | slice) -> "PairBatch":
-        """Rows ``index`` (list of ints or a slice) as a new batch, padding trimmed to the longest row."""
+        """Rows ``index`` (list of ints or a slice) as a new batch: tokens and mask ``[len(index), pos']``
+        with ``pos'`` the longest kept row (padding trimmed), ``last_pos`` / ids ``[len(index)]``.
+        ``skipped`` and ``warnings`` are copied unchanged."""
         rows = list(range(self.n))[index] if isinstance(index, slice) else [int(i) for i in index]
         idx = torch.tensor(rows, dtype=torch.long, device=self.clean_tokens.device)
         last = self.last_pos[idx]
@@ -372,7 +378,8 @@ def tokenize_pairs(
     Raises:
         InputError: no pairs; unknown option; an empty prompt or answer; a prompt longer than
             ``max_tokens`` (names the row); multi-token answers with ``multi_token="reject"``
-            (names the rows); or every pair was skipped ("no valid pairs: ...").
+            (names the rows); every pair was skipped ("no valid pairs: ..."); or the model has no
+            tokenizer, or its tokenizer neither a BOS nor an EOS token.
     """
     if multi_token not in ("reject", "truncate"):
         raise InputError(f"multi_token must be 'reject' or 'truncate', got {multi_token!r}")
@@ -507,6 +514,9 @@ def pair_report(
         (token strings), ``valid`` (True if :func:`tokenize_pairs` with the defaults would keep the
         pair) and ``problem`` (one line, or None). Problems: empty prompt/answer, prompt over
         ``max_tokens``, multi-token answer, identical answer tokens, length mismatch.
+
+    Raises:
+        InputError: the model has no tokenizer (the only error; bad pairs are reported, not raised).
     """
     tok = get_tokenizer(model)
     report: list[dict] = []

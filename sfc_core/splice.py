@@ -45,10 +45,12 @@ class Site:
 
     @property
     def layer(self) -> int:
+        """Index of the last block before this point (−1 for the embedding, L for ``resid_post`` L)."""
         return self.n_blocks_before - 1
 
     @property
     def d_sae(self) -> int:
+        """Dictionary width of the site's SAE (0 for the embedding pseudo-site)."""
         return int(self.sae.cfg.d_sae) if self.sae is not None else 0
 
 
@@ -56,7 +58,9 @@ def make_sites(model, saes: dict) -> list[Site]:
     """Sites sorted by depth from ``{hook_name: LoadedSAE | SAE}``.
 
     Raises:
-        InputError: no SAE given or an unknown hook point. IncompatibleSAEError: ``d_in`` mismatch.
+        InputError: no SAE given, a hook point that is not ``resid_pre``/``resid_post`` of this model, or two
+            SAEs at the same residual point.
+        IncompatibleSAEError: an SAE's ``d_in`` differs from the model's ``d_model``.
     """
     if not saes:
         raise InputError("select at least one SAE hook point")
@@ -74,8 +78,9 @@ def make_sites(model, saes: dict) -> list[Site]:
 
 
 def encode(site: Site, x: torch.Tensor, bos_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(f [b, p, d_sae], ε [b, p, d_model])`` with ``decode(f) + ε == x`` and BOS features zero
-    (``bos_first=False``: ``x`` starts after BOS, as past a :class:`PrefixCache`)."""
+    """``(f [b, p, d_sae], ε [b, p, d_model])`` of a residual ``x`` ``[b, p, d_model]``, with
+    ``decode(f) + ε == x`` and BOS features zero (``bos_first=False``: ``x`` starts after BOS, as past a
+    :class:`PrefixCache`). The error node ε is Marks et al. 2024, §2's."""
     f = site.sae.encode(x)
     if bos_first:
         f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], dim=1)
@@ -84,7 +89,7 @@ def encode(site: Site, x: torch.Tensor, bos_first: bool = True) -> tuple[torch.T
 
 
 def decode(site: Site, f: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
-    """``decode(f) + ε`` ``[b, p, d_model]``."""
+    """``decode(f) + ε`` ``[b, p, d_model]`` from features ``f`` ``[b, p, d_sae]`` and ε ``[b, p, d_model]``."""
     return site.sae.decode(f) + err
 
 
@@ -93,7 +98,7 @@ SiteEdit = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def embed(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """``(resid [b, p, d_model], block_kwargs)`` at the start of the model.
+    """``(resid [b, p, d_model], block_kwargs)`` at the start of the model, for ``tokens`` ``[b, p]``.
 
     Built from the embedding modules directly, not ``input_to_embed``: that one
     derives an attention mask from the tokenizer's padding side (shared, mutable
@@ -117,9 +122,15 @@ def run_from(model, sites: list[Site], resid: torch.Tensor, start_block: int, ed
     """Run blocks ``start_block..`` on ``resid``, calling ``edit`` at each site reached.
 
     A site whose ``n_blocks_before == start_block`` is edited before the first block.
-    ``past``: per-block key/value cache entries of earlier positions (:meth:`PrefixCache.entries`);
-    ``resid`` then holds only the positions after them.
-    Returns logits ``[b, p, d_vocab]``, or the residual after ``stop_block`` blocks if given.
+
+    Args:
+        resid: residual stream ``[b, p, d_model]`` before block ``start_block``.
+        edit: ``edit(site_index, x) -> x`` at each site reached (``None``: no edits).
+        past: per-block key/value cache entries of earlier positions (:meth:`PrefixCache.entries`);
+            ``resid`` then holds only the positions after them.
+
+    Returns:
+        Logits ``[b, p, d_vocab]``, or the residual ``[b, p, d_model]`` after ``stop_block`` blocks if given.
     """
     kwargs = block_kwargs or {}
     by_block = {s.n_blocks_before: i for i, s in enumerate(sites)}
@@ -147,7 +158,7 @@ def residual_at(model, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
     """No-grad residual stream ``[b, p, d_model]`` of ``tokens`` ``[b, p]`` at a residual hook point.
 
     Raises:
-        InputError: not a residual hook point of this model.
+        InputError: not a residual hook point of this model, or shortformer positional embeddings.
     """
     with torch.no_grad():
         resid, _ = embed(model, tokens)
@@ -157,7 +168,11 @@ def residual_at(model, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
 def next_token_logits(model, tokens: torch.Tensor, sites: list[Site] | None = None,
                       edit: SiteEdit | None = None) -> torch.Tensor:
     """No-grad logits ``[b, d_vocab]`` at the last position of ``tokens`` ``[b, p]`` (no padding), with
-    ``edit`` applied at ``sites`` (none: the plain model)."""
+    ``edit`` applied at ``sites`` (none: the plain model).
+
+    Raises:
+        InputError: shortformer positional embeddings (:func:`embed`).
+    """
     with torch.no_grad():
         resid, _ = embed(model, tokens)
         final = run_from(model, sites or [], resid, 0, edit, stop_block=model.cfg.n_layers)
@@ -187,8 +202,8 @@ class PrefixCache:
     values: list[torch.Tensor]
 
     def entries(self, reps: int = 1) -> list:
-        """Frozen cache entries, one per block, tiled for a batch of ``reps·n`` rows (each call
-        gets its own, so threads never share one)."""
+        """Frozen cache entries, one per block, keys/values tiled to ``[reps·n, length, n_kv_heads, d_head]``
+        for a batch of ``reps·n`` rows (each call gets its own, so threads never share one)."""
         entry = _cache_entry_class()
         return [entry(k.repeat(reps, 1, 1, 1), v.repeat(reps, 1, 1, 1), frozen=True)
                 for k, v in zip(self.keys, self.values)]
@@ -196,7 +211,11 @@ class PrefixCache:
 
 def prefix_cache(model, tokens: torch.Tensor) -> PrefixCache:
     """Keys and values of every block over ``tokens`` ``[n, length]`` (no-grad, unspliced: the
-    spliced model computes the same activations)."""
+    spliced model computes the same activations).
+
+    Raises:
+        InputError: shortformer positional embeddings (:func:`embed`).
+    """
     entry = _cache_entry_class()
     entries = [entry.init_cache_entry(model.cfg, tokens.device, tokens.shape[0]) for _ in model.blocks]
     with torch.no_grad():
@@ -207,7 +226,11 @@ def prefix_cache(model, tokens: torch.Tensor) -> PrefixCache:
 
 
 def check_finite(t: torch.Tensor, what: str) -> torch.Tensor:
-    """Raise :class:`NumericalError` if ``t`` holds NaN or inf."""
+    """``t`` (any shape ``[...]``) unchanged, once checked finite.
+
+    Raises:
+        NumericalError: ``t`` holds NaN or inf (the message names ``what``).
+    """
     if not torch.isfinite(t).all():
         raise NumericalError(f"NaN or inf in {what}; check the SAE weights and prompts")
     return t
@@ -215,7 +238,8 @@ def check_finite(t: torch.Tensor, what: str) -> torch.Tensor:
 
 @dataclass
 class SiteRecord:
-    """Clean/corrupted state of one site: ``x``, ``f`` ``[b, p, d_sae]``, ``err`` ``[b, p, d_model]``."""
+    """Clean/corrupted state of one site: residual ``x`` ``[b, p, d_model]``, features ``f`` ``[b, p, d_sae]``
+    (BOS row zero) and error node ``err`` ``[b, p, d_model]``, with ``x == decode(f) + err``."""
 
     x: torch.Tensor
     f: torch.Tensor
@@ -226,8 +250,11 @@ def record_run(model, sites: list[Site], tokens: torch.Tensor) -> tuple[torch.Te
     """No-grad spliced run of ``tokens`` ``[b, p]`` keeping every site's ``x``, ``f`` and ``ε``.
 
     Returns:
-        ``(embedding [b, p, d_model], final residual [b, p, d_model], records)``.
+        ``(embedding [b, p, d_model], final residual [b, p, d_model], records)``, one
+        :class:`SiteRecord` per site.
+
     Raises:
+        InputError: shortformer positional embeddings (:func:`embed`).
         NumericalError: NaN or inf in features or the residual stream.
     """
     records: list[SiteRecord] = []

@@ -186,7 +186,15 @@ def _names(tokenizer) -> list[str]:
 
 
 def make_ioi(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]:
-    """IOI pairs (ABBA and BABA, half each) with the subject's second mention flipped in the corrupted prompt."""
+    """IOI pairs (Wang et al. 2023; ABBA and BABA, half each) with the subject's second mention flipped in the
+    corrupted prompt.
+
+    Returns exactly ``n`` pairs, deterministic in ``(tokenizer, n, seed)``.
+
+    Raises:
+        InputError: ``n < 1``, no tokenizer, fewer than 3 single-token names, or fewer than ``n`` valid
+            pairs after the allowed draws.
+    """
     tok = get_tokenizer(model_or_tokenizer)
     names = _names(tok)
 
@@ -208,7 +216,15 @@ def _plural(noun: str) -> str:
 
 
 def make_sva(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]:
-    """Simple agreement: "The author" → " is" vs "The authors" → " are" (clean number random)."""
+    """Simple agreement: "The author" → " is" vs "The authors" → " are" (clean number random; the simple
+    subject–verb agreement task of Marks et al. 2024).
+
+    Returns exactly ``n`` pairs, deterministic in ``(tokenizer, n, seed)``.
+
+    Raises:
+        InputError: ``n < 1``, no tokenizer, or fewer than ``n`` valid pairs
+            after the allowed draws.
+    """
     tok = get_tokenizer(model_or_tokenizer)
 
     def draw(rng: random.Random) -> PromptPair:
@@ -225,7 +241,15 @@ def make_sva(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]
 
 
 def make_sva_pp(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]:
-    """Agreement across a PP: "The author near the doctors" → " is" vs "The authors near the doctors" → " are"."""
+    """Agreement across a PP: "The author near the doctors" → " is" vs "The authors near the doctors" → " are"
+    (Marks et al. 2024's across-PP agreement task).
+
+    Returns exactly ``n`` pairs, deterministic in ``(tokenizer, n, seed)``.
+
+    Raises:
+        InputError: ``n < 1``, no tokenizer, or fewer than ``n`` valid pairs
+            after the allowed draws.
+    """
     tok = get_tokenizer(model_or_tokenizer)
 
     def draw(rng: random.Random) -> PromptPair:
@@ -257,7 +281,15 @@ def _word_tokens(tokenizer) -> list[int]:
 
 
 def make_induction(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]:
-    """Repeated random word tokens: clean = seq + seq[:j], answer seq[j]; corrupted changes seq[j] in the first copy."""
+    """Repeated random word tokens: clean = seq + seq[:j], answer seq[j]; corrupted changes seq[j] in the first copy
+    (the induction pattern of Olsson et al. 2022).
+
+    Returns exactly ``n`` pairs, deterministic in ``(tokenizer, n, seed)``.
+
+    Raises:
+        InputError: ``n < 1``, no tokenizer, fewer than 20 word tokens in the vocabulary, or fewer than ``n``
+            valid pairs after the allowed draws.
+    """
     tok = get_tokenizer(model_or_tokenizer)
     vocab = _word_tokens(tok)
     if len(vocab) < 2 * INDUCTION_LEN:
@@ -284,7 +316,14 @@ def make_induction(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[Promp
 
 
 def make_dict_key(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]:
-    """Dict lookup after two worked examples: present key → its value; missing key (corrupted) → " KeyError"."""
+    """Dict lookup after two worked examples: present key → its value; missing key (corrupted) → " KeyError".
+
+    Returns exactly ``n`` pairs, deterministic in ``(tokenizer, n, seed)``.
+
+    Raises:
+        InputError: ``n < 1``, no tokenizer, fewer than 3 single-token colour words, or fewer than ``n`` valid pairs
+            after the allowed draws.
+    """
     tok = get_tokenizer(model_or_tokenizer)
     colors = _pool(tok, COLORS, 3, "colour words")
     fruits = FRUITS
@@ -309,7 +348,14 @@ def make_dict_key(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[Prompt
 
 
 def make_list_index(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]:
-    """List indexing after two worked examples: index in range → the element; out of range → " IndexError"."""
+    """List indexing after two worked examples: index in range → the element; out of range → " IndexError".
+
+    Returns exactly ``n`` pairs, deterministic in ``(tokenizer, n, seed)``.
+
+    Raises:
+        InputError: ``n < 1``, no tokenizer, fewer than 3 single-token colour words, or fewer than ``n`` valid pairs
+            after the allowed draws.
+    """
     tok = get_tokenizer(model_or_tokenizer)
     colors = _pool(tok, COLORS, 3, "colour words")
 
@@ -333,7 +379,15 @@ def make_list_index(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[Prom
 
 
 def make_greater_than(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]:
-    """Year spans "from 1752 to 17": answer the start's tens digit, wrong the digit below (see module doc)."""
+    """Year spans "from 1752 to 17": answer the start's tens digit, wrong the digit below (see module doc; after
+    the greater-than task of Hanna et al. 2023).
+
+    Returns exactly ``n`` pairs, deterministic in ``(tokenizer, n, seed)``.
+
+    Raises:
+        InputError: ``n < 1``, no tokenizer, or fewer than ``n`` valid pairs
+            after the allowed draws.
+    """
     tok = get_tokenizer(model_or_tokenizer)
 
     def draw(rng: random.Random) -> PromptPair:
@@ -349,7 +403,14 @@ def make_greater_than(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[Pr
 
 
 def make_gendered_pronoun(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]:
-    """"Yesterday, John went to the store because" → " he"; corrupted with a female name → " she" (and vice versa)."""
+    """"Yesterday, John went to the store because" → " he"; corrupted with a female name → " she" (and vice versa).
+
+    Returns exactly ``n`` pairs, deterministic in ``(tokenizer, n, seed)``.
+
+    Raises:
+        InputError: ``n < 1``, no tokenizer, fewer than 2 single-token male or female names, or fewer than
+            ``n`` valid pairs after the allowed draws.
+    """
     tok = get_tokenizer(model_or_tokenizer)
     males = _pool(tok, MALE_NAMES, 2, "male names")
     females = _pool(tok, FEMALE_NAMES, 2, "female names")

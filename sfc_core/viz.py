@@ -315,6 +315,9 @@ def curve_figure(curves: dict[str, dict], title: str = "faithfulness and complet
             "random_completeness"}``; x is ``n_nodes`` (else ``sizes``); ``None`` values are skipped. A
             ``random_*`` series is drawn as a dotted grey baseline.
         title: figure title.
+
+    Returns:
+        A figure: x = circuit size (nodes or latents), y = unitless score, dotted guides at 0 and 1.
     """
     fig = go.Figure()
     for i, (method, c) in enumerate((curves or {}).items()):
