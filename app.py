@@ -4,7 +4,11 @@ Run with ``make app`` (or ``streamlit run app.py``). Inputs: a task preset or an
 prompt pairs (or a JSONL upload), the SAE hook points, the attribution method and selection
 thresholds. **Find circuit** runs :func:`sfc_core.discovery.discover` once per distinct input
 (cached in this session); sliders re-select nodes and edges from the cached effects without
-recomputing. Click a node (or pick it in the list under the graph) to inspect its feature.
+recomputing (:meth:`sfc_core.discovery.Discovery.select`). Click a node (or pick it in the list under
+the graph) to inspect its feature.
+
+The page is one function per section, run in order by :func:`main`: each gathers its widgets' values,
+calls the engine and renders.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -22,19 +27,49 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from pages._shared import display as S  # noqa: E402
 from pages._shared import panel, ui  # noqa: E402
-from sfc_core import app_state as S  # noqa: E402
-from sfc_core import defaults  # noqa: E402
+from sfc_core import defaults, nodes  # noqa: E402
+from sfc_core import methods as registry  # noqa: E402
 from sfc_core.errors import InputError, SFCError  # noqa: E402
 
-ui.setup_page("Circuit explorer")
 ss = st.session_state
-ss.setdefault("pairs_version", 0)
-ss.setdefault("view", None)
+TOP_K_DEFAULT = 30
+FALLBACK_PROMPT = "When Mary and John went to the store, John gave a drink to"
 
-METHOD_LABELS = {"atp": "AtP — attribution patching (fast)", "ig": "IG — integrated gradients",
-                 "exact": "exact patching (slow: one run per node)", "mask": "mask — binary mask optimisation (slow)",
-                 "fap": "FAP — gradient × activation, top-K", "fap-synergy": "FAP-Synergy — greedy with synergy"}
+
+@dataclass
+class Options:
+    """The sidebar's choices."""
+
+    hooks: list[str]
+    method: str
+    ig_steps: int
+    extra: dict
+    aggregate: bool
+    length_mode: str
+    sel_mode: str
+    sel_box: Any  # the sidebar container the selection sliders go into once a circuit exists
+    ablation: str
+
+
+@dataclass
+class Pairs:
+    """The table's prompt pairs (``None`` with ``error`` when the table is invalid)."""
+
+    pairs: list | None
+    error: str | None
+
+
+@dataclass
+class Shown:
+    """The circuit on screen: ``view`` is ``"discovery"`` or ``"uploaded"``."""
+
+    view: str
+    G: Any
+    fig: Any
+    runs: Any
+    render_s: float | None = None
 
 
 # ------------------------------------------------------------------ callbacks (run before the script)
@@ -76,11 +111,10 @@ def _on_circuit_upload() -> None:
         if not text.lstrip().startswith("{"):
             raise InputError(f"'{f.name}' is not a circuit file: expected sfc-circuit/1 JSON (an object)")
         G = load_circuit(text)
-        if not any(n not in ("embed", "metric") for n in G.nodes):
+        if not S.inner_node_ids(G):
             raise InputError(f"'{f.name}' holds a circuit with no feature or error nodes")
         for n in G.nodes:
-            if n not in ("embed", "metric"):
-                S.parse_node_id(n)
+            nodes.parse_id(n)  # InputError on an id that is not a node id
     except SFCError as exc:
         ss["_flash_circuit"] = ("error", f"{exc}")
         return
@@ -101,174 +135,182 @@ def _flash(key: str, where=st) -> None:
         getattr(where, msg[0])(msg[1])
 
 
-# ------------------------------------------------------------------ header, model, SAEs
-st.title("Sparse feature circuit explorer")
-st.caption(ui.SIGN_CONVENTION)
+# ------------------------------------------------------------------ sections
+def header_section() -> tuple[Any, dict]:
+    """Title, the loaded model and SAEs (stops the page if they fail to load)."""
+    st.title("Sparse feature circuit explorer")
+    st.caption(ui.SIGN_CONVENTION)
+    with ui.guard("Loading the model and SAEs") as g:
+        m = ui.model()
+        sae_dict = ui.saes()
+    if not g.ok:
+        st.info("Fix the model / SAE choice on the *Model and SAEs* page.")
+        st.stop()
+    st.caption(ui.model_caption(m, sae_dict))
+    return m, sae_dict
 
-with ui.guard("Loading the model and SAEs") as g:
-    m = ui.model()
-    sae_dict = ui.saes()
-if not g.ok:
-    st.info("Fix the model / SAE choice on the *Model and SAEs* page.")
-    st.stop()
-st.caption(ui.model_caption(m, sae_dict))
 
-# ------------------------------------------------------------------ sidebar: options
-from sfc_core.discovery import DISCOVERY_METHODS, DiscoverConfig  # noqa: E402
+def sidebar_options(sae_dict: dict) -> Options:
+    """**Circuit options**: hook points, method and its knobs, aggregation, selection mode, ablation, circuit upload."""
+    from sfc_core.ablation import ABLATIONS
 
-try:
-    from sfc_core.discovery import SELECTION_METHODS  # methods that choose the nodes themselves
-except ImportError:  # an engine without mask / FAP selection
-    SELECTION_METHODS = ()
+    with st.sidebar:
+        st.header("Circuit options")
+        hooks_all = list(sae_dict)
+        sae_sig = S.input_key(saes=S.sae_signature(sae_dict))
+        hooks = st.multiselect("SAE hook points", hooks_all, default=hooks_all, key=f"hooks_{sae_sig}",
+                               help="Residual-stream SAEs spliced into the model; nodes come from these.")
+        methods = list(registry.names())
+        method = st.selectbox("Method", methods, index=methods.index("atp") if "atp" in methods else 0,
+                              format_func=registry.label, key="method")
+        ig_steps, extra = 10, {}
+        options = registry.get(method).options
+        if "steps" in options:
+            ig_steps = int(st.number_input("IG steps", 2, 50, 10, key="ig_steps"))
+        if "mask_lambda" in options:
+            extra["mask_lambda"] = float(st.number_input("Mask sparsity λ", min_value=0.0, value=defaults.MASK_LAMBDA,
+                                                         step=1e-3, format="%.4f", key="mask_lambda"))
+            extra["mask_steps"] = int(st.number_input("Mask training steps", 10, 2000, 200, key="mask_steps"))
+        if "budget" in options:
+            extra["budget"] = int(st.number_input("Budget K (nodes the method picks)", 1, 200, 30, key="fap_budget"))
+        aggregate = st.toggle("Aggregate over positions", value=True, key="aggregate",
+                              help="On: one node per feature (summed over token positions). Off: one node per "
+                                   "(feature, position).")
+        length_mode = st.selectbox("Pairs whose prompts differ in token length",
+                                   ["skip", "align_last"], key="length_mismatch",
+                                   format_func=lambda k: {"skip": "skip them",
+                                                          "align_last": "align at the last token"}[k])
+        st.subheader("Selection (no recompute)")
+        sel_mode = st.radio("Select nodes by", ["top-k", "threshold"], horizontal=True, key="sel_mode")
+        sel_box = st.container()
+        ablation = st.selectbox("Ablation for scores", list(ABLATIONS), key="ablation",
+                                help=S.ablation_help(ABLATIONS, "How nodes outside the circuit are removed when "
+                                                                "scoring it:"))
+        st.divider()
+        # No `type=` filter: Streamlit would raise on a wrong extension; the content is validated instead.
+        st.file_uploader("Load a saved circuit (sfc-circuit/1 JSON)", key="circuit_upload",
+                         on_change=_on_circuit_upload)
+        _flash("_flash_circuit")
+    return Options(hooks, method, ig_steps, extra, aggregate, length_mode, sel_mode, sel_box, ablation)
 
-with st.sidebar:
-    st.header("Circuit options")
-    hooks_all = list(sae_dict)
-    sae_sig = S.input_key(saes=S.sae_signature(sae_dict))
-    hooks = st.multiselect("SAE hook points", hooks_all, default=hooks_all, key=f"hooks_{sae_sig}",
-                           help="Residual-stream SAEs spliced into the model; nodes come from these.")
-    methods = list(DISCOVERY_METHODS)
-    method = st.selectbox("Method", methods, index=methods.index("atp") if "atp" in methods else 0,
-                          format_func=lambda k: METHOD_LABELS.get(k, k), key="method")
-    ig_steps, extra = 10, {}
-    if method == "ig":
-        ig_steps = int(st.number_input("IG steps", 2, 50, 10, key="ig_steps"))
-    elif method == "mask":
-        extra["mask_lambda"] = float(st.number_input("Mask sparsity λ", min_value=0.0, value=defaults.MASK_LAMBDA,
-                                                     step=1e-3, format="%.4f", key="mask_lambda"))
-        extra["mask_steps"] = int(st.number_input("Mask training steps", 10, 2000, 200, key="mask_steps"))
-    elif method in ("fap", "fap-synergy"):
-        extra["budget"] = int(st.number_input("Budget K (nodes the method picks)", 1, 200, 30, key="fap_budget"))
-    aggregate = st.toggle("Aggregate over positions", value=True, key="aggregate",
-                          help="On: one node per feature (summed over token positions). Off: one node per "
-                               "(feature, position).")
-    length_mode = st.selectbox("Pairs whose prompts differ in token length",
-                               ["skip", "align_last"], key="length_mismatch",
-                               format_func=lambda k: {"skip": "skip them",
-                                                      "align_last": "align at the last token"}[k])
-    st.subheader("Selection (no recompute)")
-    sel_mode = st.radio("Select nodes by", ["top-k", "threshold"], horizontal=True, key="sel_mode")
-    sel_box = st.container()
-    ablation = st.selectbox("Ablation for scores", ["mean", "zero", "patch"], key="ablation",
-                            help="How nodes outside the circuit are removed when scoring it: mean over the "
-                                 "corrupted prompts (per position), zero, or patch (each pair's own "
-                                 "corrupted values, as in activation patching).")
-    st.divider()
-    # No `type=` filter: Streamlit would raise on a wrong extension; the content is validated instead.
-    st.file_uploader("Load a saved circuit (sfc-circuit/1 JSON)", key="circuit_upload",
-                     on_change=_on_circuit_upload)
-    _flash("_flash_circuit")
 
-# ------------------------------------------------------------------ prompt pairs
-st.header("1 · Prompt pairs")
-names = ui.task_names()
-options = names + [ui.CUSTOM]
-if not names:
-    st.warning("The built-in tasks are not available; type pairs into the table or upload a JSONL file.")
-if "task_preset" not in ss or ss["task_preset"] not in options:
-    ss["task_preset"] = "ioi" if "ioi" in options else ui.CUSTOM
-c1, c2, c3 = st.columns([2, 1, 3])
-preset = c1.selectbox("Task preset", options, key="task_preset",
-                      format_func=ui.task_label)
-n_task = int(c2.number_input("Pairs from the task", min_value=1, max_value=64, value=ui.DEFAULT_N_PAIRS,
-                             key="task_n"))
-c3.file_uploader("…or upload prompt pairs (JSON Lines)", key="pairs_upload",
-                 on_change=_on_pairs_upload,
-                 help='One pair per line: {"clean", "corrupted", "answer", "wrong_answer"} or feature-circuits\' '
-                      '{"clean_prefix", "patch_prefix", "clean_answer", "patch_answer"}.')
-_flash("_flash_pairs")
-if preset != ui.CUSTOM and ss.get("_loaded_preset") != (ss["model_name"], preset, n_task):
-    with ui.guard(f"Building the {preset} pairs") as g:
-        _set_table(ui.task_pairs(preset, n_task))
-        ss["_loaded_preset"] = (ss["model_name"], preset, n_task)
-if "pairs_df" not in ss:
-    ss["pairs_df"] = S.empty_table()
-
-edited = st.data_editor(
-    ss["pairs_df"], num_rows="dynamic", key=f"pairs_editor_{ss['pairs_version']}", width="stretch",
-    column_config={
-        "clean": st.column_config.TextColumn("clean", help="prompt whose next token should be the answer"),
-        "corrupted": st.column_config.TextColumn("corrupted", help="same template; its next token is the wrong answer"),
-        "answer": st.column_config.TextColumn("answer", help="one token, usually with a leading space"),
-        "wrong_answer": st.column_config.TextColumn("wrong_answer", help="one token: the corrupted prompt's answer"),
-    },
-)
-records = S.records_from_table(edited)
-ss["current_records"] = records
-
-pairs, pairs_error = None, None
-try:
-    pairs = S.pairs_from_table(records)
-except InputError as exc:
-    pairs_error = str(exc)
-filled = [(i, r) for i, r in enumerate(records) if any(v not in (None, "") for v in r.values())]
-report = []
-with ui.guard("Tokenizing the pairs"):
+def pairs_section(m, opts: Options) -> Pairs:
+    """**1 · Prompt pairs**: task preset or upload into the editable table; the tokenization report."""
     from sfc_core.pairs import pair_report
 
-    report = pair_report(m, [SimpleNamespace(**r) for _, r in filled])
-    for entry, (i, _) in zip(report, filled):  # number rows as in the table (fresh empty rows count)
-        entry["row"], entry["index"] = i + 1, i
-problems = S.report_problems(report)
-with st.expander(f"Tokenization and validity — {len(report)} pairs, {len(problems)} with problems",
-                 expanded=bool(problems)):
-    st.dataframe(S.report_table(report), hide_index=True, width="stretch")
-if pairs_error:
-    st.error(f"Fix the pairs table: {pairs_error}")
-elif problems:
-    shown = "; ".join(problems[:4]) + (f"; … ({len(problems) - 4} more)" if len(problems) > 4 else "")
-    st.warning(f"{len(problems)} pair(s) have problems — length mismatches are "
-               f"{'skipped' if length_mode == 'skip' else 'aligned at the last token'}, multi-token answers are "
-               f"rejected: {shown}")
+    st.header("1 · Prompt pairs")
+    names = ui.task_names()
+    options = names + [ui.CUSTOM]
+    if not names:
+        st.warning("The built-in tasks are not available; type pairs into the table or upload a JSONL file.")
+    if "task_preset" not in ss or ss["task_preset"] not in options:
+        ss["task_preset"] = "ioi" if "ioi" in options else ui.CUSTOM
+    c1, c2, c3 = st.columns([2, 1, 3])
+    preset = c1.selectbox("Task preset", options, key="task_preset",
+                          format_func=ui.task_label)
+    n_task = int(c2.number_input("Pairs from the task", min_value=1, max_value=64, value=ui.DEFAULT_N_PAIRS,
+                                 key="task_n"))
+    c3.file_uploader("…or upload prompt pairs (JSON Lines)", key="pairs_upload",
+                     on_change=_on_pairs_upload,
+                     help='One pair per line: {"clean", "corrupted", "answer", "wrong_answer"} or feature-circuits\' '
+                          '{"clean_prefix", "patch_prefix", "clean_answer", "patch_answer"}.')
+    _flash("_flash_pairs")
+    if preset != ui.CUSTOM and ss.get("_loaded_preset") != (ss["model_name"], preset, n_task):
+        with ui.guard(f"Building the {preset} pairs"):
+            _set_table(ui.task_pairs(preset, n_task))
+            ss["_loaded_preset"] = (ss["model_name"], preset, n_task)
+    if "pairs_df" not in ss:
+        ss["pairs_df"] = S.empty_table()
 
-# ------------------------------------------------------------------ find circuit
-st.header("2 · Circuit")
-aggregation = "sum" if aggregate else "none"
-top_k_default = 30
-cfg = DiscoverConfig(method=method, aggregation=aggregation, top_k=top_k_default, edges=True,
-                     steps=ig_steps, length_mismatch=length_mode, **extra)
-key_cfg = replace(cfg, top_k=None, node_threshold=None, edge_threshold=0.0)
-sub_saes = {h: sae_dict[h] for h in hooks}
-input_key = ui.discovery_key(m, sub_saes, pairs, key_cfg) if pairs else None
+    edited = st.data_editor(
+        ss["pairs_df"], num_rows="dynamic", key=f"pairs_editor_{ss['pairs_version']}", width="stretch",
+        column_config={
+            "clean": st.column_config.TextColumn("clean", help="prompt whose next token should be the answer"),
+            "corrupted": st.column_config.TextColumn("corrupted",
+                                                     help="same template; its next token is the wrong answer"),
+            "answer": st.column_config.TextColumn("answer", help="one token, usually with a leading space"),
+            "wrong_answer": st.column_config.TextColumn("wrong_answer",
+                                                        help="one token: the corrupted prompt's answer"),
+        },
+    )
+    records = S.records_from_table(edited)
+    ss["current_records"] = records
 
-if st.button("Find circuit", type="primary", key="find_circuit"):
-    if not hooks:
-        st.error("Select at least one SAE hook point in the sidebar.")
-    elif pairs_error or not pairs:
-        st.error(f"Cannot find a circuit: {pairs_error or 'no prompt pairs'}. Fix the table above.")
-    else:
-        with ui.guard("Finding the circuit"):
-            ui.run_discovery(m, sub_saes, pairs, cfg, input_key)
-            ss["current_key"] = input_key
-            ss["view"] = "discovery"
+    pairs, pairs_error = None, None
+    try:
+        pairs = S.pairs_from_table(records)
+    except InputError as exc:
+        pairs_error = str(exc)
+    filled = [(i, r) for i, r in enumerate(records) if any(v not in (None, "") for v in r.values())]
+    report = []
+    with ui.guard("Tokenizing the pairs"):
+        report = pair_report(m, [SimpleNamespace(**r) for _, r in filled])
+        for entry, (i, _) in zip(report, filled):  # number rows as in the table (fresh empty rows count)
+            entry["row"], entry["index"] = i + 1, i
+    problems = S.report_problems(report)
+    with st.expander(f"Tokenization and validity — {len(report)} pairs, {len(problems)} with problems",
+                     expanded=bool(problems)):
+        st.dataframe(S.report_table(report), hide_index=True, width="stretch")
+    if pairs_error:
+        st.error(f"Fix the pairs table: {pairs_error}")
+    elif problems:
+        shown = "; ".join(problems[:4]) + (f"; … ({len(problems) - 4} more)" if len(problems) > 4 else "")
+        st.warning(f"{len(problems)} pair(s) have problems — length mismatches are "
+                   f"{'skipped' if opts.length_mode == 'skip' else 'aligned at the last token'}, multi-token answers "
+                   f"are rejected: {shown}")
+    return Pairs(pairs, pairs_error)
 
-d = ss["results"].get(ss.get("current_key")) if ss.get("current_key") else None
-has_upload = ss.get("uploaded_graph") is not None
-if d is not None and has_upload:
-    choice = st.radio("Show", ["found circuit", f"uploaded: {ss.get('uploaded_name', 'circuit')}"],
-                      index=0 if ss.get("view") == "discovery" else 1, horizontal=True, key=f"view_pick_{ss.get('view')}")
-    ss["view"] = "discovery" if choice == "found circuit" else "uploaded"
-view = ss.get("view") if (ss.get("view") == "uploaded" and has_upload) or (ss.get("view") == "discovery" and d) else None
-if view is None and d is not None:
-    view = "discovery"
-if view is None and has_upload:
-    view = "uploaded"
 
-G = None
-render_s = None
-if view == "discovery":
-    from sfc_core.discovery import reselect
+def find_section(m, sae_dict: dict, opts: Options, pp: Pairs) -> str | None:
+    """**2 · Circuit**: the *Find circuit* button (one discovery per distinct input). Returns the inputs' key."""
+    from sfc_core.discovery import DiscoverConfig
 
+    st.header("2 · Circuit")
+    cfg = DiscoverConfig(method=opts.method, aggregation="sum" if opts.aggregate else "none", top_k=TOP_K_DEFAULT,
+                         edges=True, steps=opts.ig_steps, length_mismatch=opts.length_mode, **opts.extra)
+    key_cfg = replace(cfg, top_k=None, node_threshold=None, edge_threshold=0.0)
+    sub_saes = {h: sae_dict[h] for h in opts.hooks}
+    input_key = ui.discovery_key(m, sub_saes, pp.pairs, key_cfg) if pp.pairs else None
+
+    if st.button("Find circuit", type="primary", key="find_circuit"):
+        if not opts.hooks:
+            st.error("Select at least one SAE hook point in the sidebar.")
+        elif pp.error or not pp.pairs:
+            st.error(f"Cannot find a circuit: {pp.error or 'no prompt pairs'}. Fix the table above.")
+        else:
+            with ui.guard("Finding the circuit"):
+                ui.run_discovery(m, sub_saes, pp.pairs, cfg, input_key)
+                ss["current_key"] = input_key
+                ss["view"] = "discovery"
+    return input_key
+
+
+def _choose_view(d) -> str | None:
+    """``"discovery"``, ``"uploaded"`` or ``None``: what to show (a radio when there are both)."""
+    has_upload = ss.get("uploaded_graph") is not None
+    if d is not None and has_upload:
+        choice = st.radio("Show", ["found circuit", f"uploaded: {ss.get('uploaded_name', 'circuit')}"],
+                          index=0 if ss.get("view") == "discovery" else 1, horizontal=True,
+                          key=f"view_pick_{ss.get('view')}")
+        ss["view"] = "discovery" if choice == "found circuit" else "uploaded"
+    view = ss.get("view") if (ss.get("view") == "uploaded" and has_upload) or (ss.get("view") == "discovery" and d) else None
+    if view is None and d is not None:
+        view = "discovery"
+    if view is None and has_upload:
+        view = "uploaded"
+    return view
+
+
+def _selection_sliders(d, opts: Options) -> dict:
+    """The sidebar's selection sliders for discovery ``d``: ``{"node_threshold", "top_k", "edge_threshold"}``."""
     emax, wmax = S.effect_range(d)
-    chosen_by_method = d.metadata.get("method") in SELECTION_METHODS
-    with sel_box:
-        if chosen_by_method:
-            n_chosen = len([n for n in d.graph if n not in ("embed", "metric")])
-            st.caption(f"{d.metadata.get('method')} chose its own {n_chosen} nodes: the node "
+    with opts.sel_box:
+        if d.chosen_by_method:
+            st.caption(f"{d.metadata.get('method')} chose its own {len(S.inner_node_ids(d.graph))} nodes: the node "
                        "sliders apply to AtP / IG / exact circuits.")
             k, thr = None, None
-        elif sel_mode == "top-k":
-            k = st.slider("Nodes: top-k by |effect|", 1, ui.EDGE_POOL, top_k_default, key="top_k")
+        elif opts.sel_mode == "top-k":
+            k = st.slider("Nodes: top-k by |effect|", 1, ui.EDGE_POOL, TOP_K_DEFAULT, key="top_k")
             thr = None
         else:
             step = S.nice_step(emax)
@@ -278,46 +320,55 @@ if view == "discovery":
         estep = S.nice_step(wmax)
         ethr = st.slider("Edges: |weight| ≥", 0.0, S.round_up(wmax, estep), 0.0, step=estep, format="%.4f",
                          key=f"edge_thr_{ss['current_key']}")
-    if input_key != ss.get("current_key"):
-        st.info("The inputs changed since this circuit was found — click **Find circuit** to recompute. "
-                "Showing the last circuit.")
-    for w in d.runs.batch.warnings[:6]:
-        st.warning(w)
-    with ui.guard("Selecting the circuit"):
-        from sfc_core.viz import circuit_figure
+    return {"node_threshold": thr, "top_k": k, "edge_threshold": ethr}
 
-        t0 = time.perf_counter()
-        if chosen_by_method:
-            G = d.graph.copy()
-            G.remove_edges_from([(u, v) for u, v, w in G.edges(data="weight") if abs(w or 0.0) < ethr])
-        else:
-            G = reselect(d, node_threshold=thr, top_k=k, edge_threshold=ethr)
-        G.graph["task"] = ss.get("_loaded_preset", (None, None))[1] if ss.get("_loaded_preset") else "custom"
-        fig = circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict)))
-        render_s = time.perf_counter() - t0
-    runs = d.runs
-elif view == "uploaded":
-    G = ss["uploaded_graph"]
-    runs = None
-    with ui.guard("Drawing the uploaded circuit"):
-        from sfc_core.viz import circuit_figure
 
-        fig = circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict)))
-else:
+def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> Shown | None:
+    """The circuit to show: the found one re-selected by the sliders (no recompute), or an uploaded one."""
+    from sfc_core.viz import circuit_figure
+
+    d = ss["results"].get(ss.get("current_key")) if ss.get("current_key") else None
+    view = _choose_view(d)
+    if view == "discovery":
+        selection = _selection_sliders(d, opts)
+        if input_key != ss.get("current_key"):
+            st.info("The inputs changed since this circuit was found — click **Find circuit** to recompute. "
+                    "Showing the last circuit.")
+        for w in d.runs.batch.warnings[:6]:
+            st.warning(w)
+        shown = None
+        with ui.guard("Selecting the circuit"):
+            t0 = time.perf_counter()
+            G = d.select(**selection)
+            G.graph["task"] = ss.get("_loaded_preset", (None, None))[1] if ss.get("_loaded_preset") else "custom"
+            fig = circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict)))
+            shown = Shown("discovery", G, fig, d.runs, time.perf_counter() - t0)
+        return shown
+    if view == "uploaded":
+        G = ss["uploaded_graph"]
+        shown = None
+        with ui.guard("Drawing the uploaded circuit"):
+            shown = Shown("uploaded", G, circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict))),
+                          None)
+        return shown
     st.info("Choose prompt pairs and click **Find circuit** (the IOI preset is ready), or load a saved circuit "
             "in the sidebar.")
+    return None
 
-if G is not None:
+
+def graph_section(shown: Shown):
+    """The graph (click to select a node) and its statistics. Returns the graph's selection event."""
     from sfc_core.circuit import circuit_stats
-    from sfc_core.viz import node_id_from_selection
+    from sfc_core.metrics import metric_label
 
+    G = shown.G
     col_graph, col_stats = st.columns([3, 1])
     with col_graph:
-        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="circuit_graph",
+        event = st.plotly_chart(shown.fig, on_select="rerun", selection_mode="points", key="circuit_graph",
                                 config={"displaylogo": False, "scrollZoom": True})
         cap = "Click a node to inspect it (drag pans, scroll zooms). Red: negative effect (carries the clean behaviour)."
-        if render_s is not None:
-            cap += f" Re-selected and drawn in {render_s * 1000:.0f} ms from cached effects."
+        if shown.render_s is not None:
+            cap += f" Re-selected and drawn in {shown.render_s * 1000:.0f} ms from cached effects."
         st.caption(cap)
     with col_stats:
         st.markdown("**Circuit statistics**")
@@ -332,7 +383,7 @@ if G is not None:
         meta = G.graph
         if meta.get("metric_clean") is not None:
             st.markdown(f"metric clean → corrupted: **{meta['metric_clean']:.3f} → {meta['metric_corrupted']:.3f}** "
-                        f"({S.metric_name(meta.get('metric'))}, mean over {meta.get('n_pairs')} pairs)")
+                        f"({metric_label(meta.get('metric'), long=True)}, mean over {meta.get('n_pairs')} pairs)")
         per_layer = stats["nodes_per_layer"]
         if per_layer:
             st.markdown("nodes per layer")
@@ -345,8 +396,15 @@ if G is not None:
             st.caption("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
                        + (f"; total {meta['wall_s']:.1f} s" if meta.get("wall_s") else ""))
         st.caption(f"method {meta.get('method')}, aggregation {meta.get('aggregation')}")
+    return event
 
-    # -------------------------------------------------------------- node panel
+
+def node_panel_section(m, sae_dict: dict, shown: Shown, event, pp: Pairs) -> None:
+    """The node list (synced with clicks in the graph) and the picked node's panel. Runs the current pairs for an
+    uploaded circuit when its feature panel needs them (``shown.runs`` then holds them)."""
+    from sfc_core.viz import node_id_from_selection
+
+    G = shown.G
     node_ids = S.ranked_node_ids(G)
     clicked = node_id_from_selection(event)
     if clicked and clicked != ss.get("_last_click"):
@@ -356,46 +414,52 @@ if G is not None:
         ss["node_pick"] = ""
     pick = st.selectbox("Inspect a node (or click one in the graph)", [""] + node_ids, key="node_pick",
                         format_func=lambda n: "— choose a node —" if not n else S.node_label(G, n))
-    if pick:
-        info = S.node_info(G, pick)
-        with st.container(border=True):
-            if info["kind"] == "feature":
-                loaded = sae_dict.get(info["hook_name"])
-                if loaded is None:
-                    st.warning(f"No SAE is loaded at {info['hook_name']}; load it on the Model and SAEs page to "
-                               "inspect this feature.")
-                else:
-                    if runs is None and pairs:
-                        with ui.guard("Running the current pairs", warn=True):
-                            runs = ui.runs_for(m, sae_dict, pairs, S.circuit_hooks(G))
-                    default_prompt = (runs.batch.pairs[0].clean if runs is not None else
-                                      (pairs[0].clean if pairs else "When Mary and John went to the store, John gave a drink to"))
-                    panel.feature_panel(m, loaded, info["feature"], runs=runs, key=f"node_{pick}",
-                                        default_prompt=default_prompt, ablation_kind="zero", node=info)
-            else:
-                panel.special_node_panel(info)
+    if not pick:
+        return
+    info = S.node_info(G, pick)
+    with st.container(border=True):
+        if info["kind"] != "feature":
+            panel.special_node_panel(info)
+            return
+        loaded = sae_dict.get(info["hook_name"])
+        if loaded is None:
+            st.warning(f"No SAE is loaded at {info['hook_name']}; load it on the Model and SAEs page to "
+                       "inspect this feature.")
+            return
+        if shown.runs is None and pp.pairs:
+            with ui.guard("Running the current pairs", warn=True):
+                shown.runs = ui.runs_for(m, sae_dict, pp.pairs, S.circuit_hooks(G))
+        runs = shown.runs
+        default_prompt = (runs.batch.pairs[0].clean if runs is not None else
+                          (pp.pairs[0].clean if pp.pairs else FALLBACK_PROMPT))
+        panel.feature_panel(m, loaded, info["feature"], runs=runs, key=f"node_{pick}",
+                            default_prompt=default_prompt, ablation_kind="zero", node=info)
 
-    # -------------------------------------------------------------- scores
+
+def scores_section(m, sae_dict: dict, shown: Shown, pp: Pairs, ablation: str) -> str:
+    """**3 · Scores**: faithfulness / completeness of the shown circuit and its curve (cached per circuit and
+    ablation). Returns the scores' cache key."""
+    G = shown.G
     st.header("3 · Scores")
     st.caption("Faithfulness (m(C) − m(∅)) / (m(M) − m(∅)): how much of the model's metric the circuit alone "
                "recovers when every other node is ablated (1 = all). Completeness: the same for the complement "
                "(lower is better). The curve scores the top-n nodes by |effect| against random circuits.")
-    score_key = S.input_key(view=view, key=ss.get("current_key") if view == "discovery" else ss.get("uploaded_name"),
+    score_key = S.input_key(view=shown.view,
+                            key=ss.get("current_key") if shown.view == "discovery" else ss.get("uploaded_name"),
                             nodes=sorted(G.nodes), ablation=ablation)
     score_cache = ss.setdefault("scores", {})
     if st.button("Compute faithfulness and completeness", key="compute_scores"):
         with ui.guard("Scoring the circuit"):
             from sfc_core.discovery import evaluate
 
-            eval_runs = runs
+            eval_runs = shown.runs
             if eval_runs is None:
-                if not pairs:
-                    raise InputError(f"scoring needs prompt pairs: {pairs_error or 'the table is empty'}")
-                eval_runs = ui.runs_for(m, sae_dict, pairs, S.circuit_hooks(G))
-            n_nodes = len([n for n in G.nodes if n not in ("embed", "metric")])
+                if not pp.pairs:
+                    raise InputError(f"scoring needs prompt pairs: {pp.error or 'the table is empty'}")
+                eval_runs = ui.runs_for(m, sae_dict, pp.pairs, S.circuit_hooks(G))
             with st.spinner("Ablating everything outside the circuit…"):
                 t0 = time.perf_counter()
-                res = evaluate(eval_runs, G, sizes=S.curve_sizes(n_nodes), ablation=ablation)
+                res = evaluate(eval_runs, G, sizes=S.curve_sizes(len(S.inner_node_ids(G))), ablation=ablation)
                 res["seconds"] = time.perf_counter() - t0
             score_cache[score_key] = res
     res = score_cache.get(score_key)
@@ -415,16 +479,19 @@ if G is not None:
                                          title=f"faithfulness / completeness vs size ({ablation} ablation)"),
                             key="score_curve")
         st.caption(f"scored in {S.fmt_seconds(res.get('seconds', 0.0))}")
+    return score_key
 
-    # -------------------------------------------------------------- export
-    st.header("4 · Export")
+
+def export_section(shown: Shown, score_key: str) -> None:
+    """**4 · Export**: circuit JSON, GraphML, CSVs, standalone HTML, Neuronpedia JSON, PNG/SVG."""
     from sfc_core.circuit import to_json
     from sfc_core.export import ExportError, safe_filename, to_csv, to_graphml, to_html, to_image, to_neuronpedia
 
+    G, fig = shown.G, shown.fig
+    st.header("4 · Export")
     meta = G.graph
-    n_nodes = len([n for n in G.nodes if n not in ("embed", "metric")])
     base = "sfc-{}-{}-{}-{}nodes".format(meta.get("model") or "model", meta.get("task") or "circuit",
-                                          meta.get("method") or "", n_nodes)
+                                          meta.get("method") or "", len(S.inner_node_ids(G)))
     with ui.guard("Preparing the exports"):
         doc_bytes = json.dumps(to_json(G), indent=1, default=float).encode()
         nodes_csv, edges_csv = to_csv(G)
@@ -457,3 +524,24 @@ if G is not None:
                                     mime="image/png", key="dl_png", on_click="ignore")
             cols[3].download_button("SVG", images[img_key]["svg"], file_name=safe_filename(base, "svg"),
                                     mime="image/svg+xml", key="dl_svg", on_click="ignore")
+
+
+def main() -> None:
+    ui.setup_page("Circuit explorer")
+    ss.setdefault("pairs_version", 0)
+    ss.setdefault("view", None)
+    m, sae_dict = header_section()
+    opts = sidebar_options(sae_dict)
+    pp = pairs_section(m, opts)
+    input_key = find_section(m, sae_dict, opts, pp)
+    shown = circuit_section(m, sae_dict, opts, input_key)
+    if shown is None:
+        return
+    event = graph_section(shown)
+    node_panel_section(m, sae_dict, shown, event, pp)
+    score_key = scores_section(m, sae_dict, shown, pp, opts.ablation)
+    export_section(shown, score_key)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,7 @@ from _report import emit
 
 def main() -> None:
     from sfc_core import defaults
-    from sfc_core.discovery import DiscoverConfig, discover, reselect
+    from sfc_core.discovery import DiscoverConfig, discover
     from sfc_core.model import load_model
     from sfc_core.saes import load_bundled_saes
     from sfc_core.tasks import get_task_pairs
@@ -38,7 +38,7 @@ def main() -> None:
         out["recompute_s"].append(round(time.perf_counter() - t, 2))
         out["stages_s"].append(d.metadata["timings_s"])
     t = time.perf_counter()
-    G = reselect(d, top_k=30)
+    G = d.select(top_k=30)
     out["reselect_s"] = round(time.perf_counter() - t, 4)
     circuit_figure(G)  # the app has built figures before a slider moves: time a warm build
     t = time.perf_counter()

@@ -11,8 +11,8 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from pages._shared import display as S  # noqa: E402
 from pages._shared import panel, ui  # noqa: E402
-from sfc_core import app_state as S  # noqa: E402
 
 ui.setup_page("Feature", "🔎")
 ss = st.session_state

@@ -13,8 +13,8 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from pages._shared import display as S  # noqa: E402
 from pages._shared import ui  # noqa: E402
-from sfc_core import app_state as S  # noqa: E402
 from sfc_core import defaults  # noqa: E402
 from sfc_core.errors import InputError  # noqa: E402
 
@@ -35,12 +35,10 @@ if not g.ok:
     st.stop()
 st.caption(ui.model_caption(m, sae_dict))
 
-from sfc_core.discovery import DISCOVERY_METHODS, DiscoverConfig, evaluate  # noqa: E402
-
-try:
-    from sfc_core.discovery import SELECTION_METHODS
-except ImportError:
-    SELECTION_METHODS = ()
+from sfc_core import methods as registry  # noqa: E402
+from sfc_core.ablation import ABLATIONS  # noqa: E402
+from sfc_core.discovery import DiscoverConfig, evaluate  # noqa: E402
+from sfc_core.metrics import metric_label  # noqa: E402
 
 pairs = None
 with ui.guard("Reading the current prompt pairs"):
@@ -51,15 +49,14 @@ st.caption(f"{len(pairs)} prompt pairs: the explorer's table (or the IOI preset)
            f"`{pairs[0].clean}`")
 
 c1, c2, c3 = st.columns([2, 2, 1])
-methods_all = list(DISCOVERY_METHODS)
+methods_all = list(registry.names())
 methods = c1.multiselect("Methods to compare", methods_all, default=["atp"] if "atp" in methods_all else methods_all[:1],
                          key="eval_methods",
                          help="Each method finds node effects on the same pairs and SAEs; exact patching runs "
                               "one forward pass per node and is slow on a CPU.")
 sizes_text = c2.text_input("Circuit sizes (nodes)", "5, 10, 20, 50, 100", key="eval_sizes")
-ablation = c3.selectbox("Ablation", ["mean", "zero", "patch"], key="eval_ablation",
-                        help="What a node outside the circuit becomes: its mean over the corrupted prompts "
-                             "(per position), zero, or its value in the pair's own corrupted prompt (patch).")
+ablation = c3.selectbox("Ablation", list(ABLATIONS), key="eval_ablation",
+                        help=S.ablation_help(ABLATIONS, "What a node outside the circuit becomes:"))
 hooks = st.multiselect("SAE hook points", list(sae_dict), default=list(sae_dict),
                        key=f"eval_hooks_{S.input_key(s=S.sae_signature(sae_dict))}")
 
@@ -78,10 +75,7 @@ if st.button("Compute curves", type="primary", key="eval_run"):
             d = ui.run_discovery(m, sub, pairs, cfg, key, label=f"Node effects with {method}")
             with st.spinner(f"Scoring the {method} curve…"):
                 t0 = time.perf_counter()
-                from sfc_core.discovery import reselect
-
-                # AtP / IG / exact rank every node; mask and FAP choose their own circuit (ranked inside it)
-                G = d.graph if method in SELECTION_METHODS else reselect(d, top_k=max(sizes))
+                G = d.select(top_k=max(sizes))
                 res = evaluate(d.runs, G, sizes=sizes, ablation=ablation)
                 res["seconds"] = time.perf_counter() - t0
             curves[S.input_key(k=key, sizes=sizes, ablation=ablation)] = (method, sizes, ablation, res)
@@ -106,7 +100,7 @@ if shown:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.caption("m(full) = {:.3f}, m(∅) = {:.3f} ({})".format(shown[0][3]["curve"]["m_full"],
                                                             shown[0][3]["curve"]["m_empty"],
-                                                            S.metric_name("logit_diff")))
+                                                            metric_label("logit_diff", long=True)))
     best = max((f for _, _, _, res in shown for f in res["curve"]["faithfulness"] if f is not None), default=None)
     if best is not None and best < defaults.APP_LOW_FAITHFULNESS:
         st.info(f"Faithfulness stays below {defaults.APP_LOW_FAITHFULNESS} at these sizes. When the answer is a "

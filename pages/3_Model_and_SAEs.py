@@ -11,8 +11,8 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from pages._shared import display as S  # noqa: E402
 from pages._shared import ui  # noqa: E402
-from sfc_core import app_state as S  # noqa: E402
 from sfc_core import defaults  # noqa: E402
 from sfc_core.errors import InputError  # noqa: E402
 

@@ -14,10 +14,10 @@ if str(ROOT) not in sys.path:
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
-import torch  # noqa: E402
 
+from pages._shared import display as S  # noqa: E402
 from pages._shared import panel, ui  # noqa: E402
-from sfc_core import app_state as S  # noqa: E402
+from sfc_core.model import is_bundled_model  # noqa: E402
 
 ui.setup_page("Tour", "🧭")
 ss = st.session_state
@@ -45,7 +45,7 @@ with ui.guard("Loading the model and SAEs") as g:
     sae_dict = ui.saes()
 if not g.ok:
     st.stop()
-if not S.is_bundled_model(m):
+if not is_bundled_model(m):
     st.info("The tour is written for the bundled model; it runs on the loaded one, but the explanations assume "
             "SmolLM2-135M.")
 
@@ -60,16 +60,11 @@ def _pairs(task: str):
 
 
 def _next_tokens(prompt: str, k: int = 8) -> pd.DataFrame:
-    from sfc_core.splice import embed, run_from
+    from sfc_core.features import next_tokens
 
-    tokens = m.to_tokens(prompt, prepend_bos=True)
-    with torch.no_grad():
-        resid, _ = embed(m, tokens)
-        final = run_from(m, [], resid, 0, None, stop_block=m.cfg.n_layers)
-        probs = m.unembed(m.ln_final(final[:, -1:]))[0, 0].softmax(-1)
-    top = probs.topk(k)
-    return pd.DataFrame({"next token": [repr(m.tokenizer.decode([i])) for i in top.indices.tolist()],
-                         "probability": [round(p, 4) for p in top.values.tolist()]})
+    top = next_tokens(m, prompt, k)
+    return pd.DataFrame({"next token": [repr(tok) for tok, _ in top],
+                         "probability": [round(p, 4) for _, p in top]})
 
 
 def _discover(task: str, top_k: int, edges: bool):
@@ -104,19 +99,13 @@ elif step == STEPS[1]:
     hooks = list(sae_dict)
     hook = st.selectbox("Hook point", hooks, index=len(hooks) // 2, key="tour_hook")
     with ui.guard("Encoding the prompt with the SAE"):
-        from sfc_core.splice import blocks_before, embed, run_from
+        from sfc_core.features import encode_prompt
 
         loaded = sae_dict[hook]
         pair = _pairs("ioi")[0]
-        tokens = m.to_tokens(pair.clean, prepend_bos=True)
-        with torch.no_grad():
-            resid, _ = embed(m, tokens)
-            x = run_from(m, [], resid, 0, None, stop_block=blocks_before(hook, m.cfg.n_layers))
-            f = loaded.sae.encode(x.to(loaded.sae.W_enc.dtype))
-            x_hat = loaded.sae.decode(f)
-        xs, xh = x[0, 1:].float(), x_hat[0, 1:].float()
-        fve = 1 - float((xs - xh).pow(2).sum() / (xs - xs.mean(0)).pow(2).sum())
-        last = f[0, -1].float()
+        enc = encode_prompt(m, loaded, pair.clean)
+        fve = enc["fve"]
+        last = enc["features"][-1]
         active = int((last > 0).sum())
         top = last.topk(min(8, last.numel()))
         c = st.columns(3)
@@ -162,18 +151,16 @@ elif step == STEPS[3]:
         "effect of the same nodes (computed live) to see how good the approximation is. Negative = the node carries "
         "the clean behaviour.")
     with ui.guard("Running attribution patching"):
-        from sfc_core.attribution import exact_effects
-        from sfc_core.circuit import circuit_nodes
+        from sfc_core.discovery import verify
 
         d = _discover("ioi", 10, edges=False)
         G = d.graph
         ids = S.ranked_node_ids(G)
         ck = ("exact", id(d))
         if ck not in cache:
-            keys = circuit_nodes(G.subgraph(ids), [s.hook_name for s in d.runs.sites], [s.d_sae for s in d.runs.sites])
             with st.spinner("Exact patching of these nodes…"):
-                cache[ck] = exact_effects(d.runs, keys).tolist()
-        exact = dict(zip([n for n in G.subgraph(ids).nodes], cache[ck]))
+                cache[ck] = verify(d.runs, G)
+        exact = {row["id"]: row["exact"] for row in cache[ck]["nodes"]}
         df = pd.DataFrame({"node": ids, "AtP effect": [round(G.nodes[n]["effect"], 4) for n in ids],
                            "exact effect": [round(exact[n], 4) for n in ids]})
         st.dataframe(df, hide_index=True)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from sfc_core import app_state as S
-
+from . import display as S
 from . import ui
 
 
@@ -103,18 +102,20 @@ def logit_section(m, loaded, feature: int) -> None:
 
 
 def ablation_section(runs, loaded, feature: int, key: str, default_kind: str = "zero") -> None:
-    """**Ablation**: zero/mean-ablate the feature on the current pairs; metric before → after."""
+    """**Ablation**: ablate the feature on the current pairs (any kind of :mod:`sfc_core.ablation`); metric
+    before → after."""
+    from sfc_core.ablation import ABLATIONS
     from sfc_core.features import ablate_feature
 
     st.markdown("#### Ablation")
     if runs is None:
         st.info("No prompt pairs have been run yet: find a circuit first (or fix the pairs table).")
         return
-    kinds = ["zero", "mean"]
+    kinds = list(ABLATIONS)
     kind = st.radio("Ablate to", kinds, index=kinds.index(default_kind) if default_kind in kinds else 0,
                     horizontal=True, key=f"{key}_abl_kind",
-                    help="zero: the feature set to 0; mean: set to its mean over the corrupted prompts, "
-                         "at every real position of the clean prompts; everything downstream recomputed.")
+                    help=S.ablation_help(kinds, "What the feature becomes at every real position of the clean "
+                                                "prompts:", "Everything downstream is recomputed."))
     hooks = [s.hook_name for s in runs.sites]
     if loaded.hook_name not in hooks:
         st.info(f"The current runs have no SAE at {loaded.hook_name}.")

@@ -13,9 +13,10 @@ import time
 
 import streamlit as st
 
-from sfc_core import app_state as S
 from sfc_core import defaults
 from sfc_core.errors import InputError, SFCError
+
+from . import display as S
 
 log = logging.getLogger("sfc_app")
 
@@ -112,7 +113,9 @@ def _task_pairs(model_name: str, task: str, n: int) -> tuple:
 
 @st.cache_resource(show_spinner=False)
 def _corpus(model_name: str):
-    return S.corpus_tokens_for(_model(model_name))
+    from sfc_core.feature_index import corpus_tokens_for
+
+    return corpus_tokens_for(_model(model_name))
 
 
 def model():

@@ -25,7 +25,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -113,6 +113,8 @@ def server():
 def test_find_circuit_click_node_download(server):
     from playwright.sync_api import expect, sync_playwright
 
+    from sfc_core.nodes import parse_id
+
     url, t_start = server
     timings: dict[str, float] = {}
     with sync_playwright() as p:
@@ -158,8 +160,8 @@ def test_find_circuit_click_node_download(server):
             examples = page.locator(".sfc-example")
             expect(examples.first).to_be_visible()
             assert examples.count() >= 1
-            hook, feature = point["id"].rsplit("/", 1)
-            expect(page.get_by_role("heading", name=f"Feature {feature} at {hook}")).to_be_visible()
+            node = parse_id(point["id"])
+            expect(page.get_by_role("heading", name=f"Feature {node.index} at {node.hook_name}")).to_be_visible()
             abl = page.get_by_role("heading", name="Ablation")
             abl.wait_for()
             summary = page.get_by_text(BEFORE_AFTER).filter(has_text="ablation").first

@@ -1,4 +1,4 @@
-"""The app's engine-side helpers (sfc_core.app_state): pure functions, no model needed."""
+"""The app's display helpers (pages/_shared/display.py): pure functions, no model and no Streamlit needed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import networkx as nx
 import pandas as pd
 import pytest
 
-from sfc_core import app_state as S
+from pages._shared import display as S
+from sfc_core.ablation import ABLATIONS
 from sfc_core.errors import InputError
 from sfc_core.pairs import PromptPair
 
@@ -64,13 +65,23 @@ def test_input_key_is_stable_and_sensitive():
     assert a != S.input_key(pairs=[p.to_record() for p in P], cfg={"method": "ig"})
 
 
-def test_parse_node_id():
-    assert S.parse_node_id("blocks.7.hook_resid_post/1234") == ("blocks.7.hook_resid_post", 1234, None)
-    assert S.parse_node_id("blocks.7.hook_resid_post/error@5") == ("blocks.7.hook_resid_post", "error", 5)
-    assert S.parse_node_id("embed") == ("embed", "embed", None)
+def test_node_info_reads_ids_through_the_node_model():
+    """Nodes without attributes (as in a hand-written circuit) are read from their ids by sfc_core.nodes."""
+    G = nx.DiGraph()
+    G.add_nodes_from(["blocks.7.hook_resid_post/1234", "blocks.7.hook_resid_post/error@5", "embed"])
+    info = S.node_info(G, "blocks.7.hook_resid_post/1234")
+    assert (info["hook_name"], info["feature"], info["position"], info["kind"]) == (
+        "blocks.7.hook_resid_post", 1234, None, "feature")
+    info = S.node_info(G, "blocks.7.hook_resid_post/error@5")
+    assert (info["hook_name"], info["feature"], info["position"], info["kind"]) == (
+        "blocks.7.hook_resid_post", "error", 5, "error")
+    assert S.node_info(G, "embed")["kind"] == "embed"
+    assert S.ranked_node_ids(G) == ["blocks.7.hook_resid_post/1234", "blocks.7.hook_resid_post/error@5"]
+    assert S.circuit_hooks(G) == ["blocks.7.hook_resid_post"]
+    assert "ε @5" in S.node_label(G, "blocks.7.hook_resid_post/error@5")
     for bad in ("nonsense", "blocks.7/abc", "blocks.7/3@x"):
         with pytest.raises(InputError):
-            S.parse_node_id(bad)
+            S.node_info(G, bad)
 
 
 def _graph():
@@ -91,6 +102,10 @@ def test_node_helpers():
     assert S.node_info(G, "blocks.3.hook_resid_post/5")["kind"] == "feature"
     assert S.node_info(G, "blocks.7.hook_resid_post/error")["kind"] == "error"
     assert S.node_info(G, "metric")["kind"] == "metric"
+    info = S.node_info(G, "blocks.3.hook_resid_post/5")
+    assert (info["hook_name"], info["feature"], info["position"], info["effect"], info["activation"]) == (
+        "blocks.3.hook_resid_post", 5, None, -0.5, 1.0)
+    assert S.inner_node_ids(G) == ["blocks.3.hook_resid_post/5", "blocks.7.hook_resid_post/error"]
     assert S.circuit_hooks(G) == ["blocks.3.hook_resid_post", "blocks.7.hook_resid_post"]
     assert "L3 #5" in S.node_label(G, "blocks.3.hook_resid_post/5")
     labels = S.feature_labels(G, lambda hook, f: [" Mary", " John"])
@@ -111,11 +126,19 @@ def test_ablation_and_steering_tables():
            "mean_before": 2.0, "mean_after": 0.75, "promoted": [(" a", 0.2)], "suppressed": [(" b", -0.3)]}
     text = S.ablation_summary(res)
     assert re.search(r"-?\d+\.\d+ → -?\d+\.\d+", text) and "2.000 → 0.750" in text
+    assert text == "logit difference: 2.000 → 0.750 (change -1.250; mean over 2 pairs, zero ablation)"
     table = S.ablation_table(res, P)
     assert list(table["pair"]) == ["1", "2", "mean"] and table["change"].iloc[-1] == -1.25
     assert len(S.token_change_table(res)) == 1
     steer = {"before": [(" x", 0.5)], "after": [(" y", 0.7)]}
     assert S.steering_table(steer).iloc[0]["after"] == "' y'"
+
+
+def test_ablation_help_names_every_kind():
+    text = S.ablation_help(ABLATIONS, "lead:", "tail.")
+    assert text.startswith("lead: ") and text.endswith(" tail.")
+    assert all(f"{k}: " in text for k in ABLATIONS)
+    assert "mean: mean over the corrupted prompts at each position" in text
 
 
 def test_sizes_layers_steps():
