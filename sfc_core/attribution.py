@@ -250,7 +250,7 @@ class Attribution:
         """Whether effects are per position (``[pos, d_sae + 1]``, ``aggregation="none"``)."""
         return self.aggregation == "none"
 
-    @property
+    @cached_property
     def space(self) -> NodeSpace:
         """The :class:`NodeSpace` the effect tensors are laid out in."""
         width = int(self.effects[0].shape[0]) if self.per_position and self.effects else None

@@ -214,9 +214,13 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
                                  progress=lambda d, n: say("edges", 0.7 + 0.3 * d / max(n, 1)))
         timings.update(et)
     meta = _metadata(model, saes, cfg, attr, batch, timings)
-    graph = build_graph(attr, nodes, edges, cfg.edge_threshold, meta, model.cfg.n_layers)
+    d = Discovery(runs, attr, edge_nodes, edges, nx.DiGraph(), meta)
+    if method.kind == "selection":
+        d.graph = build_graph(attr, nodes, edges, cfg.edge_threshold, meta, model.cfg.n_layers)
+    else:
+        d.graph = d.select(cfg.node_threshold, cfg.top_k, cfg.top_k_per_layer, cfg.edge_threshold)
     say("done", 1.0)
-    return Discovery(runs, attr, edge_nodes, edges, graph, meta)
+    return d
 
 
 def graph_effects(G: nx.DiGraph, runs: PairRuns) -> tuple[list[Node], list[torch.Tensor]]:
