@@ -156,6 +156,16 @@ class _Bar:
         self.bar.close()
 
 
+def _check_out(out: Path) -> None:
+    """Fail fast (before loading a model) when ``out`` cannot be written: a folder, or no such folder."""
+    from .errors import InputError
+
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+
+
 def _write_json(doc: dict, out: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
@@ -198,6 +208,11 @@ def discover(
     node_threshold: float = typer.Option(None, help="keep nodes with |effect| >= T"),
     top_k: int = typer.Option(None, help="keep the K nodes of largest |effect| (default 50)"),
     top_k_per_layer: int = typer.Option(None, help="keep the K largest per SAE"),
+    target_faithfulness: float = typer.Option(
+        None, help="keep the smallest top-n by |effect| whose faithfulness reaches this, in (0, 1.5] "
+                   "(attribution methods; replaces the node rules; edges among its top "
+                   f"{defaults.TARGET_EDGE_NODES} nodes)"),
+    ablation: str = typer.Option("mean", help="scores and --target-faithfulness: " + ABLATION_HELP),
     edges: bool = typer.Option(True, "--edges/--no-edges", help="compute edges between kept nodes"),
     edge_threshold: float = typer.Option(0.0, help="keep edges with |weight| >= T"),
     aggregate: str = typer.Option("sum", help="sum over positions, or none (nodes per position)"),
@@ -217,15 +232,21 @@ def discover(
     from .discovery import DiscoverConfig, discover as run_discover
     from .circuit import circuit_stats, save_circuit
 
-    if node_threshold is None and top_k is None and top_k_per_layer is None:
+    from .errors import InputError
+
+    rules = [r for r in (node_threshold, top_k, top_k_per_layer, target_faithfulness) if r is not None]
+    if len(rules) > 1:
+        raise InputError("choose one of --node-threshold, --top-k, --top-k-per-layer or --target-faithfulness")
+    if not rules:
         top_k = 50
     cfg = DiscoverConfig(method=method, metric=metric, aggregation=aggregate, node_threshold=node_threshold,
                          top_k=top_k, top_k_per_layer=top_k_per_layer, edges=edges, edge_threshold=edge_threshold,
                          steps=steps, multi_token=multi_token, length_mismatch=length_mismatch,
                          mask_lambda=mask_lambda, mask_steps=mask_steps, mask_t_max=t_max, budget=budget,
-                         synergy_pool=synergy_pool)
+                         synergy_pool=synergy_pool, target_faithfulness=target_faithfulness, ablation=ablation)
     cfg.check()
     _check_pair_source(pairs, task, n)
+    _check_out(out)
     model, saes = _load_model_and_saes(model_name, sae_release, layers)
     loaded = _load_pairs(model, pairs, task, n)
     bar = _Bar("discover")
@@ -236,8 +257,18 @@ def discover(
     result.graph.graph["task"] = task
     save_circuit(result.graph, out)
     stats = circuit_stats(result.graph)
-    typer.echo(json.dumps({"out": str(out), "stats": {k: stats[k] for k in ("nodes", "error_nodes", "edges")},
-                           "timings_s": result.metadata["timings_s"]}))
+    scores = result.graph.graph["scores"]
+    report = {"out": str(out), "stats": {k: stats[k] for k in ("nodes", "error_nodes", "edges")},
+              "scores": {k: scores[k] for k in ("faithfulness", "completeness", "ablation")},
+              "timings_s": result.metadata["timings_s"]}
+    search = result.graph.graph.get("target_search")
+    if search is not None:
+        report["target"] = {k: search[k] for k in ("target", "reached", "n_nodes", "faithfulness", "pool")}
+        if not search["reached"]:
+            typer.echo(f"target faithfulness {search['target']:g} not reached by any top-n of the {search['pool']} "
+                       f"nodes with an effect; best: {search['n_nodes']} nodes at {search['faithfulness']:.3f}",
+                       err=True)
+    typer.echo(json.dumps(report))
 
 
 def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int | None):

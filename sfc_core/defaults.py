@@ -57,5 +57,9 @@ MASK_LAMBDAS = (1e-2, 3e-2, 1e-1, 3e-1)
 #: measures pairwise synergies among a pool of this many of them (one ablated run per pair).
 FAP_CANDIDATES = 200
 FAP_SYNERGY_POOL = 24
+#: Target faithfulness of ``--target-faithfulness`` / the app's target control, and how many of the chosen
+#: nodes (largest |effect| first) get edges when a target grows a circuit to hundreds of nodes (one VJP each).
+TARGET_FAITHFULNESS = 0.8
+TARGET_EDGE_NODES = 100
 #: Integrated-gradients steps (Marks et al. 2024 use 10).
 IG_STEPS = 10

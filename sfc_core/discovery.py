@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import networkx as nx
 import torch
@@ -25,8 +25,9 @@ from .attribution import AGGREGATIONS, Attribution, PairRuns, attribute, exact_e
 from .circuit import build_graph, circuit_nodes, select_nodes
 from .edges import edge_effects
 from .errors import InputError
-from .evaluation import faithfulness_curve, score_circuits
+from .evaluation import TargetSearch, check_target, faithfulness_curve, score_circuits, smallest_faithful
 from .nodes import Node, is_end_id
+from .metrics import ZERO_GRADIENT_AT_CLEAN
 from .pairs import PairBatch, PromptPair, tokenize_pairs
 
 
@@ -38,6 +39,9 @@ class DiscoverConfig:
     ``edge_threshold`` on ``|edge IE|``; exactly one of ``node_threshold`` / ``top_k`` / ``top_k_per_layer``
     selects nodes for attribution methods. ``steps`` are IG's α values; ``mask_*`` the mask method's λ, steps
     and final temperature; ``budget`` / ``synergy_pool`` FAP's K and FAP-Synergy's pool (latents).
+    ``target_faithfulness`` (attribution methods) replaces the node rules: the smallest top-n reaching it
+    (:func:`~sfc_core.evaluation.smallest_faithful`). ``ablation`` is what the circuit's scores (and the
+    target search) ablate nodes outside it to.
     """
 
     method: str = "atp"
@@ -56,6 +60,8 @@ class DiscoverConfig:
     mask_t_max: float = 200.0
     budget: int = 50
     synergy_pool: int = defaults.FAP_SYNERGY_POOL
+    target_faithfulness: float | None = None
+    ablation: str = "mean"
 
     def check(self) -> None:
         """Check the options that do not need a model.
@@ -75,6 +81,16 @@ class DiscoverConfig:
             MaskConfig(lam=self.mask_lambda, steps=self.mask_steps, t_max=self.mask_t_max).check()
         if "budget" in method.options and self.budget < 1:
             raise InputError(f"budget K must be ≥ 1, not {self.budget}")
+        check_ablation(self.ablation)
+        if self.target_faithfulness is not None:
+            check_target(self.target_faithfulness)
+            if method.kind != "attribution":
+                raise InputError(f"a target faithfulness grows a ranking; {self.method} chooses its own circuit "
+                                 f"(use one of {', '.join(registry.names('attribution'))})")
+        if method.clean_gradient and self.metric in ZERO_GRADIENT_AT_CLEAN:
+            raise InputError(f"{self.method} ranks by the metric's gradient at the clean run, where "
+                             f"{self.metric} has zero gradient (every score would be 0): rank with "
+                             f"--metric logit_diff, or use {', '.join(n for n in registry.names() if not registry.get(n).clean_gradient)}")
 
 
 def sae_metadata(saes: dict) -> list[dict]:
@@ -119,21 +135,64 @@ class Discovery:
     graph: nx.DiGraph
     metadata: dict
 
+    _scores: dict = field(default_factory=dict, repr=False)
+    _targets: dict = field(default_factory=dict, repr=False)
+
     @property
     def chosen_by_method(self) -> bool:
         """The method chose its own circuit (a selection method): node thresholds do not apply."""
         return registry.get(self.metadata.get("method", "atp")).kind == "selection"
 
+    def target_search(self, target: float, ablation: str = "mean") -> TargetSearch:
+        """The smallest top-n by |effect| whose faithfulness reaches ``target`` (cached per target and ablation;
+        :func:`~sfc_core.evaluation.smallest_faithful`).
+
+        Raises:
+            InputError: a target outside ``(0, 1.5]``, an unknown ablation, or a selection method's discovery.
+        """
+        if self.chosen_by_method:
+            raise InputError("a target faithfulness applies to attribution methods, not to "
+                             f"{self.metadata.get('method')}, which chose its own circuit")
+        key = (check_target(target), check_ablation(ablation))
+        if key not in self._targets:
+            ranked = self.attribution.space.ranked(self.attribution.effects)
+            self._targets[key] = smallest_faithful(self.runs, ranked, key[0], key[1], self.attribution.aggregation)
+        return self._targets[key]
+
+    def scores(self, G: nx.DiGraph, ablation: str = "mean") -> dict:
+        """Faithfulness and completeness of exactly ``G``'s nodes (Marks et al. 2024, §4), cached per node set and
+        ablation: ``{"faithfulness", "completeness", "n_nodes", "ablation", "metric", "m_circuit", "m_complement",
+        "m_full", "m_empty", "seconds"}`` (scores unitless, ``m_*`` in metric units, seconds of the computation).
+
+        Raises:
+            InputError: an unknown ablation; a node without an SAE here.
+        """
+        ablation = check_ablation(ablation)
+        keys = circuit_nodes(G, self.runs.space)
+        key = (frozenset(k.id for k in keys), ablation)
+        if key not in self._scores:
+            t = time.perf_counter()
+            agg = "none" if any(k.position is not None for k in keys) else "sum"
+            s = score_circuits(self.runs, [keys], ablation, agg)[0]
+            self._scores[key] = {"faithfulness": s.faithfulness, "completeness": s.completeness,
+                                 "n_nodes": s.n_nodes, "ablation": ablation, "metric": self.runs.metric,
+                                 "m_circuit": s.m_circuit, "m_complement": s.m_complement, "m_full": s.m_full,
+                                 "m_empty": s.m_empty, "seconds": round(time.perf_counter() - t, 3)}
+        return dict(self._scores[key])
+
     def select(self, node_threshold: float | None = None, top_k: int | None = None,
-               top_k_per_layer: int | None = None, edge_threshold: float = 0.0) -> nx.DiGraph:
+               top_k_per_layer: int | None = None, edge_threshold: float = 0.0,
+               target_faithfulness: float | None = None, ablation: str = "mean") -> nx.DiGraph:
         """The circuit for a selection, from cached effects and edges (no model call).
 
         Attribution methods keep the nodes chosen by exactly one of ``node_threshold`` / ``top_k`` /
         ``top_k_per_layer`` (edges only among cached edge nodes); selection methods keep the nodes they
         chose (the node rules are ignored). Either way edges with ``|weight| < edge_threshold`` go.
+        ``target_faithfulness`` is a fourth node rule: the top-n of :meth:`target_search` (under ``ablation``);
+        the graph's metadata then holds the search (``"target_search"``).
 
         Raises:
-            InputError: no or several node rules (attribution methods), negative thresholds.
+            InputError: no or several node rules (attribution methods), negative thresholds, a bad target.
         """
         if self.chosen_by_method:
             if edge_threshold < 0 or math.isnan(edge_threshold):
@@ -141,9 +200,15 @@ class Discovery:
             G = self.graph.copy()
             G.remove_edges_from([(u, v) for u, v, w in G.edges(data="weight") if abs(w or 0.0) < edge_threshold])
             return G
-        nodes = select_nodes(self.attribution, node_threshold, top_k, top_k_per_layer)
         meta = {**self.metadata, "node_threshold": node_threshold, "top_k": top_k, "top_k_per_layer": top_k_per_layer,
                 "edge_threshold": edge_threshold}
+        if target_faithfulness is not None:
+            if any(r is not None for r in (node_threshold, top_k, top_k_per_layer)):
+                raise InputError("choose exactly one of node threshold, top-k, top-k per layer or target faithfulness")
+            search = self.target_search(target_faithfulness, ablation)
+            top_k = search.n_nodes
+            meta.update(target_faithfulness=search.target, target_search=search.as_dict())
+        nodes = select_nodes(self.attribution, node_threshold, top_k, top_k_per_layer)
         return build_graph(self.attribution, nodes, self.edges, edge_threshold, meta, self.metadata.get("n_layers"))
 
 
@@ -199,7 +264,17 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         attr = method.run(runs, cfg.aggregation, cfg.steps,
                           progress=lambda d, n: say(f"node effects ({cfg.method})", 0.15 + 0.5 * d / n))
         timings["nodes"] = attr.timings_s["nodes"]
-        nodes = select_nodes(attr, cfg.node_threshold, cfg.top_k, cfg.top_k_per_layer)
+        if cfg.target_faithfulness is not None:
+            say(f"searching the smallest circuit with faithfulness ≥ {cfg.target_faithfulness:g}", 0.55)
+            t = time.perf_counter()
+            probe = Discovery(runs, attr, [], {}, nx.DiGraph(), {"method": cfg.method})
+            search = probe.target_search(cfg.target_faithfulness, cfg.ablation)
+            timings["target_search"] = time.perf_counter() - t
+            nodes = select_nodes(attr, top_k=search.n_nodes)
+            if edge_pool is None:  # edges cost one VJP per downstream node: the largest ones only
+                edge_pool = min(len(nodes), defaults.TARGET_EDGE_NODES)
+        else:
+            nodes = select_nodes(attr, cfg.node_threshold, cfg.top_k, cfg.top_k_per_layer)
     edge_nodes = nodes
     if edge_pool is not None and edge_pool > len(nodes):
         edge_nodes = select_nodes(attr, top_k=edge_pool)
@@ -217,8 +292,14 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     d = Discovery(runs, attr, edge_nodes, edges, nx.DiGraph(), meta)
     if method.kind == "selection":
         d.graph = build_graph(attr, nodes, edges, cfg.edge_threshold, meta, model.cfg.n_layers)
+    elif cfg.target_faithfulness is not None:
+        d._targets.update(probe._targets)
+        d.graph = d.select(edge_threshold=cfg.edge_threshold, target_faithfulness=cfg.target_faithfulness,
+                           ablation=cfg.ablation)
     else:
         d.graph = d.select(cfg.node_threshold, cfg.top_k, cfg.top_k_per_layer, cfg.edge_threshold)
+    say("scoring the circuit", 0.97)
+    d.graph.graph["scores"] = d.scores(d.graph, cfg.ablation)
     say("done", 1.0)
     return d
 

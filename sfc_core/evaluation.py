@@ -92,6 +92,109 @@ def score_circuits(runs: PairRuns, circuits: list[list[Node]], ablation: str = "
     return out
 
 
+#: Target faithfulness accepted by :func:`smallest_faithful` (exclusive lower, inclusive upper bound).
+TARGET_RANGE = (0.0, 1.5)
+
+
+@dataclass
+class TargetSearch:
+    """Result of :func:`smallest_faithful`.
+
+    Attributes:
+        target: the faithfulness asked for (unitless).
+        reached: some size reached it.
+        n_nodes: the size chosen: the smallest size found reaching the target, else the best size tried.
+        scores: faithfulness and completeness of the top ``n_nodes`` nodes.
+        tried: ``{size: faithfulness}`` of every size evaluated (``None``: undefined ratio).
+        pool: nodes with a non-zero effect (the largest size there is).
+    """
+
+    target: float
+    reached: bool
+    n_nodes: int
+    scores: Scores
+    tried: dict[int, float | None]
+    pool: int
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (circuit metadata, CLI output)."""
+        return {"target": self.target, "reached": self.reached, "n_nodes": self.n_nodes,
+                "faithfulness": self.scores.faithfulness, "completeness": self.scores.completeness,
+                "pool": self.pool, "tried": {str(k): v for k, v in sorted(self.tried.items())}}
+
+
+def check_target(target: float) -> float:
+    """``target`` as a float once checked.
+
+    Raises:
+        InputError: not a number in ``(0, 1.5]``.
+    """
+    try:
+        value = float(target)
+    except (TypeError, ValueError):
+        raise InputError(f"target faithfulness must be a number, not {target!r}") from None
+    lo, hi = TARGET_RANGE
+    if not (lo < value <= hi):
+        raise InputError(f"target faithfulness must be in ({lo:g}, {hi:g}], not {target!r}")
+    return value
+
+
+def smallest_faithful(runs: PairRuns, ranked: list[Node], target: float, ablation: str = "mean",
+                      aggregation: str = "sum", per_round: int = 7) -> TargetSearch:
+    """The smallest top-n of ``ranked`` whose faithfulness reaches ``target``, found with real evaluations.
+
+    Sizes 1, 2, 4, … up to the pool are scored first; between the last size below the target and the first at
+    or above it, ``per_round`` evenly spaced sizes are scored per round until the two are adjacent. Faithfulness
+    is not monotone in n, so the answer is a size that reaches the target while the size just below it (also
+    evaluated) does not; a smaller, isolated size outside the bracket may reach it too. Each round is one
+    batched ablated forward pass of the circuits (complements are not run until the end).
+
+    Args:
+        ranked: nodes by |effect|, largest first (:meth:`~sfc_core.nodes.NodeSpace.ranked`).
+        target: faithfulness to reach, in ``(0, 1.5]``.
+    Returns:
+        A :class:`TargetSearch`; when no size reaches the target, the best size tried with ``reached=False``.
+    Raises:
+        InputError: a target outside ``(0, 1.5]``, no node to choose from, or an unknown ablation.
+    """
+    target = check_target(target)
+    if not ranked:
+        raise InputError("no node has a non-zero effect: there is no circuit to grow")
+    values = ablation_values(runs, ablation)
+    per_position = aggregation == "none"
+    none = runs.space.keep_masks([], per_position)
+    m_full, m_empty = circuit_metric(runs, [[m | True for m in none], none], values).tolist()
+    tried: dict[int, float | None] = {}
+
+    def evaluate(sizes: list[int]) -> None:
+        sizes = [n for n in sorted(set(sizes)) if n not in tried]
+        if sizes:
+            keeps = [runs.space.keep_masks(ranked[:n], per_position) for n in sizes]
+            for n, m in zip(sizes, circuit_metric(runs, keeps, values).tolist()):
+                tried[n] = _ratio(m, m_empty, m_full)
+
+    def reaches(n: int) -> bool:
+        return tried.get(n) is not None and tried[n] >= target
+
+    pool = len(ranked)
+    evaluate(sorted({min(2 ** k, pool) for k in range(pool.bit_length() + 1)}))
+    hits = [n for n in sorted(tried) if reaches(n)]
+    if hits:
+        # invariant: hi is the smallest size tried that reaches the target, lo the largest tried below it
+        hi = hits[0]
+        lo = max([n for n in tried if n < hi], default=0)
+        while hi - lo > 1:
+            evaluate([n for n in {lo + round((hi - lo) * (j + 1) / (per_round + 1)) for j in range(per_round)}
+                      if lo < n < hi])
+            hi = min(n for n in tried if n <= hi and reaches(n))
+            lo = max([n for n in tried if n < hi], default=0)
+        chosen = hi
+    else:
+        chosen = max(tried, key=lambda n: (tried[n] is not None, tried[n] if tried[n] is not None else 0.0, -n))
+    scores = score_circuits(runs, [ranked[:chosen]], ablation, aggregation)[0]
+    return TargetSearch(target, bool(hits), chosen, scores, tried, pool)
+
+
 def random_nodes(runs: PairRuns, size: int, seed: int, aggregation: str = "sum") -> list[Node]:
     """``size`` nodes (fewer if the pool is smaller) drawn uniformly from the active ones (features active on
     some real clean token, and every ε; per position with ``aggregation="none"``) — the random-circuit baseline

@@ -38,6 +38,8 @@ class Method:
             :func:`~sfc_core.compare.compare_methods`, or ``None`` if the method is not compared there.
         options: the :class:`~sfc_core.discovery.DiscoverConfig` fields the method reads (checked and shown
             only for it), e.g. ``("budget",)``.
+        clean_gradient: the method ranks by the metric's gradient at the clean run (AtP, FAP): refused for a
+            metric whose gradient is zero there (:data:`sfc_core.metrics.ZERO_GRADIENT_AT_CLEAN`).
         frontier: the method's own circuit sizes are what it finds (a λ sweep), so it runs first in a
             comparison and the other methods are also scored at its sizes.
     """
@@ -51,6 +53,7 @@ class Method:
     compare: Callable | None = None
     frontier: bool = False
     options: tuple[str, ...] = ()
+    clean_gradient: bool = False
 
 
 METHODS: dict[str, Method] = {}
@@ -180,7 +183,8 @@ def _compare_mask(runs, sizes, ctx):
 
 
 register(Method("atp", "AtP — attribution patching (fast)", "attribution", "fast",
-                "Marks et al. 2024, eq. 2 (Nanda 2023; Syed et al. 2023)", _atp, _compare_by_effect("atp")))
+                "Marks et al. 2024, eq. 2 (Nanda 2023; Syed et al. 2023)", _atp, _compare_by_effect("atp"),
+                clean_gradient=True))
 register(Method("ig", "IG — integrated gradients", "attribution", "medium",
                 "Marks et al. 2024, eq. 3 (Sundararajan et al. 2017)", _ig, _compare_by_effect("ig"),
                 options=("steps",)))
@@ -190,7 +194,7 @@ register(Method("mask", "mask — binary mask optimisation (slow)", "selection",
                 "Nainani et al., continuous sparsification (Savarese et al. 2020)", _select_mask, _compare_mask,
                 frontier=True, options=("mask_lambda", "mask_steps", "mask_t_max")))
 register(Method("fap", "FAP — gradient × activation, top-K", "selection", "fast", "PIE (FAP score)",
-                _select_fap, _compare_fap, options=("budget",)))
+                _select_fap, _compare_fap, options=("budget",), clean_gradient=True))
 register(Method("fap-synergy", "FAP-Synergy — greedy with synergy", "selection", "slow",
                 "PIE (FAP-Synergy greedy selection)", _select_fap_synergy, _compare_fap_synergy,
-                options=("budget", "synergy_pool")))
+                options=("budget", "synergy_pool"), clean_gradient=True))

@@ -206,6 +206,9 @@ def metric_label(name: str | None, long: bool = False) -> str:
 
 #: Metrics that need ``clean_logprobs``.
 NEEDS_CLEAN = frozenset({"kl"})
+#: Metrics whose gradient is identically zero at the clean run (−KL(clean ‖ run) has its maximum there), so a
+#: method ranking by that gradient (AtP, FAP) would rank noise.
+ZERO_GRADIENT_AT_CLEAN = frozenset({"kl"})
 
 
 def get_metric(name: str) -> MetricFn:
