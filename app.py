@@ -70,6 +70,7 @@ class Shown:
     fig: Any
     runs: Any
     render_s: float | None = None
+    scores: dict | None = None  # faithfulness / completeness of exactly this circuit (found circuits)
 
 
 # ------------------------------------------------------------------ callbacks (run before the script)
@@ -181,7 +182,10 @@ def sidebar_options(sae_dict: dict) -> Options:
                                    format_func=lambda k: {"skip": "skip them",
                                                           "align_last": "align at the last token"}[k])
         st.subheader("Selection (no recompute)")
-        sel_mode = st.radio("Select nodes by", ["top-k", "threshold"], horizontal=True, key="sel_mode")
+        sel_mode = st.radio("Select nodes by", ["top-k", "threshold", "target faithfulness"], horizontal=True,
+                            key="sel_mode",
+                            help="target faithfulness: the smallest top-n by |effect| whose faithfulness reaches "
+                                 "the target (real evaluations, under the ablation chosen below)")
         sel_box = st.container()
         ablation = st.selectbox("Ablation for scores", list(ABLATIONS), key="ablation",
                                 help=S.ablation_help(ABLATIONS, "How nodes outside the circuit are removed when "
@@ -302,8 +306,10 @@ def _choose_view(d) -> str | None:
 
 
 def _selection_sliders(d, opts: Options) -> dict:
-    """The sidebar's selection sliders for discovery ``d``: ``{"node_threshold", "top_k", "edge_threshold"}``."""
+    """The sidebar's selection sliders for discovery ``d``:
+    ``{"node_threshold", "top_k", "target_faithfulness", "edge_threshold"}``."""
     emax, wmax = S.effect_range(d)
+    target = None
     with opts.sel_box:
         if d.chosen_by_method:
             st.caption(f"{d.metadata.get('method')} chose its own {len(S.inner_node_ids(d.graph))} nodes: the node "
@@ -312,6 +318,10 @@ def _selection_sliders(d, opts: Options) -> dict:
         elif opts.sel_mode == "top-k":
             k = st.slider("Nodes: top-k by |effect|", 1, ui.EDGE_POOL, TOP_K_DEFAULT, key="top_k")
             thr = None
+        elif opts.sel_mode == "target faithfulness":
+            target = st.slider("Target faithfulness", 0.05, 1.0, defaults.TARGET_FAITHFULNESS, step=0.05,
+                               key="target_faithfulness")
+            k, thr = None, None
         else:
             step = S.nice_step(emax)
             thr = st.slider("Nodes: |effect| ≥", 0.0, S.round_up(emax, step), S.round_up(emax / 10, step),
@@ -320,7 +330,7 @@ def _selection_sliders(d, opts: Options) -> dict:
         estep = S.nice_step(wmax)
         ethr = st.slider("Edges: |weight| ≥", 0.0, S.round_up(wmax, estep), 0.0, step=estep, format="%.4f",
                          key=f"edge_thr_{ss['current_key']}")
-    return {"node_threshold": thr, "top_k": k, "edge_threshold": ethr}
+    return {"node_threshold": thr, "top_k": k, "target_faithfulness": target, "edge_threshold": ethr}
 
 
 def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> Shown | None:
@@ -339,10 +349,12 @@ def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> 
         shown = None
         with ui.guard("Selecting the circuit"):
             t0 = time.perf_counter()
-            G = d.select(**selection)
+            G = d.select(**selection, ablation=opts.ablation)
             G.graph["task"] = ss.get("_loaded_preset", (None, None))[1] if ss.get("_loaded_preset") else "custom"
             fig = circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict)))
             shown = Shown("discovery", G, fig, d.runs, time.perf_counter() - t0)
+            shown.scores = d.scores(G, opts.ablation)  # one ablated forward per new selection, then cached
+            G.graph["scores"] = {k: shown.scores[k] for k in ("faithfulness", "completeness", "ablation", "metric")}
         return shown
     if view == "uploaded":
         G = ss["uploaded_graph"]
@@ -371,6 +383,8 @@ def graph_section(shown: Shown):
             cap += f" Re-selected and drawn in {shown.render_s * 1000:.0f} ms from cached effects."
         st.caption(cap)
     with col_stats:
+        if shown.scores is not None:
+            _faithfulness_box(shown.scores, G.graph.get("target_search"))
         st.markdown("**Circuit statistics**")
         stats = circuit_stats(G)
         a, b = st.columns(2)
@@ -397,6 +411,25 @@ def graph_section(shown: Shown):
                        + (f"; total {meta['wall_s']:.1f} s" if meta.get("wall_s") else ""))
         st.caption(f"method {meta.get('method')}, aggregation {meta.get('aggregation')}")
     return event
+
+
+def _faithfulness_box(scores: dict, search: dict | None) -> None:
+    """How much of the behaviour the circuit on screen explains (never a graph without it)."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    a, b = st.columns(2)
+    a.metric("faithfulness", fmt(scores["faithfulness"]),
+             help="(m(C) − m(∅)) / (m(M) − m(∅)) of exactly the nodes drawn, every other node ablated")
+    b.metric("completeness", fmt(scores["completeness"]), help="the same for the complement (lower is better)")
+    st.caption(f"{scores['n_nodes']} nodes, {scores['ablation']} ablation; scored in {scores['seconds']:.2f} s")
+    if search is not None and not search["reached"]:
+        st.warning(f"No top-n of the {search['pool']} nodes with an effect reaches faithfulness "
+                   f"{search['target']:g}; showing the best size tried, {search['n_nodes']} nodes "
+                   f"({fmt(search['faithfulness'])}).")
+    elif search is not None:
+        st.caption(f"target {search['target']:g}: reached with {search['n_nodes']} of {search['pool']} nodes")
+    elif scores["faithfulness"] is not None and scores["faithfulness"] < defaults.APP_LOW_FAITHFULNESS:
+        st.warning(f"This circuit explains {scores['faithfulness']:.0%} of the behaviour. Select nodes by "
+                   "*target faithfulness* to find how many nodes it takes.")
 
 
 def node_panel_section(m, sae_dict: dict, shown: Shown, event, pp: Pairs) -> None:

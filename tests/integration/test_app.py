@@ -119,6 +119,12 @@ def test_find_circuit_shows_graph_and_stats(found):
     assert int(labels["nodes"]) == stats["nodes"] == 30
     assert int(labels["edges"]) == stats["edges"] > 0
     assert (int(labels["features"]), int(labels["error nodes"])) == (stats["features"], stats["error_nodes"])
+    # the graph never comes without how much of the behaviour it explains: the engine's own figures
+    from sfc_core.discovery import evaluate
+
+    want = evaluate(d.runs, d.select(top_k=30), ablation="mean")
+    assert labels["faithfulness"] == f"{want['faithfulness']:.3f}"
+    assert labels["completeness"] == f"{want['completeness']:.3f}"
     assert any("Circuit statistics" in t for t in _texts(at))
     shown = [t for t in _texts(at) if t.startswith("metric clean → corrupted")]
     assert len(shown) == 1 and BEFORE_AFTER.search(shown[0])
@@ -134,6 +140,19 @@ def test_sliders_reselect_without_recompute(found):
     at.slider(key="top_k").set_value(12).run()
     _ok(at)
     assert int({m.label: m.value for m in at.metric}["nodes"]) == 12
+    from sfc_core.discovery import evaluate
+
+    d = at.session_state["results"][at.session_state["current_key"]]
+    assert _metrics(at)["faithfulness"] == f"{evaluate(d.runs, d.select(top_k=12))['faithfulness']:.3f}"
+    at.radio(key="sel_mode").set_value("target faithfulness").run()
+    _ok(at)
+    search = d.target_search(0.8, "mean")
+    assert int(_metrics(at)["nodes"]) == search.n_nodes
+    assert _metrics(at)["faithfulness"] == f"{search.scores.faithfulness:.3f}"
+    if search.reached:
+        assert any(f"reached with {search.n_nodes} of {search.pool} nodes" in c.value for c in at.caption)
+    else:
+        assert any("No top-n of the" in w.value for w in at.warning)
     at.radio(key="sel_mode").set_value("threshold").run()
     _ok(at)
     thr = [s for s in at.slider if s.label.startswith("Nodes: |effect|")][0]
