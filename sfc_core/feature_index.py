@@ -11,8 +11,9 @@ Per SAE one safetensors file ``assets/feature_index/<L>_resid_post.safetensors``
 * ``hist_counts`` ``[d_sae, n_bins]`` int32 over ``hist_edges`` ``[d_sae, n_bins+1]``: histogram
   of its non-zero activations;
 * ``logit_top_ids/vals``, ``logit_bottom_ids/vals`` ``[d_sae, 10]``: tokens most promoted /
-  suppressed by its decoder direction through the unembedding (``W_dec @ W_U``, logits per unit
-  activation; final RMSNorm ignored, as in the logit lens).
+  suppressed by its decoder direction through the final norm's weight and the unembedding
+  (``d_k @ W_eff``, :func:`~sfc_core.splice.effective_unembed`; logits per unit activation at a
+  final residual of unit RMS, see :func:`logit_effects`).
 
 Token windows are read from ``assets/corpus_heldout.safetensors`` (``[n_seq, seq_len]``).
 """
@@ -26,8 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import defaults, hooks
+from .attribution import effective_decoder
 from .errors import AssetError, InputError
 from .pairs import special_positions, special_token_ids
+from .splice import effective_unembed
 
 N_BINS = 20
 N_LOGIT = 10
@@ -42,17 +45,54 @@ def index_file(hook_name: str, root: Path | None = None) -> Path:
     return (root or defaults.FEATURE_INDEX_DIR) / f"{hooks.sae_key(hook_name)}.safetensors"
 
 
-def logit_effects(sae, W_U: torch.Tensor, n: int = N_LOGIT) -> dict[str, torch.Tensor]:
-    """Top/bottom ``n`` tokens of each latent's direct logit effect ``W_dec @ W_U`` ``[d_sae, d_vocab]`` (logits
-    per unit activation; ``W_U`` ``[d_model, d_vocab]``), as ``{"logit_top_ids", "logit_top_vals",
-    "logit_bottom_ids", "logit_bottom_vals"}`` each ``[d_sae, n]`` (int32 ids, fp16 values)."""
-    effects = sae.W_dec.float() @ W_U.float()
-    top = effects.topk(n, dim=-1)
-    bottom = effects.topk(n, dim=-1, largest=False)
+def logit_effects(sae, model, n: int = N_LOGIT) -> dict[str, torch.Tensor]:
+    """Top/bottom ``n`` tokens of each latent's direct logit effect through the final norm, ``D @ W_eff``
+    ``[d_sae, d_vocab]``, as ``{"logit_top_ids", "logit_top_vals", "logit_bottom_ids", "logit_bottom_vals"}``
+    each ``[d_sae, n]`` (int32 ids, fp16 values, highest / lowest first).
+
+    ``D`` ``[d_sae, d_model]`` are the SAE's effective decoder rows
+    (:func:`~sfc_core.attribution.effective_decoder`) and ``W_eff`` ``[d_model, d_vocab]`` the unembedding with
+    the final norm's weight folded in (:func:`~sfc_core.splice.effective_unembed`, as TransformerLens'
+    ``fold_ln``; the logit lens / direct logit attribution). Units: logits per unit of feature activation
+    with the final norm's scale frozen at a residual RMS of 1 (fold_ln's convention); at a token whose final
+    residual has RMS ``σ`` the change is ``1/σ`` of it (bundled model: σ ≈ 36, the median over the held-out
+    non-special tokens, 29–43 for 10–90 %): magnitudes only, the ranking is the same. Biases (``b_U``, the
+    norm's ``b``) add the same logits for every latent and do not enter. Computed in float64.
+
+    Args:
+        model: the ``HookedTransformer``, or its effective unembedding ``[d_model, d_vocab]`` already computed
+            (used as given).
+
+    Raises:
+        InputError: the model's final norm is of a kind :func:`~sfc_core.splice.effective_unembed` does not know.
+    """
+    W = logit_unembedding(model).double()
+    D = effective_decoder(sae).double()
+    ids, vals = {"top": [], "bottom": []}, {"top": [], "bottom": []}
+    for i in range(0, D.shape[0], 256):
+        effects = D[i:i + 256] @ W
+        for key, largest in (("top", True), ("bottom", False)):
+            t = effects.topk(n, dim=-1, largest=largest)
+            ids[key].append(t.indices)
+            vals[key].append(t.values)
     return {
-        "logit_top_ids": top.indices.int(), "logit_top_vals": top.values.half(),
-        "logit_bottom_ids": bottom.indices.int(), "logit_bottom_vals": bottom.values.half(),
+        "logit_top_ids": torch.cat(ids["top"]).int(), "logit_top_vals": torch.cat(vals["top"]).half(),
+        "logit_bottom_ids": torch.cat(ids["bottom"]).int(), "logit_bottom_vals": torch.cat(vals["bottom"]).half(),
     }
+
+
+def logit_unembedding(model) -> torch.Tensor:
+    """``[d_model, d_vocab]``: :func:`~sfc_core.splice.effective_unembed` of a ``HookedTransformer`` (residual
+    RMS 1), or ``model`` itself if it is already such a tensor (detached).
+
+    Raises:
+        InputError: an unknown final norm, or a tensor that is not 2-D.
+    """
+    if isinstance(model, torch.Tensor):
+        if model.dim() != 2:
+            raise InputError(f"an effective unembedding is [d_model, d_vocab], not {tuple(model.shape)}")
+        return model.detach()
+    return effective_unembed(model)
 
 
 def _histograms(acts_per_latent: list[torch.Tensor], d_sae: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +174,7 @@ def build_sae_index(model, sae, hook_name: str, tokens: torch.Tensor, top_k: int
         "density": density.contiguous(),
         "hist_counts": counts,
         "hist_edges": edges.half(),
-        **logit_effects(sae, model.W_U),
+        **logit_effects(sae, model),
     }
 
 
@@ -228,7 +268,8 @@ class FeatureIndex:
         return self.tensors["hist_counts"][feature].tolist(), self.tensors["hist_edges"][feature].float().tolist()
 
     def logit_effects(self, feature: int) -> dict[str, list]:
-        """``{"top": [(token_id, logit)], "bottom": [...]}``: direct logit effect per unit activation (logits).
+        """``{"top": [(token_id, logit)], "bottom": [...]}`` (10 each): the shipped direct logit effects through
+        the final norm's weight (:func:`logit_effects`; logits per unit activation at unit final-residual RMS).
 
         Raises:
             InputError: ``feature`` outside ``0..d_sae−1``.

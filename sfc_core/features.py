@@ -22,7 +22,7 @@ import torch
 from .ablation import ablation_values, latents_logits
 from .attribution import PairRuns, effective_decoder
 from .errors import InputError
-from .feature_index import build_sae_index, load_feature_index
+from .feature_index import build_sae_index, load_feature_index, logit_unembedding
 from .hooks import blocks_before
 from .splice import Site, next_token_logits, residual_at
 
@@ -84,16 +84,27 @@ def example_tokens(tokenizer, example) -> list[str]:
     return [tokenizer.decode([t]) for t in example.tokens]
 
 
-def logit_effect_tokens(tokenizer, sae, W_U: torch.Tensor, feature: int, n: int = 10) -> dict[str, list]:
-    """Top ``n`` promoted / suppressed tokens of a feature's direct logit effect ``d_k @ W_U`` (logits per unit
-    of activation; ``d_k`` ``[d_model]`` its effective decoder row, ``W_U`` ``[d_model, d_vocab]``; final norm
-    ignored, as in the logit lens): ``{"top": [(token, logit)], "bottom": [...]}``.
+def logit_effect_tokens(tokenizer, sae, model, feature: int, n: int = 10) -> dict[str, list]:
+    """Top ``n`` promoted / suppressed tokens of a feature's direct logit effect through the final norm,
+    ``d_k @ W_eff`` ``[d_vocab]``: ``{"top": [(token, logit)], "bottom": [...]}`` (highest / lowest first).
+
+    ``d_k`` ``[d_model]`` is the feature's effective decoder row
+    (:func:`~sfc_core.attribution.effective_decoder`), ``W_eff`` ``[d_model, d_vocab]`` the unembedding with the
+    final norm's weight folded in (:func:`~sfc_core.splice.effective_unembed`, as TransformerLens' ``fold_ln``;
+    the logit lens / direct logit attribution), the same numbers as the shipped feature index
+    (:func:`~sfc_core.feature_index.logit_effects`). Units: logits per unit of feature activation with the
+    norm's scale frozen at a final-residual RMS of 1 (divide by a position's RMS, ≈ 36 for the bundled model,
+    for the change there; the ranking does not depend on it). Biases do not enter.
+
+    Args:
+        model: the ``HookedTransformer``, or its effective unembedding ``[d_model, d_vocab]`` already computed
+            (used as given, so a raw ``model.W_U`` gives the old norm-free effects).
 
     Raises:
-        InputError: ``feature`` is not an integer in ``0..d_sae−1``.
+        InputError: ``feature`` is not an integer in ``0..d_sae−1``, or the model's final norm is of an unknown kind.
     """
     feature = check_feature(sae, feature)
-    effects = effective_decoder(sae)[feature].float() @ W_U.float()
+    effects = effective_decoder(sae)[feature].double() @ logit_unembedding(model).double()
     top, bottom = effects.topk(n), effects.topk(n, largest=False)
     return {
         "top": [(tokenizer.decode([i]), float(v)) for i, v in zip(top.indices.tolist(), top.values.tolist())],

@@ -154,6 +154,51 @@ def logits_of(model, resid: torch.Tensor) -> torch.Tensor:
     return model.unembed(model.ln_final(resid))
 
 
+def effective_unembed(model, resid_rms: float = 1.0) -> torch.Tensor:
+    """The unembedding through the final norm ``[d_model, d_vocab]`` (no grad, the model's dtype): a residual
+    direction ``d`` ``[d_model]`` changes the logits by ``d @ effective_unembed(model)`` (logits per residual
+    unit) when the final norm's scale is held at ``resid_rms``.
+
+    The final norm's elementwise weight ``w`` is folded into ``W_U`` as TransformerLens' ``fold_ln`` does
+    (``weight_processing._fold_unembed_layer_norm``): ``diag(w) @ W_U`` for ``RMSNorm``; for ``LayerNorm``
+    also its mean subtraction, ``C @ diag(w) @ W_U`` with ``C = I − 11ᵀ/d_model`` (each vocabulary column
+    centred over ``d_model``, fold_ln's ``center_weights``). An already folded model (``RMSNormPre`` /
+    ``LayerNormPre``, ``normalization_type`` "RMSPre"/"LNPre") has ``w`` in ``W_U`` already (only the
+    centring applies for ``LayerNormPre``); a model without a final norm has ``W_U`` itself (exact, and
+    ``resid_rms`` is not applied). The norm's bias ``b`` and the unembedding bias ``b_U`` add the same
+    logits whatever the direction and do not enter.
+
+    Approximation (the logit lens / direct logit attribution, Elhage et al. 2021; nostalgebraist 2020):
+    the norm's scale ``σ`` (the residual's RMS, of the centred residual for LayerNorm) is frozen, as
+    fold_ln's folded weights assume (they act on the normalized residual), so the effect is
+    ``(d ⊙ w) @ W_U / σ``. With the default ``resid_rms=1`` the values are per unit of the *normalized*
+    residual (fold_ln's convention, no data needed); at a position whose final residual has RMS ``σ``
+    divide by ``σ`` (``resid_rms=σ``). A positive ``σ`` scales every token alike: rankings do not depend on
+    it. Exact to first order for directions orthogonal to the residual (``σ`` does not move); otherwise
+    the change of ``σ`` itself (a shrink towards the residual's own logits) is left out.
+
+    Raises:
+        InputError: ``resid_rms`` is not positive, or the final norm is of a kind this adapter does not know.
+    """
+    from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
+
+    if not resid_rms > 0:
+        raise InputError(f"resid_rms must be positive, not {resid_rms}")
+    W_U = model.unembed.W_U.detach()
+    norm = getattr(model, "ln_final", None)
+    if model.cfg.normalization_type is None or norm is None:
+        return W_U.clone()
+    if isinstance(norm, (RMSNorm, LayerNorm)):
+        W = norm.w.detach()[:, None] * W_U
+    elif isinstance(norm, (RMSNormPre, LayerNormPre)):
+        W = W_U.clone()
+    else:
+        raise InputError(f"final norm {type(norm).__name__} is not supported for logit effects")
+    if isinstance(norm, (LayerNorm, LayerNormPre)):
+        W = W - W.mean(0, keepdim=True)
+    return W / resid_rms
+
+
 def residual_at(model, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
     """No-grad residual stream ``[b, p, d_model]`` of ``tokens`` ``[b, p]`` at a residual hook point.
 

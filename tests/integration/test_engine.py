@@ -120,8 +120,9 @@ def test_feature_index_round_trip(bundled):
     sae = saes[hook].sae
     index = load_feature_index(hook)
     assert index.d_sae == int(sae.cfg.d_sae)
-    fresh_logits = logit_effects(sae, model.W_U)
-    assert torch.equal(index.tensors["logit_top_ids"], fresh_logits["logit_top_ids"])
+    fresh_logits = logit_effects(sae, model)  # through the final norm's weight (splice.effective_unembed)
+    for key in ("logit_top_ids", "logit_bottom_ids", "logit_top_vals", "logit_bottom_vals"):
+        assert torch.equal(index.tensors[key], fresh_logits[key]), key
     tokens = load_heldout_tokens()
     alive = torch.nonzero(index.tensors["density"] > 0).flatten()[:3].tolist()
     assert len(alive) == 3
