@@ -71,6 +71,7 @@ class Shown:
     runs: Any
     render_s: float | None = None
     scores: dict | None = None  # faithfulness / completeness of exactly this circuit (found circuits)
+    n_grouped: int = 0  # inner nodes drawn inside "other k" markers (G itself is never collapsed)
 
 
 # ------------------------------------------------------------------ callbacks (run before the script)
@@ -333,10 +334,20 @@ def _selection_sliders(d, opts: Options) -> dict:
     return {"node_threshold": thr, "top_k": k, "target_faithfulness": target, "edge_threshold": ethr}
 
 
-def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> Shown | None:
-    """The circuit to show: the found one re-selected by the sliders (no recompute), or an uploaded one."""
+def _draw(m, sae_dict: dict, G) -> tuple[Any, int]:
+    """The figure of ``G`` (collapsed to its :data:`~sfc_core.collapse.MAX_NODES` largest nodes plus one
+    "other k" marker per hook point when larger) and the number of nodes grouped into markers."""
+    from sfc_core.collapse import MAX_NODES, collapse
     from sfc_core.viz import circuit_figure
 
+    drawn = collapse(G, MAX_NODES)  # a copy of G when it is small enough
+    n_grouped = int((drawn.graph.get("collapsed") or {}).get("n_grouped", 0))
+    return circuit_figure(drawn, S.feature_labels(drawn, panel.logit_token_lookup(m, sae_dict))), n_grouped
+
+
+def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> Shown | None:
+    """The circuit to show: the found one re-selected by the sliders (no recompute), or an uploaded one.
+    ``Shown.G`` is always the whole circuit (scores, node list, exports); only the figure may be collapsed."""
     d = ss["results"].get(ss.get("current_key")) if ss.get("current_key") else None
     view = _choose_view(d)
     if view == "discovery":
@@ -351,8 +362,8 @@ def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> 
             t0 = time.perf_counter()
             G = d.select(**selection, ablation=opts.ablation)
             G.graph["task"] = ss.get("_loaded_preset", (None, None))[1] if ss.get("_loaded_preset") else "custom"
-            fig = circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict)))
-            shown = Shown("discovery", G, fig, d.runs, time.perf_counter() - t0)
+            fig, n_grouped = _draw(m, sae_dict, G)
+            shown = Shown("discovery", G, fig, d.runs, time.perf_counter() - t0, n_grouped=n_grouped)
             shown.scores = d.scores(G, opts.ablation)  # one ablated forward per new selection, then cached
             G.graph["scores"] = {k: shown.scores[k] for k in ("faithfulness", "completeness", "ablation", "metric")}
         return shown
@@ -360,8 +371,8 @@ def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> 
         G = ss["uploaded_graph"]
         shown = None
         with ui.guard("Drawing the uploaded circuit"):
-            shown = Shown("uploaded", G, circuit_figure(G, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict))),
-                          None)
+            fig, n_grouped = _draw(m, sae_dict, G)
+            shown = Shown("uploaded", G, fig, None, n_grouped=n_grouped)
         return shown
     st.info("Choose prompt pairs and click **Find circuit** (the IOI preset is ready), or load a saved circuit "
             "in the sidebar.")
@@ -382,6 +393,12 @@ def graph_section(shown: Shown):
         if shown.render_s is not None:
             cap += f" Re-selected and drawn in {shown.render_s * 1000:.0f} ms from cached effects."
         st.caption(cap)
+        if shown.n_grouped:
+            from sfc_core.collapse import MAX_NODES
+
+            st.caption(f"showing the {MAX_NODES} largest nodes individually; {shown.n_grouped} more grouped per "
+                       "layer; faithfulness is the whole circuit's. The grey open circles (“other k”) are the "
+                       "groups; the node list and the exports hold every node.")
     with col_stats:
         if shown.scores is not None:
             _faithfulness_box(shown.scores, G.graph.get("target_search"))
@@ -440,6 +457,8 @@ def node_panel_section(m, sae_dict: dict, shown: Shown, event, pp: Pairs) -> Non
     G = shown.G
     node_ids = S.ranked_node_ids(G)
     clicked = node_id_from_selection(event)
+    if clicked not in node_ids:  # an "other k" marker of the collapsed view, embed / metric, or nothing
+        clicked = None
     if clicked and clicked != ss.get("_last_click"):
         ss["node_pick"] = clicked
     ss["_last_click"] = clicked

@@ -12,6 +12,13 @@
 * **colour** = signed effect on a symmetric diverging ``RdBu`` scale (red = negative = the node carries the
   clean behaviour, see :mod:`sfc_core.attribution`); **size** ∝ ``sqrt(|effect|)`` with a minimum size.
 * feature nodes are circles, error nodes (ε) diamonds, ``embed``/``metric`` grey squares, each kind one trace.
+  With ``feature_labels``, each node's label is also written next to it (a leading one-word ``"promotes: "``
+  dropped, cut to 18 characters; the full text is in the hover).
+* collapsed-group markers of :func:`sfc_core.collapse.collapse` (nodes with ``collapsed=True``): one trace
+  of grey open circles at the bottom of their column (below the position bands when positional), labelled
+  ``"other k"``, sized by their summed ``|effect|``; the hover gives the group's size, summed effect and its
+  largest members. Markers are left out of the colour scale's range and the edge-width scale, and their
+  (summed) edges are drawn in the thinnest bin, so that they do not wash out the real nodes and edges.
 * edges: line traces bucketed by sign × three ``|weight|`` bins (width and opacity grow with ``|weight|``;
   negative red, positive blue), plus one invisible trace of edge mid-points for edge hover text.
 
@@ -31,6 +38,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from . import hooks
+from .collapse import is_marker
 from .metrics import metric_label
 from .nodes import KINDS, kind_of
 
@@ -39,6 +47,7 @@ _BLUE = (33, 102, 172)
 _GREY = "#8c8c8c"
 _MIN_SIZE, _MAX_SIZE, _SPECIAL_SIZE = 7.0, 30.0, 16.0
 _EDGE_BINS = ((1.0, 0.30), (2.5, 0.50), (4.5, 0.75))  # (line width, opacity) per |weight| tercile
+_LABEL_CHARS = 18  # node labels drawn next to the node are cut to this many characters
 
 
 # ------------------------------------------------------------------ helpers
@@ -53,6 +62,19 @@ def _num(x) -> float | None:
 def _fmt(x) -> str:
     v = _num(x)
     return "–" if v is None else f"{v:.4g}"
+
+
+def _short(text, n: int = _LABEL_CHARS) -> str:
+    text = " ".join(str(text).split())
+    head, sep, rest = text.partition(": ")
+    if sep and rest and head.isalpha():  # "promotes: ' Mary', …" → "' Mary', …"
+        text = rest
+    return html.escape(text if len(text) <= n else text[:n - 1] + "…", quote=False)
+
+
+def _group_size(d: dict, default: int) -> str:
+    k, errs = d.get("n_members", default), int(d.get("n_errors") or 0)
+    return f"{k} latents" if not errs else f"{k} nodes ({k - errs} latents, {errs} error nodes)"
 
 
 def _column_key(node: str, data: dict, n_layers: int) -> tuple:
@@ -84,12 +106,14 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
     """A Plotly figure of circuit ``G`` (a ``networkx.DiGraph`` in the :mod:`sfc_core.circuit` contract).
 
     Args:
-        G: the circuit.
-        feature_labels: optional ``node_id -> text`` shown in the hover (e.g. top logit tokens).
+        G: the circuit, or its collapsed view from :func:`sfc_core.collapse.collapse`.
+        feature_labels: optional ``node_id -> text`` shown in the hover (e.g. top logit tokens) and, cut to
+            18 characters, as text next to the node.
         height: figure height in pixels.
 
     Returns:
-        A figure with fewer than 12 traces; every node point has ``customdata=[node_id]``.
+        A figure with fewer than 12 traces; every node point (markers included) has ``customdata=[node_id]``
+        (a marker's id is not a node id: callers that map clicks to nodes ignore ids they do not know).
     """
     labels = feature_labels or {}
     meta = dict(getattr(G, "graph", {}) or {})
@@ -117,9 +141,11 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
     col_index = {k: i for i, k in enumerate(col_keys)}
 
     effect = {n: _num(d.get("effect")) for n, d in nodes}
+    markers = {n for n, _ in nodes if is_marker(G, n)}
 
-    def order(ns):  # most negative effect first (top); special / None effects last
-        return sorted(ns, key=lambda n: (effect[n] is None, effect[n] if effect[n] is not None else 0.0, n))
+    def order(ns):  # most negative effect first (top); special / None effects, then markers last
+        return sorted(ns, key=lambda n: (n in markers, effect[n] is None,
+                                         effect[n] if effect[n] is not None else 0.0, n))
 
     xy: dict[str, tuple[float, float]] = {}
     ytick_vals: list[float] = []
@@ -138,6 +164,8 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         special = []
         for n, d in nodes:
             pos = d.get("position")
+            if n in markers:
+                continue
             if pos is None:
                 special.append(n)
             else:
@@ -158,29 +186,44 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         mid = (0.0 + top + gap) / 2.0
         for n in special:
             xy[n] = (float(col_index[keys[n]]), mid)
+        if markers:  # one row below the last band
+            for n in markers:
+                xy[n] = (float(col_index[keys[n]]), top + gap)
         tokens = meta.get("prompt_tokens") or []
         for p in positions:
             ytick_vals.append(centre[p])
             tok = tokens[p] if isinstance(tokens, (list, tuple)) and 0 <= p < len(tokens) else None
             ytick_text.append(f"{p}: {html.escape(str(tok), quote=False)!s}" if tok is not None else f"pos {p}")
+        if markers:
+            ytick_vals.append(top + gap)
+            ytick_text.append("grouped")
 
     # edges
     weights = [(u, v, _num(d.get("weight"))) for u, v, d in G.edges(data=True)]
-    wmax = max((abs(w) for _, _, w in weights if w is not None), default=0.0) or 1.0
+    wmax = (max((abs(w) for u, v, w in weights if w is not None and u not in markers and v not in markers),
+                default=0.0)
+            or max((abs(w) for _, _, w in weights if w is not None), default=0.0) or 1.0)
+
+    def name_of(n: str) -> str:
+        return str(G.nodes[n].get("label") or n) if n in markers else str(n)
+
     buckets: dict[tuple[int, int], tuple[list, list]] = {}
     mid_x, mid_y, mid_text = [], [], []
     for u, v, w in weights:
         if u not in xy or v not in xy:
             continue
         w0 = w if w is not None else 0.0
-        b = min(int(3 * abs(w0) / wmax), 2)
+        # an edge to or from a marker sums many edges: always drawn thin, its summed weight is in the hover
+        b = 0 if (u in markers or v in markers) else min(int(3 * abs(w0) / wmax), 2)
         xs, ys = buckets.setdefault((1 if w0 >= 0 else 0, b), ([], []))
         (x0, y0), (x1, y1) = xy[u], xy[v]
         xs.extend((x0, x1, None))
         ys.extend((y0, y1, None))
         mid_x.append((x0 + x1) / 2.0)
         mid_y.append((y0 + y1) / 2.0)
-        mid_text.append(f"{html.escape(u, quote=False)} → {html.escape(v, quote=False)}<br>weight {_fmt(w)}")
+        merged = G.edges[u, v].get("n_edges", 1) if (u in markers or v in markers) else 1
+        mid_text.append(f"{html.escape(name_of(u), quote=False)} → {html.escape(name_of(v), quote=False)}<br>"
+                        + (f"summed weight of {merged} edges {_fmt(w)}" if merged != 1 else f"weight {_fmt(w)}"))
     for (sign, b), (xs, ys) in sorted(buckets.items()):
         width, alpha = _EDGE_BINS[b]
         r, g, bl = _BLUE if sign else _RED
@@ -195,14 +238,28 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
             showlegend=False, name="edges"))
 
     # nodes: features, error nodes, embed/metric
-    emax = max((abs(e) for e in effect.values() if e is not None), default=0.0) or 1.0
-    kinds: dict[str, list] = {"feature": [], "error": [], "special": []}
+    emax = max((abs(e) for n, e in effect.items() if e is not None and n not in markers), default=0.0) or 1.0
+    kinds: dict[str, list] = {"feature": [], "error": [], "special": [], "collapsed": []}
     for n, d in nodes:
+        if n in markers:
+            kinds["collapsed"].append(n)
+            continue
         kind = kind_of(n, d)
         kinds["special" if kind in ("embed", "metric") else "error" if kind == "error" else "feature"].append(n)
 
     def hover(n: str) -> str:
         d = G.nodes[n]
+        if n in markers:
+            members = list(d.get("members") or [])
+            lines = [f"<b>{html.escape(name_of(n), quote=False)}</b>",
+                     f"hook point: {html.escape(str(d.get('hook_name', '')), quote=False)}",
+                     f"{_group_size(d, len(members))} grouped (not drawn individually)",
+                     f"summed effect: {_fmt(d.get('effect'))}",
+                     f"summed |effect|: {_fmt(d.get('abs_effect'))}"]
+            if members:
+                lines.append("largest: " + ", ".join(html.escape(str(m), quote=False) for m in members[:3])
+                             + (" …" if len(members) > 3 else ""))
+            return "<br>".join(lines)
         lines = [f"<b>{html.escape(n, quote=False)}</b>",
                  f"hook point: {html.escape(str(d.get('hook_name', '')), quote=False)}",
                  f"feature: {html.escape(str(d.get('feature', '')), quote=False)}"]
@@ -214,23 +271,38 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
             lines.append(html.escape(str(labels[n]), quote=False))
         return "<br>".join(lines)
 
+    def mass(n: str) -> float:  # a marker's summed |effect| (its signed sum where that is missing)
+        return abs(_num(G.nodes[n].get("abs_effect")) or effect[n] or 0.0)
+
+    amax = max((mass(n) for n in markers), default=0.0) or 1.0
     for kind, symbol, name in (("feature", "circle", KINDS["latent"].label), ("error", "diamond", KINDS["error"].label),
-                               ("special", "square", "embed / metric")):
+                               ("special", "square", "embed / metric"),
+                               ("collapsed", "circle-open", "other nodes (grouped)")):
         ns = kinds[kind]
         if not ns:
             continue
         marker: dict = {"symbol": symbol, "line": {"width": 1, "color": "#333333"}}
+        text, mode, textpos = None, "markers", "top center"
         if kind == "special":
             marker.update(size=_SPECIAL_SIZE, color=_GREY)
+            text, mode = ns, "markers+text"
+        elif kind == "collapsed":
+            size = [_SPECIAL_SIZE + (_MAX_SIZE - _SPECIAL_SIZE) * math.sqrt(mass(n) / amax) for n in ns]
+            marker.update(size=np.array(size), color=_GREY, line={"width": 2, "color": _GREY})
+            text = [f"other {G.nodes[n].get('n_members', '')}" for n in ns]
+            mode, textpos = "markers+text", "bottom center"
         else:
             es = [effect[n] if effect[n] is not None else 0.0 for n in ns]
             es = np.array(es, dtype=float)
-            marker.update(size=_MIN_SIZE + (_MAX_SIZE - _MIN_SIZE) * np.sqrt(np.abs(es) / emax),
+            marker.update(size=_MIN_SIZE + (_MAX_SIZE - _MIN_SIZE) * np.sqrt(np.minimum(np.abs(es) / emax, 1.0)),
                           color=es, coloraxis="coloraxis")
+            if any(labels.get(n) for n in ns):
+                text = [_short(labels[n]) if labels.get(n) else "" for n in ns]
+                mode, textpos = "markers+text", "middle right"
         traces.append(go.Scatter(
             x=np.array([xy[n][0] for n in ns]), y=np.array([xy[n][1] for n in ns]),
-            mode="markers+text" if kind == "special" else "markers",
-            text=ns if kind == "special" else None, textposition="top center",
+            mode=mode, text=text, textposition=textpos,
+            textfont={"size": 9, "color": "#444444"} if kind in ("feature", "error", "collapsed") else None,
             customdata=np.array(ns, dtype=object).reshape(-1, 1), hovertext=[hover(n) for n in ns],
             hovertemplate="%{hovertext}<extra></extra>", marker=marker, name=name,
             unselected={"marker": {"opacity": 0.35}}))

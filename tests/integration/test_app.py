@@ -149,6 +149,10 @@ def test_sliders_reselect_without_recompute(found):
     search = d.target_search(0.8, "mean")
     assert int(_metrics(at)["nodes"]) == search.n_nodes
     assert _metrics(at)["faithfulness"] == f"{search.scores.faithfulness:.3f}"
+    from sfc_core.collapse import MAX_NODES
+
+    grouped = [c.value for c in at.caption if c.value.startswith(f"showing the {MAX_NODES} largest nodes")]
+    assert bool(grouped) == (search.n_nodes > MAX_NODES), grouped  # the figure is collapsed, the scores are not
     if search.reached:
         assert any(f"reached with {search.n_nodes} of {search.pool} nodes" in c.value for c in at.caption)
     else:

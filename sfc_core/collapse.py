@@ -1,0 +1,140 @@
+"""A readable view of a large circuit: the largest nodes individually, the rest grouped per hook point.
+
+Circuits that reach a useful faithfulness have hundreds or thousands of nodes; drawing every one is a tangle.
+:func:`collapse` keeps the ``max_nodes`` nodes of largest ``|effect|`` and replaces the others of each hook
+point (site) by one **marker** node, "other k latents at L7". The result is for display only: markers are
+not nodes of the model (their ids are rejected by :func:`sfc_core.nodes.parse_id`), scores are computed on
+the full circuit, and circuit files, GraphML, CSV and Neuronpedia exports are written from the full graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+
+from .errors import InputError
+from .nodes import END_KINDS, graph_node, kind_of
+
+#: Default number of nodes drawn individually.
+MAX_NODES = 60
+#: Id prefix of a marker: ``"other@" + hook_name`` (no ``/``, so never a node id).
+MARKER_PREFIX = "other@"
+
+
+def _effect(data: dict) -> float:
+    try:
+        v = float(data.get("effect"))
+    except (TypeError, ValueError):
+        return 0.0
+    return v if math.isfinite(v) else 0.0
+
+
+def _hook(node_id: str, data: dict) -> str:
+    try:
+        return graph_node(node_id, data).hook_name
+    except InputError:
+        return str(data.get("hook_name") or "")
+
+
+def marker_id(hook_name: str) -> str:
+    """The id of the marker grouping the collapsed nodes of ``hook_name`` (never a valid node id)."""
+    return f"{MARKER_PREFIX}{hook_name}"
+
+
+def is_marker(G, node_id: str) -> bool:
+    """Whether ``node_id`` is a collapsed-group marker of ``G`` (a display-only node)."""
+    return node_id in G and bool(G.nodes[node_id].get("collapsed"))
+
+
+def inner_nodes(G) -> list[str]:
+    """The nodes of ``G`` other than the embedding / metric end points (latents, error nodes, markers)."""
+    return [n for n, d in G.nodes(data=True) if kind_of(n, d) not in END_KINDS]
+
+
+def collapse(G, max_nodes: int = MAX_NODES) -> nx.DiGraph:
+    """The circuit ``G`` with at most ``max_nodes`` inner nodes drawn individually, the rest grouped per hook point.
+
+    Contract (shapes n/a; ``effect`` and ``weight`` in the metric's units, as in ``G``):
+
+    * **kept**: the ``max_nodes`` inner nodes (latents and error nodes alike) of largest ``|effect|``
+      (ties: smaller id first; a missing or non-finite effect counts as 0), with all their attributes, and
+      the ``embed`` / ``metric`` end points always.
+    * **markers**: every other inner node of a hook point goes into that hook point's one marker, id
+      ``"other@<hook_name>"`` (rejected by :func:`~sfc_core.nodes.parse_id`), attributes
+      ``collapsed=True``, ``members`` (the ids, largest ``|effect|`` first), ``n_members``, ``n_errors`` (error
+      nodes among them),
+      ``effect`` = the sum of the members' effects, ``abs_effect`` = the sum of their ``|effect|``,
+      ``hook_name`` / ``layer`` / ``site`` of the hook point (from the members), ``position=None``,
+      ``feature=None`` and ``label`` ``"other k latents at L7"`` (``"nodes"`` when an error node is among them).
+    * **edges**: each edge ``u → v`` of ``G`` becomes ``rep(u) → rep(v)`` (``rep`` = the node itself or its
+      marker); parallel edges are merged with ``weight`` = the sum of their weights (a missing weight counts
+      as 0) and ``n_edges`` = how many were merged. Edges inside one marker are dropped.
+    * ``graph`` attributes: a copy of ``G.graph`` plus ``collapsed = {"max_nodes", "n_kept", "n_grouped",
+      "n_markers"}``.
+
+    A graph with ``≤ max_nodes`` inner nodes is returned unchanged (a copy, no ``collapsed`` attribute).
+    The result is for drawing only: never write it to a circuit file or score it.
+
+    Args:
+        G: a circuit ``networkx.DiGraph`` in the :mod:`sfc_core.circuit` contract.
+        max_nodes: inner nodes kept individually (≥ 0).
+
+    Returns:
+        A new ``networkx.DiGraph``.
+
+    Raises:
+        InputError: a negative ``max_nodes``.
+    """
+    if max_nodes < 0:
+        raise InputError(f"max_nodes must be ≥ 0, not {max_nodes}")
+    inner = [n for n, d in G.nodes(data=True) if kind_of(n, d) not in END_KINDS]
+    if len(inner) <= max_nodes:
+        return G.copy()
+    ranked = sorted(inner, key=lambda n: (-abs(_effect(G.nodes[n])), str(n)))
+    kept = set(ranked[:max_nodes])
+    rep: dict = {}
+    groups: dict[str, list] = {}
+    for n in ranked[max_nodes:]:
+        m = marker_id(_hook(n, G.nodes[n]))
+        rep[n] = m
+        groups.setdefault(m, []).append(n)
+
+    H = nx.DiGraph()
+    H.graph.update(dict(G.graph))
+    H.graph["collapsed"] = {"max_nodes": int(max_nodes), "n_kept": len(kept), "n_grouped": len(rep),
+                            "n_markers": len(groups)}
+    for n, d in G.nodes(data=True):  # kept nodes and end points, in G's order
+        if n not in rep:
+            H.add_node(n, **dict(d))
+    for m, members in groups.items():
+        d0 = G.nodes[members[0]]
+        hook = _hook(members[0], d0)
+        layer = d0.get("layer")
+        n_errors = sum(kind_of(n, G.nodes[n]) != "latent" for n in members)
+        where = f"L{layer}" if layer is not None else hook
+        H.add_node(m, collapsed=True, members=list(members), n_members=len(members), n_errors=n_errors,
+                   effect=sum(_effect(G.nodes[n]) for n in members),
+                   abs_effect=sum(abs(_effect(G.nodes[n])) for n in members),
+                   hook_name=hook, layer=layer, site=d0.get("site"), position=None, feature=None,
+                   activation=None,
+                   label=f"other {len(members)} {'nodes' if n_errors else 'latents'} at {where}")
+    for u, v, d in G.edges(data=True):
+        a, b = rep.get(u, u), rep.get(v, v)
+        if a == b and (u in rep or v in rep):
+            continue
+        try:
+            w = float(d.get("weight"))
+            w = w if math.isfinite(w) else 0.0
+        except (TypeError, ValueError):
+            w = 0.0
+        if u not in rep and v not in rep:
+            H.add_edge(a, b, **dict(d))
+            H.edges[a, b].setdefault("n_edges", 1)
+        elif H.has_edge(a, b):
+            e = H.edges[a, b]
+            e["weight"] = float(e.get("weight") or 0.0) + w
+            e["n_edges"] = int(e.get("n_edges", 1)) + 1
+        else:
+            H.add_edge(a, b, weight=w, n_edges=1)
+    return H
