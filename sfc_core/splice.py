@@ -13,8 +13,8 @@ see each other's interventions. Only residual-stream hook points (``hook_resid_p
 
 **Model adapter.** This is the one module that touches ``HookedTransformer`` internals (``embed``,
 ``pos_embed``, ``blocks``, ``ln_final``, ``unembed``, the key/value cache entries); everything else runs
-the model through :func:`run_from`, :func:`logits_of`, :func:`next_token_logits` and
-:func:`residual_at`. A port to TransformerLens' ``TransformerBridge`` replaces these functions only
+the model through :func:`run_from`, :func:`logits_of`, :func:`next_token_logits`,
+:func:`residual_at` and :func:`effective_unembed`. A port to TransformerLens' ``TransformerBridge`` replaces these functions only
 (README, "Model adapter").
 """
 

@@ -82,7 +82,7 @@ def examples_section(m, loaded, feature: int, n: int = 8) -> dict | None:
 def logit_section(m, loaded, feature: int) -> None:
     st.markdown("#### Logit effects")
     st.caption("Tokens the feature's decoder direction promotes / suppresses directly through the unembedding "
-               "(logits per unit of activation; final norm ignored, as in the logit lens).")
+               "(logits per unit of activation, through the final norm's weight at unit norm scale).")
     with ui.guard("Computing logit effects"):
         if getattr(loaded, "source", None) == "bundled":
             from sfc_core.feature_index import load_feature_index
@@ -92,7 +92,7 @@ def logit_section(m, loaded, feature: int) -> None:
         else:
             from sfc_core.features import logit_effect_tokens
 
-            eff = logit_effect_tokens(m.tokenizer, loaded.sae, m.W_U, int(feature))
+            eff = logit_effect_tokens(m.tokenizer, loaded.sae, m, int(feature))
             dec = None
         c1, c2 = st.columns(2)
         c1.markdown("promoted")
