@@ -1,4 +1,4 @@
-"""What every bench script ends with: print its figures as JSON, and save them if asked."""
+"""What the bench scripts share: the bare forward+backward they compare against, and printing their figures."""
 
 from __future__ import annotations
 
@@ -11,3 +11,19 @@ def emit(figures: dict, json_path: str | None = None) -> None:
     if json_path:
         with open(json_path, "w") as fh:
             json.dump(figures, fh, indent=1)
+
+
+def fwd_bwd_floor(model, batch) -> None:
+    """One forward and backward pass of ``batch``'s clean prompts through the bare model (no SAEs) to the logit
+    difference: the floor that attribution timings are compared with."""
+    import torch
+
+    from sfc_core.splice import embed, logits_of, run_from
+
+    with torch.enable_grad():
+        resid, _ = embed(model, batch.clean_tokens)
+        resid = resid.detach().requires_grad_(True)
+        final = run_from(model, [], resid, 0, None, stop_block=model.cfg.n_layers)
+        rows = torch.arange(batch.n)
+        logits = logits_of(model, final[rows, batch.last_pos][:, None])[:, 0]
+        torch.autograd.grad((logits[rows, batch.answer_ids] - logits[rows, batch.wrong_ids]).sum(), [resid])

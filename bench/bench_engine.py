@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from _report import emit
+from _report import emit, fwd_bwd_floor
 
 
 def main() -> None:
@@ -26,7 +26,6 @@ def main() -> None:
     from sfc_core.model import load_model
     from sfc_core.pairs import tokenize_pairs
     from sfc_core.saes import load_bundled_saes
-    from sfc_core.splice import embed, logits_of, run_from
     from sfc_core.tasks import get_task_pairs
 
     ap = argparse.ArgumentParser()
@@ -51,14 +50,7 @@ def main() -> None:
         return value
 
     def floor():
-        with torch.enable_grad():
-            resid, _ = embed(model, batch.clean_tokens)
-            resid = resid.detach().requires_grad_(True)
-            final = run_from(model, [], resid, 0, None, stop_block=model.cfg.n_layers)
-            rows = torch.arange(batch.n)
-            logits = logits_of(model, final[rows, batch.last_pos][:, None])[:, 0]
-            m = (logits[rows, batch.answer_ids] - logits[rows, batch.wrong_ids]).sum()
-            torch.autograd.grad(m, [resid])
+        fwd_bwd_floor(model, batch)
 
     floor()  # warm-up
     timed("floor_fwd_bwd_s", floor)

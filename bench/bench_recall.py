@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from _report import emit
+from _report import emit, fwd_bwd_floor
 
 
 def main() -> None:
@@ -26,7 +26,6 @@ def main() -> None:
     from sfc_core.model import load_model
     from sfc_core.pairs import tokenize_pairs
     from sfc_core.saes import load_bundled_saes
-    from sfc_core.splice import embed, logits_of, run_from
     from sfc_core.tasks import get_task_pairs
 
     ap = argparse.ArgumentParser()
@@ -42,18 +41,9 @@ def main() -> None:
     for task in args.tasks.split(","):
         batch = tokenize_pairs(model, get_task_pairs(model, task, n=args.n))
 
-        def floor():
-            with torch.enable_grad():
-                resid, _ = embed(model, batch.clean_tokens)
-                resid = resid.detach().requires_grad_(True)
-                final = run_from(model, [], resid, 0, None, stop_block=model.cfg.n_layers)
-                rows = torch.arange(batch.n)
-                logits = logits_of(model, final[rows, batch.last_pos][:, None])[:, 0]
-                torch.autograd.grad((logits[rows, batch.answer_ids] - logits[rows, batch.wrong_ids]).sum(), [resid])
-
-        floor()
+        fwd_bwd_floor(model, batch)  # warm-up
         t = time.perf_counter()
-        floor()
+        fwd_bwd_floor(model, batch)
         floor_s = time.perf_counter() - t
         runs = A.prepare_runs(model, saes, batch)
         row: dict = {"floor_fwd_bwd_s": round(floor_s, 3), "methods": {}}
