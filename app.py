@@ -342,7 +342,7 @@ def _draw(m, sae_dict: dict, G) -> tuple[Any, int]:
 
     drawn = collapse(G, MAX_NODES)  # a copy of G when it is small enough
     n_grouped = int((drawn.graph.get("collapsed") or {}).get("n_grouped", 0))
-    return circuit_figure(drawn, S.feature_labels(drawn, panel.logit_token_lookup(m, sae_dict))), n_grouped
+    return circuit_figure(drawn, S.feature_labels(drawn, panel.logit_token_lookup(m, sae_dict), panel.flag_lookup(sae_dict))), n_grouped
 
 
 def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> Shown | None:

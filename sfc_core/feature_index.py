@@ -282,6 +282,57 @@ class FeatureIndex:
         }
 
 
+    def degenerate_flags(self) -> dict[int, list[str]]:
+        """Latents that look like artefacts rather than features, by the rules of :data:`DEGENERATE_RULES`
+        (cached): ``{feature: ["massive", "positional", "dense"]}`` for flagged latents only.
+
+        * ``massive``: the top activation is ≥ ``massive_ratio`` × the median top activation of the SAE's live
+          latents (massive-activation tokens, Sun et al. 2024, not a concept);
+        * ``positional``: ≥ ``positional_fraction`` of the (at least 4) top contexts, each from a different held-out
+          sequence, peak at the same position (e.g. the first token after BOS): it tracks a position;
+        * ``dense``: active on ≥ ``dense_fraction`` of held-out tokens.
+        """
+        cached = self.__dict__.get("_flags")
+        if cached is not None:
+            return cached
+        rules, t = DEGENERATE_RULES, self.tensors
+        top = t["top_act"][:, 0].float()
+        live = top > 0
+        median = float(top[live].median()) if live.any() else 0.0
+        flags: dict[int, list[str]] = {}
+        for k in torch.nonzero(live & (top >= rules["massive_ratio"] * median)).flatten().tolist():
+            flags.setdefault(k, []).append("massive")
+        seqs, poss = t["top_seq"].long(), t["top_pos"].long()
+        for k in range(self.d_sae):
+            pos = poss[k][seqs[k] >= 0]
+            if len(pos) >= 4 and int(torch.unique(pos, return_counts=True)[1].max()) >= rules["positional_fraction"] * len(pos):
+                flags.setdefault(k, []).append("positional")
+        for k in torch.nonzero(t["density"] >= rules["dense_fraction"]).flatten().tolist():
+            flags.setdefault(k, []).append("dense")
+        self.__dict__["_flags"] = flags
+        return flags
+
+    def flags(self, feature: int) -> list[str]:
+        """The degenerate-latent flags of ``feature`` (:meth:`degenerate_flags`; ``[]`` for an ordinary latent).
+
+        Raises:
+            InputError: ``feature`` outside ``0..d_sae−1``.
+        """
+        self._check(feature)
+        return list(self.degenerate_flags().get(int(feature), []))
+
+
+#: Thresholds of :meth:`FeatureIndex.degenerate_flags` (unitless ratios / fractions).
+DEGENERATE_RULES = {"massive_ratio": 20.0, "positional_fraction": 0.5, "dense_fraction": 0.2}
+#: What each flag means, for the panel.
+FLAG_TEXT = {
+    "massive": "its top activation is ≥ 20× the SAE's median top activation: a massive-activation token, "
+               "not a concept",
+    "positional": "half or more of its top contexts, each from a different text, peak at the same position: it "
+                  "tracks a position (often the first token after BOS), not a concept",
+    "dense": "it is active on ≥ 20 % of held-out tokens: too dense to name one concept",
+}
+
 _INDEX_CACHE: dict[Path, FeatureIndex] = {}
 
 

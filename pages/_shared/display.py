@@ -205,11 +205,13 @@ def circuit_hooks(G) -> list[str]:
     return sorted(seen, key=lambda h: (seen[h], h))
 
 
-def feature_labels(G, logit_tokens) -> dict[str, str]:
-    """Hover text per feature node: ``"promotes: ' Mary', ' John', ' she'"``.
+def feature_labels(G, logit_tokens, flags=None) -> dict[str, str]:
+    """Hover text per feature node: ``"promotes: ' Mary', ' John', ' she'"``, led by ``"⚠ massive · "`` for a
+    degenerate latent.
 
     Args:
         logit_tokens: ``callable(hook_name, feature) -> list[str] | None`` (top promoted tokens).
+        flags: optional ``callable(hook_name, feature) -> list[str]`` (degenerate-latent flags).
     """
     out = {}
     for n in G.nodes:
@@ -220,8 +222,15 @@ def feature_labels(G, logit_tokens) -> dict[str, str]:
             toks = logit_tokens(node.hook_name, node.index)
         except Exception:  # noqa: BLE001 - a label is never worth an error
             toks = None
-        if toks:
-            out[n] = "promotes: " + ", ".join(repr(t) for t in toks[:3])
+        try:
+            warn = list(flags(node.hook_name, node.index) or []) if flags is not None else []
+        except Exception:  # noqa: BLE001 - a label is never worth an error
+            warn = []
+        text = "promotes: " + ", ".join(repr(t) for t in toks[:3]) if toks else ""
+        if warn:
+            text = f"⚠ {', '.join(warn)}" + (f" · {text}" if text else "")
+        if text:
+            out[n] = text
     return out
 
 

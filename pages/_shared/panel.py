@@ -36,6 +36,32 @@ def logit_token_lookup(m, sae_dict: dict):
     return lookup
 
 
+def flag_lookup(sae_dict: dict):
+    """``callable(hook, feature) -> [flags]``: degenerate-latent flags of bundled SAEs' latents (else ``[]``)."""
+
+    def lookup(hook: str, feature: int):
+        loaded = sae_dict.get(hook)
+        if loaded is None or getattr(loaded, "source", None) != "bundled":
+            return []
+        from sfc_core.feature_index import load_feature_index
+
+        return load_feature_index(hook).flags(int(feature))
+
+    return lookup
+
+
+def flags_section(m, loaded, feature: int) -> None:
+    """A warning when the latent looks like an artefact rather than a feature (bundled SAEs' index)."""
+    if getattr(loaded, "source", None) != "bundled":
+        return
+    from sfc_core.feature_index import FLAG_TEXT, load_feature_index
+
+    with ui.guard("Checking the latent", warn=True):
+        flags = load_feature_index(loaded.hook_name).flags(int(feature))
+        if flags:
+            st.warning("Degenerate latent — " + "; ".join(f"**{f}**: {FLAG_TEXT[f]}" for f in flags), icon="⚠️")
+
+
 def examples_section(m, loaded, feature: int, n: int = 8) -> dict | None:
     """**Top activating examples** and the activation histogram; returns the index stats (or None)."""
     st.markdown("#### Top activating examples")
@@ -186,6 +212,7 @@ def feature_panel(m, loaded, feature: int, runs=None, key: str = "panel", defaul
         st.markdown(f"[Open this feature on Neuronpedia ↗]({url})")
     else:
         st.caption(f"SAE source: {loaded.source} (no Neuronpedia page for it).")
+    flags_section(m, loaded, feature)
     stats = examples_section(m, loaded, feature)
     logit_section(m, loaded, feature)
     ablation_section(runs, loaded, feature, key, ablation_kind)

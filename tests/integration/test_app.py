@@ -344,10 +344,21 @@ def test_feature_page_shows_examples():
     assert sum('class="sfc-example"' in t for t in texts) >= 1
     assert "#### Logit effects" in texts and "#### Ablation" in texts
     assert any(BEFORE_AFTER.search(t) for t in texts)
+    from sfc_core.feature_index import load_feature_index
+
+    shown_id = int([w for w in at.number_input if w.label.startswith("Feature id")][0].value)
+    flags = load_feature_index(at.selectbox(key="feature_hook").value).flags(shown_id)
+    assert any("Degenerate latent" in w.value for w in at.warning) == bool(flags)  # warned exactly when flagged
     fid = [w for w in at.number_input if w.label.startswith("Feature id")][0]
     fid.set_value(fid.max).run()  # any id in range works, dead or alive
     _ok(at)
     assert not at.error, _errors(at)
+    # L11/240 peaks at ~1,770 on the first token after BOS in every top context: flagged, with the reason
+    at.selectbox(key="feature_hook").set_value("blocks.11.hook_resid_post").run()
+    [w for w in at.number_input if w.label.startswith("Feature id")][0].set_value(240).run()
+    _ok(at)
+    flagged = [w.value for w in at.warning if "Degenerate latent" in w.value]
+    assert len(flagged) == 1 and "**massive**" in flagged[0] and "**positional**" in flagged[0]
 
 
 def test_model_page_quality_table_and_offline_errors():
