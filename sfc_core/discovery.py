@@ -167,17 +167,11 @@ class Discovery:
         Raises:
             InputError: an unknown ablation; a node without an SAE here.
         """
-        ablation = check_ablation(ablation)
-        keys = circuit_nodes(G, self.runs.space)
-        key = (frozenset(k.id for k in keys), ablation)
+        key = (frozenset(n for n in G.nodes if not is_end_id(n)), check_ablation(ablation))
         if key not in self._scores:
             t = time.perf_counter()
-            agg = "none" if any(k.position is not None for k in keys) else "sum"
-            s = score_circuits(self.runs, [keys], ablation, agg)[0]
-            self._scores[key] = {"faithfulness": s.faithfulness, "completeness": s.completeness,
-                                 "n_nodes": s.n_nodes, "ablation": ablation, "metric": self.runs.metric,
-                                 "m_circuit": s.m_circuit, "m_complement": s.m_complement, "m_full": s.m_full,
-                                 "m_empty": s.m_empty, "seconds": round(time.perf_counter() - t, 3)}
+            res = evaluate(self.runs, G, None, ablation)
+            self._scores[key] = {**res, "metric": self.runs.metric, "seconds": round(time.perf_counter() - t, 3)}
         return dict(self._scores[key])
 
     def select(self, node_threshold: float | None = None, top_k: int | None = None,
@@ -267,8 +261,8 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         if cfg.target_faithfulness is not None:
             say(f"searching the smallest circuit with faithfulness ≥ {cfg.target_faithfulness:g}", 0.55)
             t = time.perf_counter()
-            probe = Discovery(runs, attr, [], {}, nx.DiGraph(), {"method": cfg.method})
-            search = probe.target_search(cfg.target_faithfulness, cfg.ablation)
+            ranked = attr.space.ranked(attr.effects)
+            search = smallest_faithful(runs, ranked, cfg.target_faithfulness, cfg.ablation, cfg.aggregation)
             timings["target_search"] = time.perf_counter() - t
             nodes = select_nodes(attr, top_k=search.n_nodes)
             if edge_pool is None:  # edges cost one VJP per downstream node: the largest ones only
@@ -293,7 +287,7 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     if method.kind == "selection":
         d.graph = build_graph(attr, nodes, edges, cfg.edge_threshold, meta, model.cfg.n_layers)
     elif cfg.target_faithfulness is not None:
-        d._targets.update(probe._targets)
+        d._targets[(search.target, cfg.ablation)] = search  # select() reads the search instead of redoing it
         d.graph = d.select(edge_threshold=cfg.edge_threshold, target_faithfulness=cfg.target_faithfulness,
                            ablation=cfg.ablation)
     else:

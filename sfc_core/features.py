@@ -113,11 +113,12 @@ def logit_effect_tokens(tokenizer, sae, model, feature: int, n: int = 10) -> dic
 
 
 # ------------------------------------------------------------------ one prompt
-def _prompt_tokens(model, prompt: str) -> torch.Tensor:
+def _prompt_tokens(model, prompt: str, empty: str = "type a prompt") -> torch.Tensor:
+    """``[1, pos]`` tokens of ``prompt`` (BOS first). Raises InputError (``empty``) or over the length limit."""
     from . import defaults
 
     if not prompt or not prompt.strip():
-        raise InputError("type a prompt")
+        raise InputError(empty)
     tokens = model.to_tokens(prompt, prepend_bos=True)
     if tokens.shape[1] > defaults.MAX_PROMPT_TOKENS:
         raise InputError(f"prompt is {tokens.shape[1]} tokens; the limit is {defaults.MAX_PROMPT_TOKENS}")
@@ -235,17 +236,11 @@ def steer(model, loaded, feature: int, alpha: float, prompt: str, max_new_tokens
         InputError: empty prompt, bad feature, α NaN/inf/huge, a prompt over the length limit, or an SAE at a
             hook point that is not a residual-stream point.
     """
-    from . import defaults
-
     alpha = check_alpha(alpha)
-    if not prompt or not prompt.strip():
-        raise InputError("type a prompt to steer")
+    tokens = _prompt_tokens(model, prompt, "type a prompt to steer")
     sae = loaded.sae
     feature = check_feature(sae, feature)
     site = Site(loaded.hook_name, blocks_before(loaded.hook_name, model.cfg.n_layers), sae)
-    tokens = model.to_tokens(prompt, prepend_bos=True)
-    if tokens.shape[1] > defaults.MAX_PROMPT_TOKENS:
-        raise InputError(f"prompt is {tokens.shape[1]} tokens; the limit is {defaults.MAX_PROMPT_TOKENS}")
     direction = alpha * effective_decoder(sae)[feature]
     out: dict = {"alpha": alpha, "feature": feature, "hook_name": loaded.hook_name}
     for label, d in (("before", None), ("after", direction)):

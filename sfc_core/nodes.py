@@ -44,7 +44,6 @@ class NodeKind:
             (``"embed"`` / ``"metric"`` when ``at_hook`` is false).
         id_prefix: for indexed kinds, the text before the index in the id (``""``: a bare integer).
         at_hook: the node belongs to a hook point (its id starts with the hook name).
-        feature_field: the ``feature`` field of circuit files for non-indexed kinds.
         label: legend text.
     """
 

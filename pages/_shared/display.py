@@ -265,19 +265,28 @@ def curve_sizes(n_nodes: int) -> list[int]:
     return sizes + [n_nodes] if n_nodes > 0 else [1]
 
 
+def _int_list(text: str, empty: str, not_int: str, seps: str = ",") -> list[int]:
+    """The integers of a comma-separated text (``;`` too when in ``seps``). Raises InputError ``empty`` / ``not_int``."""
+    raw = str(text or "")
+    for sep in seps[1:]:
+        raw = raw.replace(sep, ",")
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise InputError(empty)
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise InputError(not_int) from None
+
+
 def parse_sizes(text: str) -> list[int]:
     """``"5, 10,20"`` → ``[5, 10, 20]``.
 
     Raises:
         InputError: empty, not integers, or a size ≤ 0.
     """
-    parts = [p.strip() for p in str(text or "").replace(";", ",").split(",") if p.strip()]
-    if not parts:
-        raise InputError("give circuit sizes as comma-separated positive integers, e.g. 5,10,20,50")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"circuit sizes must be integers, e.g. 5,10,20,50 (got {text!r})") from None
+    sizes = _int_list(text, "give circuit sizes as comma-separated positive integers, e.g. 5,10,20,50",
+                      f"circuit sizes must be integers, e.g. 5,10,20,50 (got {text!r})", seps=",;")
     if any(s <= 0 for s in sizes):
         raise InputError("circuit sizes must be positive")
     if len(sizes) > 12:
@@ -429,13 +438,8 @@ def parse_layers(text: str) -> list[int]:
     Raises:
         InputError: empty or not non-negative integers.
     """
-    parts = [p.strip() for p in str(text or "").split(",") if p.strip()]
-    if not parts:
-        raise InputError("give the layers to load, e.g. 3,7,11")
-    try:
-        layers = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"layers must be integers separated by commas, e.g. 3,7,11 (got {text!r})") from None
+    layers = _int_list(text, "give the layers to load, e.g. 3,7,11",
+                       f"layers must be integers separated by commas, e.g. 3,7,11 (got {text!r})")
     if any(v < 0 for v in layers):
         raise InputError("layers must be ≥ 0")
     return sorted(set(layers))
