@@ -107,7 +107,6 @@ class PairRuns:
     _decoders: list[torch.Tensor] = field(default_factory=list)
     _clean_grads: list[torch.Tensor] | None = None
     _prefix: PrefixCache | bool | None = None
-    _ablation_ends: dict = field(default_factory=dict, repr=False)
 
     @property
     def n(self) -> int:

@@ -50,18 +50,6 @@ class Scores:
         return dict(self.__dict__)
 
 
-def _ends(runs: PairRuns, values, per_position: bool) -> tuple[float, float]:
-    """``(m(M), m(∅))``: the mean metric with no node and with every node ablated (metric units). They depend
-    only on the pairs and the ablation, so they run once per ``runs`` and are reused by every circuit scored
-    after (a slider move then costs the circuit's own passes only)."""
-    key = (values.kind, per_position)
-    if key not in runs._ablation_ends:
-        none = runs.space.keep_masks([], per_position)
-        m_full, m_empty = circuit_metric(runs, [[m | True for m in none], none], values).tolist()
-        runs._ablation_ends[key] = (m_full, m_empty)
-    return runs._ablation_ends[key]
-
-
 def _ratio(m: float, m_empty: float, m_full: float) -> float | None:
     denom = m_full - m_empty
     return None if abs(denom) < 1e-9 else (m - m_empty) / denom
@@ -88,15 +76,17 @@ def score_circuits(runs: PairRuns, circuits: list[list[Node]], ablation: str = "
     """
     values = ablation_values(runs, ablation)
     per_position = aggregation == "none"
-    m_full, m_empty = _ends(runs, values, per_position)
-    keeps = []
+    none = runs.space.keep_masks([], per_position)
+    every = [m | True for m in none]
+    keeps = [every, none]
     for nodes in circuits:
         k = runs.space.keep_masks(nodes, per_position)
         keeps += [k, [~m for m in k]]
-    ms = circuit_metric(runs, keeps, values).tolist() if keeps else []
+    ms = circuit_metric(runs, keeps, values).tolist()
+    m_full, m_empty = ms[0], ms[1]
     out = []
     for c, nodes in enumerate(circuits):
-        m_c, m_comp = ms[2 * c], ms[2 * c + 1]
+        m_c, m_comp = ms[2 + 2 * c], ms[3 + 2 * c]
         out.append(Scores(len(nodes), _ratio(m_c, m_empty, m_full), _ratio(m_comp, m_empty, m_full),
                           m_c, m_comp, m_empty, m_full))
     return out
@@ -172,7 +162,8 @@ def smallest_faithful(runs: PairRuns, ranked: list[Node], target: float, ablatio
         raise InputError("no node has a non-zero effect: there is no circuit to grow")
     values = ablation_values(runs, ablation)
     per_position = aggregation == "none"
-    m_full, m_empty = _ends(runs, values, per_position)
+    none = runs.space.keep_masks([], per_position)
+    m_full, m_empty = circuit_metric(runs, [[m | True for m in none], none], values).tolist()
     tried: dict[int, float | None] = {}
 
     def evaluate(sizes: list[int]) -> None:
