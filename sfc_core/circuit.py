@@ -1,11 +1,13 @@
 """Circuits: node selection from an :class:`~sfc_core.attribution.Attribution`, the
-``networkx.DiGraph`` they live in, statistics, and the ``sfc-circuit/1`` JSON format.
+``networkx.DiGraph`` they live in, statistics, and the ``sfc-circuit/2`` JSON format (``/1`` still read).
 
 Graph contract: node ids are :attr:`sfc_core.nodes.Node.id` strings (``"{hook_name}/{feature}"``,
 ``".../error"`` for ε, ``"@{position}"`` when positions are kept, ``"embed"`` and ``"metric"`` end
 points at layers −1 and ``n_layers``). Node attributes: ``hook_name, layer, site, feature, position,
 effect, activation`` (:func:`sfc_core.nodes.node_attrs`); edge attribute ``weight`` (metric units).
-``G.graph`` holds the metadata and, once evaluated, ``scores``.
+Optional node attributes ``label`` (the user's) and ``auto_label`` (from the feature index), and
+``G.graph["supernodes"]``: see :mod:`sfc_core.annotations`. ``G.graph`` holds the metadata and, once
+evaluated, ``scores``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from pathlib import Path
 
 import networkx as nx
 
+from .annotations import check_annotations
 from .attribution import Attribution
 from .errors import InputError
 from .nodes import EMBED, METRIC, Node, NodeSpace, from_fields, is_end_id, node_attrs
 
-SCHEMA = "sfc-circuit/1"
+SCHEMA = "sfc-circuit/2"
+#: Schemas :func:`from_json` reads: ``/1`` is ``/2`` without labels and supernodes.
+READ_SCHEMAS = ("sfc-circuit/1", SCHEMA)
 
 
 # ------------------------------------------------------------------ selection
@@ -102,44 +107,58 @@ def circuit_stats(G: nx.DiGraph, n_hubs: int = 5) -> dict:
     }
 
 
-# ------------------------------------------------------------------ sfc-circuit/1
+# ------------------------------------------------------------------ sfc-circuit/2
 _NODE_FIELDS = ("id", "hook_name", "layer", "site", "feature", "position", "effect", "activation")
+#: Node fields ``/2`` adds, written only where set.
+_LABEL_FIELDS = ("label", "auto_label")
+_NOT_METADATA = ("scores", "supernodes")
 
 
 def to_json(G: nx.DiGraph) -> dict:
-    """The ``sfc-circuit/1`` document of ``G`` (metadata, nodes, edges, scores)."""
-    meta = {k: v for k, v in G.graph.items() if k != "scores"}
-    nodes = [{"id": n, **{f: G.nodes[n].get(f) for f in _NODE_FIELDS[1:]}} for n in G.nodes]
+    """The ``sfc-circuit/2`` document of ``G``: ``schema``, ``metadata``, ``nodes`` (the contract's fields, plus
+    ``label`` / ``auto_label`` where set), ``edges``, ``scores`` and ``supernodes`` (``[{"name", "nodes"}]``)."""
+    meta = {k: v for k, v in G.graph.items() if k not in _NOT_METADATA}
+    nodes = []
+    for n in G.nodes:
+        d = G.nodes[n]
+        nodes.append({"id": n, **{f: d.get(f) for f in _NODE_FIELDS[1:]},
+                      **{f: d[f] for f in _LABEL_FIELDS if d.get(f)}})
     edges = [{"source": u, "target": v, "weight": d["weight"]} for u, v, d in G.edges(data=True)]
-    return {"schema": SCHEMA, "metadata": meta, "nodes": nodes, "edges": edges, "scores": G.graph.get("scores", {})}
+    return {"schema": SCHEMA, "metadata": meta, "nodes": nodes, "edges": edges, "scores": G.graph.get("scores", {}),
+            "supernodes": list(G.graph.get("supernodes") or [])}
 
 
 def from_json(doc: dict) -> nx.DiGraph:
-    """Inverse of :func:`to_json` (exact round trip).
+    """Inverse of :func:`to_json` (exact round trip); also reads ``sfc-circuit/1``.
 
     Raises:
-        InputError: not an ``sfc-circuit/1`` document, or a node/edge lacks a field.
+        InputError: not an ``sfc-circuit/1`` or ``/2`` document, a node/edge lacks a field, or a label or
+            supernode breaks the rules of :mod:`sfc_core.annotations` (e.g. names an unknown node).
     """
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise InputError(f"not a circuit file: expected \"schema\": \"{SCHEMA}\"")
+    if not isinstance(doc, dict) or doc.get("schema") not in READ_SCHEMAS:
+        raise InputError(f"not a circuit file: expected \"schema\": \"{SCHEMA}\" (or \"{READ_SCHEMAS[0]}\")")
     G = nx.DiGraph()
-    G.graph.update(doc.get("metadata") or {})
+    G.graph.update({k: v for k, v in (doc.get("metadata") or {}).items() if k not in _NOT_METADATA})
     if doc.get("scores"):
         G.graph["scores"] = doc["scores"]
     try:
         for node in doc["nodes"]:
-            G.add_node(node["id"], **{f: node.get(f) for f in _NODE_FIELDS[1:]})
+            G.add_node(node["id"], **{f: node.get(f) for f in _NODE_FIELDS[1:]},
+                       **{f: node[f] for f in _LABEL_FIELDS if node.get(f) is not None})
         for edge in doc["edges"]:
             if edge["source"] not in G or edge["target"] not in G:
                 raise InputError(f"edge {edge['source']} -> {edge['target']} names a node not in the circuit")
             G.add_edge(edge["source"], edge["target"], weight=float(edge["weight"]))
     except (KeyError, TypeError) as exc:
         raise InputError(f"circuit file is missing a field: {exc}") from None
+    if doc.get("supernodes"):
+        G.graph["supernodes"] = doc["supernodes"]
+    check_annotations(G)
     return G
 
 
 def save_circuit(G: nx.DiGraph, path: str | Path) -> None:
-    """Write ``G`` as ``sfc-circuit/1`` JSON (atomically: nothing half-written on error).
+    """Write ``G`` as ``sfc-circuit/2`` JSON (atomically: nothing half-written on error).
 
     Raises:
         OSError: the file cannot be written.
@@ -151,7 +170,8 @@ def save_circuit(G: nx.DiGraph, path: str | Path) -> None:
 
 
 def load_circuit(path_or_text: str | Path) -> nx.DiGraph:
-    """Read an ``sfc-circuit/1`` file (path) or JSON text.
+    """Read an ``sfc-circuit/2`` (or ``/1``) file (path) or JSON text; a Neuronpedia graph JSON exported by this
+    project (:func:`~sfc_core.export.from_neuronpedia`) is read too.
 
     Raises:
         InputError: missing file, invalid JSON or not a circuit.
@@ -166,6 +186,10 @@ def load_circuit(path_or_text: str | Path) -> nx.DiGraph:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"circuit file is not valid JSON (line {exc.lineno})") from None
+    if isinstance(doc, dict) and "qParams" in doc and "schema" not in doc:
+        from .export import from_neuronpedia  # a Neuronpedia graph this project exported
+
+        return from_neuronpedia(doc)
     return from_json(doc)
 
 

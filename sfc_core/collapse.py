@@ -1,4 +1,5 @@
-"""A readable view of a large circuit: the largest nodes individually, the rest grouped per hook point.
+"""A readable view of a large circuit: supernodes as one marker each, the largest other nodes individually,
+the rest grouped per hook point.
 
 Circuits that reach a useful faithfulness have hundreds or thousands of nodes; drawing every one is a tangle.
 :func:`collapse` keeps the ``max_nodes`` nodes of largest ``|effect|`` and replaces the others of each hook
@@ -20,6 +21,8 @@ from .nodes import END_KINDS, graph_node, kind_of
 MAX_NODES = 60
 #: Id prefix of a marker: ``"other@" + hook_name`` (no ``/``, so never a node id).
 MARKER_PREFIX = "other@"
+#: Id prefix of a supernode's marker: ``"supernode#" + its index`` (no ``/``, so never a node id).
+SUPERNODE_PREFIX = "supernode#"
 
 
 def _effect(data: dict) -> float:
@@ -52,33 +55,42 @@ def inner_nodes(G) -> list[str]:
     return [n for n, d in G.nodes(data=True) if kind_of(n, d) not in END_KINDS]
 
 
+def supernode_marker_id(i: int) -> str:
+    """The id of the marker drawing supernode number ``i`` (never a valid node id, whatever its name)."""
+    return f"{SUPERNODE_PREFIX}{i}"
+
+
 def collapse(G, max_nodes: int = MAX_NODES) -> nx.DiGraph:
-    """The circuit ``G`` with at most ``max_nodes`` inner nodes drawn individually, the rest grouped per hook point.
+    """The circuit ``G`` with each supernode drawn as one marker and at most ``max_nodes`` markers and nodes
+    drawn individually, the rest grouped per hook point.
 
     Contract (shapes n/a; ``effect`` and ``weight`` in the metric's units, as in ``G``):
 
-    * **kept**: the ``max_nodes`` inner nodes (latents and error nodes alike) of largest ``|effect|``
-      (ties: smaller id first; a missing or non-finite effect counts as 0), with all their attributes, and
-      the ``embed`` / ``metric`` end points always.
+    * **supernodes** (``G.graph["supernodes"]``, :mod:`sfc_core.annotations`): supernode ``i``'s members are
+      drawn as one marker, id ``"supernode#i"``, ``label`` = its name, ``supernode=True``; they count
+      against ``max_nodes`` first.
+    * **kept**: the ``max_nodes − (number of supernodes)`` other inner nodes (latents and error nodes alike)
+      of largest ``|effect|`` (ties: smaller id first; a missing or non-finite effect counts as 0), with all
+      their attributes, and the ``embed`` / ``metric`` end points always.
     * **markers**: every other inner node of a hook point goes into that hook point's one marker, id
-      ``"other@<hook_name>"`` (rejected by :func:`~sfc_core.nodes.parse_id`), attributes
-      ``collapsed=True``, ``members`` (the ids, largest ``|effect|`` first), ``n_members``, ``n_errors`` (error
-      nodes among them),
-      ``effect`` = the sum of the members' effects, ``abs_effect`` = the sum of their ``|effect|``,
-      ``hook_name`` / ``layer`` / ``site`` of the hook point (from the members), ``position=None``,
-      ``feature=None`` and ``label`` ``"other k latents at L7"`` (``"nodes"`` when an error node is among them).
+      ``"other@<hook_name>"`` (rejected by :func:`~sfc_core.nodes.parse_id`), ``label``
+      ``"other k latents at L7"`` (``"nodes"`` when an error node is among them).
+    * every marker has ``collapsed=True``, ``members`` (the ids, largest ``|effect|`` first), ``n_members``,
+      ``n_errors`` (error nodes among them), ``effect`` = the sum of the members' effects, ``abs_effect`` =
+      the sum of their ``|effect|``, ``hook_name`` / ``layer`` / ``site`` of its first member (a supernode
+      spanning layers sits at its largest member's column), ``position=None``, ``feature=None``.
     * **edges**: each edge ``u → v`` of ``G`` becomes ``rep(u) → rep(v)`` (``rep`` = the node itself or its
       marker); parallel edges are merged with ``weight`` = the sum of their weights (a missing weight counts
       as 0) and ``n_edges`` = how many were merged. Edges inside one marker are dropped.
     * ``graph`` attributes: a copy of ``G.graph`` plus ``collapsed = {"max_nodes", "n_kept", "n_grouped",
-      "n_markers"}``.
+      "n_markers"}`` (``n_grouped`` counts the nodes in "other" markers, not in supernodes).
 
-    A graph with ``≤ max_nodes`` inner nodes is returned unchanged (a copy, no ``collapsed`` attribute).
-    The result is for drawing only: never write it to a circuit file or score it.
+    A graph with no supernodes and ``≤ max_nodes`` inner nodes is returned unchanged (a copy, no ``collapsed``
+    attribute). The result is for drawing only: never write it to a circuit file or score it.
 
     Args:
         G: a circuit ``networkx.DiGraph`` in the :mod:`sfc_core.circuit` contract.
-        max_nodes: inner nodes kept individually (≥ 0).
+        max_nodes: markers and inner nodes drawn individually (≥ 0).
 
     Returns:
         A new ``networkx.DiGraph``.
@@ -89,20 +101,33 @@ def collapse(G, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     if max_nodes < 0:
         raise InputError(f"max_nodes must be ≥ 0, not {max_nodes}")
     inner = [n for n, d in G.nodes(data=True) if kind_of(n, d) not in END_KINDS]
-    if len(inner) <= max_nodes:
+    groups_in = [s for s in G.graph.get("supernodes") or [] if any(n in G for n in s["nodes"])]
+    if len(inner) <= max_nodes and not groups_in:
         return G.copy()
     ranked = sorted(inner, key=lambda n: (-abs(_effect(G.nodes[n])), str(n)))
-    kept = set(ranked[:max_nodes])
     rep: dict = {}
     groups: dict[str, list] = {}
-    for n in ranked[max_nodes:]:
+    labels: dict[str, str] = {}
+    for i, s in enumerate(groups_in):
+        m = supernode_marker_id(i)
+        labels[m] = s["name"]
+        for n in ranked:
+            if n in s["nodes"]:
+                rep[n] = m
+                groups.setdefault(m, []).append(n)
+    rest = [n for n in ranked if n not in rep]
+    budget = max(0, max_nodes - len(groups))
+    kept = set(rest[:budget])
+    n_grouped = 0
+    for n in rest[budget:]:
         m = marker_id(_hook(n, G.nodes[n]))
         rep[n] = m
         groups.setdefault(m, []).append(n)
+        n_grouped += 1
 
     H = nx.DiGraph()
     H.graph.update(dict(G.graph))
-    H.graph["collapsed"] = {"max_nodes": int(max_nodes), "n_kept": len(kept), "n_grouped": len(rep),
+    H.graph["collapsed"] = {"max_nodes": int(max_nodes), "n_kept": len(kept), "n_grouped": n_grouped,
                             "n_markers": len(groups)}
     for n, d in G.nodes(data=True):  # kept nodes and end points, in G's order
         if n not in rep:
@@ -113,12 +138,12 @@ def collapse(G, max_nodes: int = MAX_NODES) -> nx.DiGraph:
         layer = d0.get("layer")
         n_errors = sum(kind_of(n, G.nodes[n]) != "latent" for n in members)
         where = f"L{layer}" if layer is not None else hook
-        H.add_node(m, collapsed=True, members=list(members), n_members=len(members), n_errors=n_errors,
-                   effect=sum(_effect(G.nodes[n]) for n in members),
+        label = labels.get(m) or f"other {len(members)} {'nodes' if n_errors else 'latents'} at {where}"
+        H.add_node(m, collapsed=True, supernode=m in labels, members=list(members), n_members=len(members),
+                   n_errors=n_errors, effect=sum(_effect(G.nodes[n]) for n in members),
                    abs_effect=sum(abs(_effect(G.nodes[n])) for n in members),
                    hook_name=hook, layer=layer, site=d0.get("site"), position=None, feature=None,
-                   activation=None,
-                   label=f"other {len(members)} {'nodes' if n_errors else 'latents'} at {where}")
+                   activation=None, label=label)
     for u, v, d in G.edges(data=True):
         a, b = rep.get(u, u), rep.get(v, v)
         if a == b and (u in rep or v in rep):

@@ -1,6 +1,14 @@
-"""Exports of a circuit graph and its figure: GraphML, CSV, standalone HTML, PNG/SVG, Neuronpedia JSON.
+"""Exports of a circuit graph and its figure: GraphML, CSV, standalone HTML, PNG/SVG, Neuronpedia JSON, and
+the readers that bring GraphML, CSV and Neuronpedia JSON back to a circuit graph.
 
-All functions return the file content (``bytes`` / ``str`` / ``dict``) and never write files themselves, so
+Labels and supernodes (:mod:`sfc_core.annotations`) travel in every format: GraphML and CSV carry per node
+``label``, ``auto_label`` and ``supernode`` (its supernode's name); GraphML's ``metadata`` also holds the
+ordered ``supernodes`` list; Neuronpedia JSON carries a node's label as ``clerp`` and supernodes as
+``qParams.supernodes`` (``[[name, node_id, …]]``, circuit-tracer's frontend format); the HTML figure shows
+labels as node text and supernodes as one marker each. Each reader checks what it reads as
+:func:`~sfc_core.circuit.from_json` does.
+
+All export functions return the file content (``bytes`` / ``str`` / ``dict``) and never write files themselves, so
 the app can hand them to ``st.download_button`` and the CLI to ``Path.write_*``; :func:`safe_filename`
 makes a download name. No Streamlit import.
 
@@ -21,7 +29,8 @@ import networkx as nx
 import pandas as pd
 
 from . import hooks
-from .errors import ExportError
+from .annotations import check_annotations, display_label, supernode_of, supernodes
+from .errors import ExportError, InputError
 from .nodes import kind_of
 
 _BROWSER_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome",
@@ -59,7 +68,8 @@ def _jsonable(v):
 def to_graphml(G: nx.DiGraph) -> bytes:
     """GraphML of ``G``. ``None`` attributes are dropped, ``feature`` is always written as a string (it mixes
     ints and ``"error"``/``"embed"``/``"metric"``), other non-scalars as JSON text, and the whole
-    ``G.graph`` metadata dict as one JSON string graph attribute ``metadata``."""
+    ``G.graph`` metadata dict (supernodes included) as one JSON string graph attribute ``metadata``; a node in
+    a supernode gets its name as ``supernode``."""
     H = nx.DiGraph()
     H.graph["metadata"] = json.dumps(_jsonable(dict(G.graph)))
     for key in ("model", "method", "metric"):
@@ -71,6 +81,8 @@ def to_graphml(G: nx.DiGraph) -> bytes:
             v = str(v) if k == "feature" and v is not None else _scalar(v)
             if v is not None:
                 attrs[k] = v
+        if supernode_of(G, n) is not None:
+            attrs["supernode"] = supernode_of(G, n)
         H.add_node(str(n), **attrs)
     for u, v, d in G.edges(data=True):
         attrs = {k: s for k, s in ((k, _scalar(x)) for k, x in d.items()) if s is not None}
@@ -82,14 +94,16 @@ def to_graphml(G: nx.DiGraph) -> bytes:
     return buf.getvalue()
 
 
-_NODE_COLUMNS = ("id", "hook_name", "layer", "site", "feature", "position", "effect", "activation")
+_NODE_COLUMNS = ("id", "hook_name", "layer", "site", "feature", "position", "effect", "activation", "label",
+                 "auto_label", "supernode")
 
 
 def to_csv(G: nx.DiGraph) -> tuple[str, str]:
     """``(nodes_csv, edges_csv)``: one row per node (``id, hook_name, layer, site, feature, position, effect,
-    activation`` then any extra attributes) and per edge (``source, target, weight`` then extras); effects and
-    weights in metric units, as in ``G``."""
-    rows = [{"id": n, **{k: d.get(k) for k in _NODE_COLUMNS[1:]},
+    activation, label, auto_label, supernode`` then any extra attributes) and per edge (``source, target,
+    weight`` then extras); effects and weights in metric units, as in ``G``. ``supernode`` is the name of the
+    node's supernode (empty when none); supernodes keep the order in which their first node appears."""
+    rows = [{"id": n, **{k: d.get(k) for k in _NODE_COLUMNS[1:-1]}, "supernode": supernode_of(G, n),
              **{k: _scalar(v) for k, v in d.items() if k not in _NODE_COLUMNS}} for n, d in G.nodes(data=True)]
     nodes = pd.DataFrame(rows, columns=None if rows else list(_NODE_COLUMNS))
     if rows:
@@ -181,7 +195,10 @@ def to_neuronpedia(G: nx.DiGraph, slug: str | None = None) -> dict:
     * ``ctx_idx`` = the node's position, or 0 (the metric: the last prompt token when positions are known).
     * ``influence`` = the signed indirect effect in metric units (``None`` for embed / metric); ``activation``
       as in ``G``.
-    * ``clerp`` = ``G.nodes[n]["label"]`` (or ``"clerp"``) when present, else ``""``.
+    * ``clerp`` = the node's label (:func:`~sfc_core.annotations.display_label`: the user's, else the
+      automatic one), else ``""``; ``sfc_auto_label`` keeps the automatic label apart so a re-import knows
+      which labels the user gave.
+    * ``qParams.supernodes`` = ``[[name, node_id, …], …]`` (circuit-tracer's frontend format).
     """
     meta = dict(G.graph)
     n_layers = int(meta.get("n_layers") or 0)
@@ -233,7 +250,8 @@ def to_neuronpedia(G: nx.DiGraph, slug: str | None = None) -> dict:
             "ctx_idx": ctx,
             "feature_type": ftype,
             "jsNodeId": f"{layer}_{fpart}-{ctx}" + nid[len(base):],
-            "clerp": str(d.get("label") or d.get("clerp") or ""),
+            "clerp": display_label(G, n) or str(d.get("clerp") or ""),
+            "sfc_auto_label": d.get("auto_label"),
             "influence": None if ftype in ("embedding", "logit") or effect is None else float(effect),
             "activation": None if act is None else float(act),
             "is_target_logit": ftype == "logit",
@@ -263,11 +281,170 @@ def to_neuronpedia(G: nx.DiGraph, slug: str | None = None) -> dict:
             "schema_version": 1,
             "info": info,
         },
-        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "",
-                    "sparsityThreshold": None},
+        "qParams": {"pinnedIds": [], "linkType": "both", "clickedId": "", "sparsityThreshold": None,
+                    "supernodes": [[s["name"], *(id_map[n] for n in s["nodes"] if n in id_map)]
+                                   for s in supernodes(G)]},
         "nodes": nodes,
         "links": links,
     }
+
+
+# ------------------------------------------------------------------ readers (back to a circuit graph)
+def _field(v):
+    """A cell read back from CSV / GraphML: ``None`` for blanks and NaN, ints kept int."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return v
+    return v.item() if hasattr(v, "item") else v
+
+
+def _feature(v):
+    """``feature`` as the contract has it: an ``int`` latent index or a kind's word."""
+    v = _field(v)
+    if isinstance(v, str) and v.lstrip("-").isdigit():
+        return int(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _as_int(v):
+    v = _field(v)
+    return None if v is None else int(v)
+
+
+def _groups_from_column(owner: dict) -> list[dict]:
+    """Supernodes from a per-node ``supernode`` name, in the order their first node appears."""
+    groups: dict[str, list] = {}
+    for n, name in owner.items():
+        if name is not None:
+            groups.setdefault(str(name), []).append(n)
+    return [{"name": k, "nodes": v} for k, v in groups.items()]
+
+
+def from_graphml(data: bytes | str) -> nx.DiGraph:
+    """The circuit graph of a :func:`to_graphml` file: metadata (scores and supernodes included), node and edge
+    attributes, labels.
+
+    Raises:
+        InputError: not GraphML, or a label / supernode breaks the rules of :mod:`sfc_core.annotations`.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        H = nx.read_graphml(io.BytesIO(raw))
+        meta = json.loads(H.graph.get("metadata") or "{}")
+    except Exception as exc:  # noqa: BLE001 - networkx / XML parsers raise many kinds
+        raise InputError(f"not a GraphML circuit file ({type(exc).__name__})") from None
+    G = nx.DiGraph()
+    G.graph.update(meta if isinstance(meta, dict) else {})
+    owner = {}
+    for n, d in H.nodes(data=True):
+        d = dict(d)
+        owner[n] = d.pop("supernode", None)
+        d["feature"] = _feature(d.get("feature"))
+        for key in ("hook_name", "layer", "site", "position", "effect", "activation"):
+            d.setdefault(key, None)
+        G.add_node(n, **d)
+    for u, v, d in H.edges(data=True):
+        G.add_edge(u, v, **dict(d))
+    if "supernodes" not in G.graph and any(owner.values()):
+        G.graph["supernodes"] = _groups_from_column(owner)
+    check_annotations(G)
+    return G
+
+
+def from_csv(nodes_csv: str, edges_csv: str) -> nx.DiGraph:
+    """The circuit graph of :func:`to_csv`'s two tables (CSV carries no graph metadata).
+
+    Raises:
+        InputError: a table is not CSV or lacks the ``id`` / ``source, target, weight`` columns, or a label /
+            supernode breaks the rules of :mod:`sfc_core.annotations`.
+    """
+    try:
+        nodes = pd.read_csv(io.StringIO(nodes_csv), dtype={"feature": str, "label": str, "auto_label": str,
+                                                            "supernode": str, "id": str, "hook_name": str})
+        edges = pd.read_csv(io.StringIO(edges_csv), dtype={"source": str, "target": str})
+    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds
+        raise InputError(f"not a circuit CSV ({type(exc).__name__})") from None
+    missing = [c for c in ("id",) if c not in nodes.columns] + [c for c in ("source", "target", "weight")
+                                                               if c not in edges.columns]
+    if missing:
+        raise InputError(f"circuit CSV lacks the column(s) {', '.join(missing)}")
+    G = nx.DiGraph()
+    owner = {}
+    for row in nodes.to_dict("records"):
+        n = str(row["id"])
+        owner[n] = _field(row.get("supernode"))
+        attrs = {"hook_name": _field(row.get("hook_name")), "layer": _as_int(row.get("layer")),
+                 "site": _as_int(row.get("site")), "feature": _feature(row.get("feature")),
+                 "position": _as_int(row.get("position")), "effect": _field(row.get("effect")),
+                 "activation": _field(row.get("activation"))}
+        attrs.update({k: str(_field(row[k])) for k in ("label", "auto_label") if _field(row.get(k)) is not None})
+        G.add_node(n, **attrs)
+    for row in edges.to_dict("records"):
+        u, v = str(row["source"]), str(row["target"])
+        if u not in G or v not in G:
+            raise InputError(f"edge {u} -> {v} names a node not in the nodes table")
+        G.add_edge(u, v, weight=float(row["weight"]))
+    if any(owner.values()):
+        G.graph["supernodes"] = _groups_from_column(owner)
+    check_annotations(G)
+    return G
+
+
+def from_neuronpedia(doc: dict) -> nx.DiGraph:
+    """The circuit graph of a :func:`to_neuronpedia` document written by this project (its nodes carry
+    ``sfc_id``): nodes, effects (``influence``), links, labels (``clerp``) and supernodes.
+
+    Raises:
+        InputError: not attribution-graph JSON, a node without ``sfc_id`` (a graph from another tool), a link
+            or supernode naming an unknown node, or a label / supernode breaking the rules of
+            :mod:`sfc_core.annotations`.
+    """
+    from .nodes import graph_node, node_attrs
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or not isinstance(doc.get("links"), list):
+        raise InputError("not a Neuronpedia graph: expected \"nodes\" and \"links\" lists")
+    meta = doc.get("metadata") or {}
+    info = meta.get("info") or {}
+    G = nx.DiGraph()
+    G.graph.update({k: info[k] for k in ("method", "metric", "saes", "n_pairs", "aggregation", "edge_threshold",
+                                         "scores") if info.get(k) is not None})
+    G.graph.update(model=meta.get("scan"), node_threshold=meta.get("node_threshold"),
+                   prompt_tokens=list(meta.get("prompt_tokens") or []))
+    np_to_sfc = {}
+    for i, node in enumerate(doc["nodes"]):
+        sfc_id = node.get("sfc_id") if isinstance(node, dict) else None
+        if not sfc_id:
+            raise InputError(f"Neuronpedia node {i + 1} has no sfc_id: only graphs exported by SFC Explorer can be "
+                             "read back")
+        attrs = node_attrs(graph_node(sfc_id))
+        attrs.update(effect=node.get("influence"), activation=node.get("activation"))
+        if node.get("sfc_auto_label"):
+            attrs["auto_label"] = node["sfc_auto_label"]
+        if node.get("clerp") and node["clerp"] != node.get("sfc_auto_label"):
+            attrs["label"] = node["clerp"]
+        G.add_node(sfc_id, **attrs)
+        np_to_sfc[node.get("node_id")] = sfc_id
+    for link in doc["links"]:
+        try:
+            u, v = np_to_sfc[link["source"]], np_to_sfc[link["target"]]
+        except (KeyError, TypeError):
+            raise InputError(f"Neuronpedia link {link!r} names a node not in the graph") from None
+        G.add_edge(u, v, weight=float(link.get("weight") or 0.0))
+    groups = []
+    for entry in (doc.get("qParams") or {}).get("supernodes") or []:
+        if not isinstance(entry, list) or not entry:
+            raise InputError(f"a Neuronpedia supernode must be [name, node_id, …], not {entry!r}")
+        unknown = [x for x in entry[1:] if x not in np_to_sfc]
+        if unknown:
+            raise InputError(f"supernode {entry[0]!r} names {unknown[0]!r}, which is not a node of this graph")
+        groups.append({"name": entry[0], "nodes": [np_to_sfc[x] for x in entry[1:]]})
+    if groups:
+        G.graph["supernodes"] = groups
+    check_annotations(G)
+    return G
 
 
 # ------------------------------------------------------------------ file names

@@ -14,7 +14,10 @@
 * feature nodes are circles, error nodes (ε) diamonds, ``embed``/``metric`` grey squares, each kind one trace.
   With ``feature_labels``, each node's label is also written next to it (a leading one-word ``"promotes: "``
   dropped, cut to 18 characters; the full text is in the hover).
-* collapsed-group markers of :func:`sfc_core.collapse.collapse` (nodes with ``collapsed=True``): one trace
+* supernodes (markers with ``supernode=True`` from :func:`sfc_core.collapse.collapse`): hexagons coloured by
+  their members' summed effect, stacked with the nodes of their column, labelled with the supernode's name;
+  the hover lists their members (with labels).
+* other collapsed-group markers of :func:`sfc_core.collapse.collapse` (``collapsed=True``): one trace
   of grey open circles at the bottom of their column (below the position bands when positional), labelled
   ``"other k"``, sized by their summed ``|effect|``; the hover gives the group's size, summed effect and its
   largest members. Markers are left out of the colour scale's range and the edge-width scale, and their
@@ -112,7 +115,7 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         height: figure height in pixels.
 
     Returns:
-        A figure with fewer than 12 traces; every node point (markers included) has ``customdata=[node_id]``
+        A figure with at most 12 traces; every node point (markers included) has ``customdata=[node_id]``
         (a marker's id is not a node id: callers that map clicks to nodes ignore ids they do not know).
     """
     labels = feature_labels or {}
@@ -142,9 +145,10 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
 
     effect = {n: _num(d.get("effect")) for n, d in nodes}
     markers = {n for n, _ in nodes if is_marker(G, n)}
+    supers = {n for n in markers if G.nodes[n].get("supernode")}
 
-    def order(ns):  # most negative effect first (top); special / None effects, then markers last
-        return sorted(ns, key=lambda n: (n in markers, effect[n] is None,
+    def order(ns):  # most negative effect first (top); special / None effects, then "other" markers last
+        return sorted(ns, key=lambda n: (n in markers and n not in supers, effect[n] is None,
                                          effect[n] if effect[n] is not None else 0.0, n))
 
     xy: dict[str, tuple[float, float]] = {}
@@ -186,7 +190,7 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         mid = (0.0 + top + gap) / 2.0
         for n in special:
             xy[n] = (float(col_index[keys[n]]), mid)
-        if markers:  # one row below the last band
+        if markers:  # one row below the last band (supernodes too: their members span positions)
             for n in markers:
                 xy[n] = (float(col_index[keys[n]]), top + gap)
         tokens = meta.get("prompt_tokens") or []
@@ -239,10 +243,10 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
 
     # nodes: features, error nodes, embed/metric
     emax = max((abs(e) for n, e in effect.items() if e is not None and n not in markers), default=0.0) or 1.0
-    kinds: dict[str, list] = {"feature": [], "error": [], "special": [], "collapsed": []}
+    kinds: dict[str, list] = {"feature": [], "error": [], "special": [], "supernode": [], "collapsed": []}
     for n, d in nodes:
         if n in markers:
-            kinds["collapsed"].append(n)
+            kinds["supernode" if n in supers else "collapsed"].append(n)
             continue
         kind = kind_of(n, d)
         kinds["special" if kind in ("embed", "metric") else "error" if kind == "error" else "feature"].append(n)
@@ -251,6 +255,12 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         d = G.nodes[n]
         if n in markers:
             members = list(d.get("members") or [])
+            if n in supers:
+                lines = [f"<b>supernode: {html.escape(name_of(n), quote=False)}</b>",
+                         f"{_group_size(d, len(members))}, summed effect {_fmt(d.get('effect'))}"]
+                lines += [html.escape(f"{m}" + (f" · {labels[m]}" if labels.get(m) else ""), quote=False)
+                          for m in members[:6]]
+                return "<br>".join(lines + (["…"] if len(members) > 6 else []))
             lines = [f"<b>{html.escape(name_of(n), quote=False)}</b>",
                      f"hook point: {html.escape(str(d.get('hook_name', '')), quote=False)}",
                      f"{_group_size(d, len(members))} grouped (not drawn individually)",
@@ -276,7 +286,7 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
 
     amax = max((mass(n) for n in markers), default=0.0) or 1.0
     for kind, symbol, name in (("feature", "circle", KINDS["latent"].label), ("error", "diamond", KINDS["error"].label),
-                               ("special", "square", "embed / metric"),
+                               ("special", "square", "embed / metric"), ("supernode", "hexagon", "supernode"),
                                ("collapsed", "circle-open", "other nodes (grouped)")):
         ns = kinds[kind]
         if not ns:
@@ -291,6 +301,12 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
             marker.update(size=np.array(size), color=_GREY, line={"width": 2, "color": _GREY})
             text = [f"other {G.nodes[n].get('n_members', '')}" for n in ns]
             mode, textpos = "markers+text", "bottom center"
+        elif kind == "supernode":
+            es = np.array([effect[n] or 0.0 for n in ns], dtype=float)
+            marker.update(size=_SPECIAL_SIZE + (_MAX_SIZE - _SPECIAL_SIZE) * np.sqrt(np.minimum(np.abs(es) / emax, 1.0)),
+                          color=es, coloraxis="coloraxis", line={"width": 2, "color": "#333333"})
+            text = [_short(G.nodes[n].get("label") or n) for n in ns]
+            mode, textpos = "markers+text", "middle right"
         else:
             es = [effect[n] if effect[n] is not None else 0.0 for n in ns]
             es = np.array(es, dtype=float)
@@ -302,7 +318,7 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         traces.append(go.Scatter(
             x=np.array([xy[n][0] for n in ns]), y=np.array([xy[n][1] for n in ns]),
             mode=mode, text=text, textposition=textpos,
-            textfont={"size": 9, "color": "#444444"} if kind in ("feature", "error", "collapsed") else None,
+            textfont={"size": 9, "color": "#444444"} if kind in ("feature", "error", "supernode", "collapsed") else None,
             customdata=np.array(ns, dtype=object).reshape(-1, 1), hovertext=[hover(n) for n in ns],
             hovertemplate="%{hovertext}<extra></extra>", marker=marker, name=name,
             unselected={"marker": {"opacity": 0.35}}))

@@ -80,7 +80,7 @@ def test_cli_discover_evaluate_verify(tmp_path):
                             "--out", str(out)])
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "sfc-circuit/1" and doc["metadata"]["n_pairs"] == 6
+    assert doc["schema"] == "sfc-circuit/2" and doc["metadata"]["n_pairs"] == 6
     curve = tmp_path / "curve.json"
     r = runner.invoke(app, ["evaluate", "--circuit", str(out), "--sizes", "5,20", "--out", str(curve)])
     assert r.exit_code == 0, r.output

@@ -1,4 +1,4 @@
-"""Circuit selection, graph, sfc-circuit/1 round trip, and faithfulness/completeness on tiny models."""
+"""Circuit selection, graph, sfc-circuit/2 round trip, and faithfulness/completeness on tiny models."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_graph_stats_and_json_round_trip(runs, tmp_path):
     path = tmp_path / "c.json"
     C.save_circuit(G, path)
     doc = json.loads(path.read_text())
-    assert doc["schema"] == "sfc-circuit/1" and doc["metadata"]["model"] == "tiny"
+    assert doc["schema"] == "sfc-circuit/2" and doc["metadata"]["model"] == "tiny"
     G2 = C.load_circuit(path)
     assert C.to_json(G2) == C.to_json(G)
     sites = {n["id"]: n["site"] for n in doc["nodes"]}  # the file keeps every node field, site included
