@@ -111,7 +111,7 @@ def _on_circuit_upload() -> None:
         except UnicodeDecodeError:
             raise InputError(f"'{f.name}' is not a circuit file: it is not UTF-8 JSON text") from None
         if not text.lstrip().startswith("{"):
-            raise InputError(f"'{f.name}' is not a circuit file: expected sfc-circuit/1 JSON (an object)")
+            raise InputError(f"'{f.name}' is not a circuit file: expected sfc-circuit JSON (an object)")
         G = load_circuit(text)
         if not S.inner_node_ids(G):
             raise InputError(f"'{f.name}' holds a circuit with no feature or error nodes")
@@ -126,9 +126,69 @@ def _on_circuit_upload() -> None:
         return
     ss["uploaded_graph"] = G
     ss["uploaded_name"] = f.name
+    ss.get("annotations", {}).pop(f"uploaded:{f.name}", None)  # a new upload brings its own labels
     ss["view"] = "uploaded"
     ss["node_pick"] = ""
     ss["_flash_circuit"] = ("success", f"Showing the circuit from '{f.name}' ({G.number_of_nodes()} nodes).")
+
+
+def _annotation_key(view: str) -> str:
+    """Which circuit the user's labels and supernodes belong to: the found circuit (all its selections share
+    them) or the uploaded file."""
+    if view == "uploaded":
+        return f"uploaded:{ss.get('uploaded_name')}"
+    return f"discovery:{ss.get('current_key')}"
+
+
+def _edit_annotations(edit) -> None:
+    """Run ``edit(G)`` (an :mod:`sfc_core.annotations` edit) on the circuit on screen and keep the result for
+    its later selections; a refused edit changes nothing and says why."""
+    from sfc_core.annotations import merge_annotations
+
+    G = ss.get("_shown_graph")
+    if G is None:
+        return
+    try:
+        edit(G)
+    except SFCError as exc:
+        ss["_flash_annotations"] = ("error", str(exc))
+        return
+    key = ss["_shown_annotation_key"]
+    ss.setdefault("annotations", {})[key] = merge_annotations(ss["annotations"].get(key), G)
+
+
+def _on_rename(node_id: str) -> None:
+    from sfc_core.annotations import set_label
+
+    _edit_annotations(lambda G: set_label(G, node_id, ss.get(f"rename_{node_id}", "")))
+
+
+def _on_add_supernode() -> None:
+    from sfc_core.annotations import add_supernode
+
+    members = list(ss.get("supernode_members") or [])
+    _edit_annotations(lambda G: add_supernode(G, ss.get("supernode_name", ""), members))
+    if not ss.get("_flash_annotations"):
+        ss["supernode_members"], ss["supernode_name"] = [], ""
+
+
+def _on_remove_supernode(name: str) -> None:
+    from sfc_core.annotations import remove_supernode
+
+    _edit_annotations(lambda G: remove_supernode(G, name))
+
+
+def _annotate(G, sae_dict: dict, view: str) -> None:
+    """Automatic labels of bundled latents and the user's labels and supernodes, put on ``G``."""
+    from sfc_core.annotations import annotations_of, apply_annotations, attach_auto_labels
+
+    attach_auto_labels(G, panel.label_lookup(sae_dict))
+    store = ss.setdefault("annotations", {})
+    key = ss["_shown_annotation_key"] = _annotation_key(view)
+    if key not in store:
+        store[key] = annotations_of(G)  # an uploaded circuit brings its own
+    apply_annotations(G, store[key])
+    ss["_shown_graph"] = G
 
 
 def _flash(key: str, where=st) -> None:
@@ -193,7 +253,8 @@ def sidebar_options(sae_dict: dict) -> Options:
                                                                 "scoring it:"))
         st.divider()
         # No `type=` filter: Streamlit would raise on a wrong extension; the content is validated instead.
-        st.file_uploader("Load a saved circuit (sfc-circuit/1 JSON)", key="circuit_upload",
+        st.file_uploader("Load a saved circuit (sfc-circuit JSON, or a Neuronpedia JSON exported here)",
+                         key="circuit_upload",
                          on_change=_on_circuit_upload)
         _flash("_flash_circuit")
     return Options(hooks, method, ig_steps, extra, aggregate, length_mode, sel_mode, sel_box, ablation)
@@ -335,14 +396,16 @@ def _selection_sliders(d, opts: Options) -> dict:
 
 
 def _draw(m, sae_dict: dict, G) -> tuple[Any, int]:
-    """The figure of ``G`` (collapsed to its :data:`~sfc_core.collapse.MAX_NODES` largest nodes plus one
-    "other k" marker per hook point when larger) and the number of nodes grouped into markers."""
+    """The figure of ``G`` (its supernodes one marker each; collapsed to its :data:`~sfc_core.collapse.MAX_NODES`
+    largest nodes plus one "other k" marker per hook point when larger) and the number of nodes grouped into
+    "other k" markers."""
     from sfc_core.collapse import MAX_NODES, collapse
     from sfc_core.viz import circuit_figure
 
     drawn = collapse(G, MAX_NODES)  # a copy of G when it is small enough
     n_grouped = int((drawn.graph.get("collapsed") or {}).get("n_grouped", 0))
-    return circuit_figure(drawn, S.feature_labels(drawn, panel.logit_token_lookup(m, sae_dict), panel.flag_lookup(sae_dict))), n_grouped
+    labels = S.feature_labels(G, panel.logit_token_lookup(m, sae_dict), panel.flag_lookup(sae_dict))
+    return circuit_figure(drawn, labels), n_grouped
 
 
 def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> Shown | None:
@@ -362,6 +425,7 @@ def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> 
             t0 = time.perf_counter()
             G = d.select(**selection, ablation=opts.ablation)
             G.graph["task"] = ss.get("_loaded_preset", (None, None))[1] if ss.get("_loaded_preset") else "custom"
+            _annotate(G, sae_dict, "discovery")
             fig, n_grouped = _draw(m, sae_dict, G)
             shown = Shown("discovery", G, fig, d.runs, time.perf_counter() - t0, n_grouped=n_grouped)
             shown.scores = d.scores(G, opts.ablation)  # one ablated forward per new selection, then cached
@@ -371,6 +435,7 @@ def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> 
         G = ss["uploaded_graph"]
         shown = None
         with ui.guard("Drawing the uploaded circuit"):
+            _annotate(G, sae_dict, "uploaded")
             fig, n_grouped = _draw(m, sae_dict, G)
             shown = Shown("uploaded", G, fig, None, n_grouped=n_grouped)
         return shown
@@ -470,6 +535,7 @@ def node_panel_section(m, sae_dict: dict, shown: Shown, event, pp: Pairs) -> Non
         return
     info = S.node_info(G, pick)
     with st.container(border=True):
+        _rename_form(G, pick)
         if info["kind"] != "feature":
             panel.special_node_panel(info)
             return
@@ -486,6 +552,45 @@ def node_panel_section(m, sae_dict: dict, shown: Shown, event, pp: Pairs) -> Non
                           (pp.pairs[0].clean if pp.pairs else FALLBACK_PROMPT))
         panel.feature_panel(m, loaded, info["feature"], runs=runs, key=f"node_{pick}",
                             default_prompt=default_prompt, ablation_kind="zero", node=info)
+
+
+def _rename_form(G, node_id: str) -> None:
+    """A text box to rename the picked node (blank: back to its automatic label)."""
+    from sfc_core.annotations import MAX_LABEL_CHARS
+
+    auto = G.nodes[node_id].get("auto_label")
+    key = f"rename_{node_id}"
+    if key not in ss:
+        ss[key] = G.nodes[node_id].get("label") or ""
+    a, b = st.columns([4, 1], vertical_alignment="bottom")
+    a.text_input("Label (your name for this node)", key=key, max_chars=MAX_LABEL_CHARS,
+                 placeholder=auto or "no automatic label",
+                 help="Shown on the graph and kept in the circuit file and every export. Leave blank for the "
+                      "automatic label" + (f" ({auto})." if auto else "."))
+    b.button("Rename", key=f"rename_btn_{node_id}", on_click=_on_rename, args=(node_id,))
+    _flash("_flash_annotations")
+
+
+def supernode_section(shown: Shown) -> None:
+    """Group nodes into named supernodes (drawn as one hexagon each; kept in the file and the exports)."""
+    from sfc_core.annotations import MAX_LABEL_CHARS, supernodes
+
+    G = shown.G
+    with st.expander(f"Supernodes ({len(supernodes(G))})", expanded=bool(supernodes(G))):
+        st.caption("Group nodes that do one job into a named supernode: it is drawn as one hexagon (effect = the "
+                   "sum of its members'), and kept in the circuit file, GraphML, CSV and Neuronpedia exports.")
+        node_ids = S.ranked_node_ids(G)
+        ss["supernode_members"] = [n for n in ss.get("supernode_members") or [] if n in node_ids]
+        st.multiselect("Nodes", node_ids, key="supernode_members", format_func=lambda n: S.node_label(G, n))
+        a, b = st.columns([4, 1], vertical_alignment="bottom")
+        a.text_input("Supernode name", key="supernode_name", max_chars=MAX_LABEL_CHARS)
+        b.button("Make supernode", key="add_supernode", on_click=_on_add_supernode)
+        _flash("_flash_annotations")
+        for i, group in enumerate(supernodes(G)):
+            a, b = st.columns([4, 1], vertical_alignment="center")
+            a.markdown(f"**{group['name']}**: {len(group['nodes'])} nodes — "
+                       + ", ".join(f"`{n}`" for n in group["nodes"][:4]) + (" …" if len(group["nodes"]) > 4 else ""))
+            b.button("Dissolve", key=f"dissolve_{i}", on_click=_on_remove_supernode, args=(group["name"],))
 
 
 def scores_section(m, sae_dict: dict, shown: Shown, pp: Pairs, ablation: str) -> str:
@@ -548,7 +653,7 @@ def export_section(shown: Shown, score_key: str) -> None:
         doc_bytes = json.dumps(to_json(G), indent=1, default=float).encode()
         nodes_csv, edges_csv = to_csv(G)
         cols = st.columns(4)
-        cols[0].download_button("Circuit JSON (sfc-circuit/1)", doc_bytes, file_name=safe_filename(base, "json"),
+        cols[0].download_button("Circuit JSON (sfc-circuit/2)", doc_bytes, file_name=safe_filename(base, "json"),
                                 mime="application/json", key="dl_json", on_click="ignore")
         cols[1].download_button("GraphML", to_graphml(G), file_name=safe_filename(base, "graphml"),
                                 mime="application/xml", key="dl_graphml", on_click="ignore")
@@ -591,6 +696,7 @@ def main() -> None:
         return
     event = graph_section(shown)
     node_panel_section(m, sae_dict, shown, event, pp)
+    supernode_section(shown)
     score_key = scores_section(m, sae_dict, shown, pp, opts.ablation)
     export_section(shown, score_key)
 

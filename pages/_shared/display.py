@@ -182,7 +182,7 @@ def ranked_node_ids(G) -> list[str]:
 
 
 def node_label(G, node_id: str) -> str:
-    """Selectbox text of a node: ``"L7 #1234 (effect −0.53)"``."""
+    """Selectbox text of a node: ``"L7 #1234 (effect −0.53) · its label · node id"``."""
     if not node_id:
         return "—"
     info = node_info(G, node_id)
@@ -191,7 +191,10 @@ def node_label(G, node_id: str) -> str:
     pos = f" @{info['position']}" if info["position"] is not None else ""
     eff = info["effect"]
     eff_s = f" (effect {eff:+.3g})" if isinstance(eff, (int, float)) else ""
-    return f"L{layer} {feat}{pos}{eff_s}  ·  {node_id}"
+    from sfc_core.annotations import display_label
+
+    label = display_label(G, node_id)
+    return f"L{layer} {feat}{pos}{eff_s}  ·  " + (f"{label}  ·  " if label else "") + node_id
 
 
 def circuit_hooks(G) -> list[str]:
@@ -206,29 +209,35 @@ def circuit_hooks(G) -> list[str]:
 
 
 def feature_labels(G, logit_tokens, flags=None) -> dict[str, str]:
-    """Hover text per feature node: ``"promotes: ' Mary', ' John', ' she'"``, led by ``"⚠ massive · "`` for a
-    degenerate latent.
+    """Text per node for the graph (its first 18 characters are drawn next to the node, the rest is in the
+    hover): the node's label (the user's rename, else its automatic label, :func:`sfc_core.annotations.display_label`),
+    then ``"promotes: ' Mary', ' John', ' she'"``; led by ``"⚠ massive · "`` for a degenerate latent.
 
     Args:
         logit_tokens: ``callable(hook_name, feature) -> list[str] | None`` (top promoted tokens).
         flags: optional ``callable(hook_name, feature) -> list[str]`` (degenerate-latent flags).
     """
+    from sfc_core.annotations import display_label
+
     out = {}
     for n in G.nodes:
         node = _node(G, n)
-        if node is None or not node.is_latent:
+        if node is None or node.is_end:
             continue
-        try:
-            toks = logit_tokens(node.hook_name, node.index)
-        except Exception:  # noqa: BLE001 - a label is never worth an error
-            toks = None
-        try:
-            warn = list(flags(node.hook_name, node.index) or []) if flags is not None else []
-        except Exception:  # noqa: BLE001 - a label is never worth an error
-            warn = []
-        text = "promotes: " + ", ".join(repr(t) for t in toks[:3]) if toks else ""
-        if warn:
-            text = f"⚠ {', '.join(warn)}" + (f" · {text}" if text else "")
+        parts = [display_label(G, n)]
+        if node.is_latent:
+            try:
+                toks = logit_tokens(node.hook_name, node.index)
+            except Exception:  # noqa: BLE001 - a label is never worth an error
+                toks = None
+            try:
+                warn = list(flags(node.hook_name, node.index) or []) if flags is not None else []
+            except Exception:  # noqa: BLE001 - a label is never worth an error
+                warn = []
+            parts.append("promotes: " + ", ".join(repr(t) for t in toks[:3]) if toks else "")
+            if warn:
+                parts.insert(0, f"⚠ {', '.join(warn)}")
+        text = " · ".join(p for p in parts if p)
         if text:
             out[n] = text
     return out

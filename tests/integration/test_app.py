@@ -131,7 +131,7 @@ def test_find_circuit_shows_graph_and_stats(found):
     assert (f"**{d.metadata['metric_clean']:.3f} → {d.metadata['metric_corrupted']:.3f}** "
             f"(logit difference, mean over {N_PAIRS} pairs)") in shown[0]
     assert {b.label for b in at.get("download_button")} >= {
-        "Circuit JSON (sfc-circuit/1)", "GraphML", "Nodes CSV", "Edges CSV", "Standalone HTML", "Neuronpedia JSON"}
+        "Circuit JSON (sfc-circuit/2)", "GraphML", "Nodes CSV", "Edges CSV", "Standalone HTML", "Neuronpedia JSON"}
 
 
 def test_sliders_reselect_without_recompute(found):
@@ -265,6 +265,63 @@ def test_saved_circuit_upload_round_trip(found, tmp_path):
     assert not at.error, _errors(at)
     assert len(at.get("plotly_chart")) >= 1
     assert int({m.label: m.value for m in at.metric}["nodes"]) == 10
+
+
+def test_rename_and_supernodes(found):
+    """Rename a node and group nodes into a supernode; bad names are refused with a message and lose nothing."""
+    at = found
+    from sfc_core.annotations import display_label, supernodes
+    from sfc_core.circuit import to_json
+
+    pick = at.selectbox(key="node_pick")
+    ids = [o.rsplit("·", 1)[-1].strip() for o in pick.options[1:]]
+    node = ids[0]
+    pick.set_value(node).run()
+    at.text_input(key=f"rename_{node}").set_value("my mover").run()
+    at.button(key=f"rename_btn_{node}").click().run()
+    _ok(at)
+    G = at.session_state["_shown_graph"]
+    assert display_label(G, node) == "my mover"
+    assert any("my mover" in o for o in at.selectbox(key="node_pick").options)
+    fig = _figure(at, "circuit_graph")
+    assert any("my mover" in str(t.get("text")) for t in fig["data"])
+    # a control character is refused; the old label stays
+    at.text_input(key=f"rename_{node}").set_value("bad\x07name").run()
+    at.button(key=f"rename_btn_{node}").click().run()
+    _ok(at)
+    assert any("control character" in e.value for e in at.error), _errors(at)
+    assert display_label(at.session_state["_shown_graph"], node) == "my mover"
+    # a supernode of two nodes, drawn as one hexagon; a second with the same name is refused
+    at.multiselect(key="supernode_members").set_value(ids[1:3]).run()
+    at.text_input(key="supernode_name").set_value("movers").run()
+    at.button(key="add_supernode").click().run()
+    _ok(at)
+    assert not at.error, _errors(at)
+    G = at.session_state["_shown_graph"]
+    assert supernodes(G) == [{"name": "movers", "nodes": ids[1:3]}]
+    hexagons = [t for t in _figure(at, "circuit_graph")["data"] if t.get("name") == "supernode"]
+    assert len(hexagons) == 1 and hexagons[0]["text"] == ["movers"]
+    doc = to_json(G)
+    assert doc["schema"] == "sfc-circuit/2" and doc["supernodes"][0]["name"] == "movers"
+    at.multiselect(key="supernode_members").set_value(ids[3:4]).run()
+    at.text_input(key="supernode_name").set_value("movers").run()
+    at.button(key="add_supernode").click().run()
+    assert any("two supernodes are named 'movers'" in e.value for e in at.error), _errors(at)
+    at.multiselect(key="supernode_members").set_value([]).run()
+    at.text_input(key="supernode_name").set_value("empty").run()
+    at.button(key="add_supernode").click().run()
+    assert any("has no nodes" in e.value for e in at.error), _errors(at)
+    # a new slider selection keeps them; dissolving and a blank rename undo them
+    at.slider(key="top_k").set_value(20).run()
+    G = at.session_state["_shown_graph"]
+    assert display_label(G, node) == "my mover" and supernodes(G)[0]["name"] == "movers"
+    at.button(key="dissolve_0").click().run()
+    at.text_input(key=f"rename_{node}").set_value("").run()
+    at.button(key=f"rename_btn_{node}").click().run()
+    at.slider(key="top_k").set_value(30).run()
+    _ok(at)
+    G = at.session_state["_shown_graph"]
+    assert supernodes(G) == [] and not G.nodes[node].get("label")
 
 
 # ------------------------------------------------------------------ explorer: bad inputs
