@@ -1,4 +1,4 @@
-"""Indirect effects of SAE features and error nodes: AtP, integrated gradients and exact patching.
+"""Indirect effects of SAE features and error nodes: AtP, AtP* (GradDrop), integrated gradients and exact patching.
 
 Sign convention (used everywhere, stated in the UI legend): the indirect effect (IE)
 of a node is the change of the metric ``m`` (default: logit difference
@@ -7,6 +7,8 @@ of a node is the change of the metric ``m`` (default: logit difference
 
 * exact patching: ``m(clean | a := a_corr) − m(clean)``
 * attribution patching (AtP, Nanda 2023; Syed et al. 2023): ``∇ₐm|clean · (a_corr − a_clean)``
+* AtP* (Kramár et al. 2024): ``sign(AtP) · mean_ℓ |AtP with block ℓ dropped from the backward pass|``
+  (:func:`atp_star`)
 * integrated gradients (IG, Marks et al. eq. 3; Sundararajan et al. 2017):
   ``(a_corr − a_clean) · mean_{α ∈ {0, 1/N, …, (N−1)/N}} ∇ₐm|a_clean + α(a_corr − a_clean)``
 
@@ -218,7 +220,7 @@ class Attribution:
     """Node effects of one method on one set of pairs.
 
     Attributes:
-        method: the attribution method (``"atp"``, ``"ig"``, ``"exact"``).
+        method: the attribution method (``"atp"``, ``"atp_star"``, ``"ig"``, ``"exact"``).
         metric: metric name; effects are in its units (logits for logit difference).
         aggregation: ``"sum"`` over positions or ``"none"`` (per position).
         hook_names / d_sae: hook point and dictionary width of each site.
@@ -350,6 +352,171 @@ def atp(runs: PairRuns, aggregation: str = "sum") -> Attribution:
     return _result(runs, "atp", aggregation, effects, {"nodes": time.perf_counter() - t})
 
 
+# ------------------------------------------------------------------ AtP* (GradDrop)
+#: Largest batch (rows: dropped layers × pairs) of one batched GradDrop backward pass.
+GRADDROP_CHUNK_ROWS = 256
+
+
+def _batched_vjp(outputs: list[torch.Tensor], cotangents: list[torch.Tensor], inp: torch.Tensor,
+                 n: int) -> torch.Tensor:
+    """``[K, *inp.shape]``: ``K`` vector-Jacobian products of ``outputs`` w.r.t. ``inp`` through the retained
+    graph, row ``k`` with cotangents ``cotangents[j][k]`` (each ``[K, *outputs[j].shape]``), at most
+    :data:`GRADDROP_CHUNK_ROWS` ``// n`` rows per backward pass."""
+    K = int(cotangents[0].shape[0])
+    per = max(1, GRADDROP_CHUNK_ROWS // max(1, n))
+    parts = []
+    for c in range(0, K, per):
+        (g,) = torch.autograd.grad(outputs, [inp], [ct[c:c + per] for ct in cotangents], retain_graph=True,
+                                   is_grads_batched=True)
+        parts.append(g)
+    return torch.cat(parts)
+
+
+def graddrop_gradients(runs: PairRuns, drop_layers=None) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                                   list[list[int]]]:
+    """Clean gradients ``∂m/∂x`` at every site, plain and with one block's residual contribution dropped
+    from the backward pass (GradDrop, Kramár et al. 2024, §3.1.2).
+
+    Dropping block ``ℓ`` zeroes the gradient flowing back through its attention and MLP outputs: the
+    gradient at the block's input is then the one at its output (the skip connection alone). It changes
+    only the gradients at sites *before* block ``ℓ`` (``n_blocks_before ≤ ℓ``).
+
+    One forward pass of the clean prompts (only the positions after the shared prefix, which attend to
+    :meth:`PairRuns.prefix`; nodes there do not differ) is kept; one backward gives the plain gradient
+    ``g_b`` at every block boundary ``r_b``; the dropped gradient for ``ℓ`` is ``g_{ℓ+1}`` placed at
+    ``r_ℓ`` and carried back to the earlier sites. Those carries run batched over the dropped layers
+    (``is_grads_batched``), site to site from the last one down, in chunks of :data:`GRADDROP_CHUNK_ROWS`
+    rows: about ``(L − first site)² / 2`` block backward passes in all (≈ 11 backward passes for 30
+    blocks and a first site after block 3).
+
+    Args:
+        drop_layers: the blocks ``ℓ`` to drop one at a time (default: every block ``0..L−1``); blocks that
+            sit before every site change nothing and are left out of the returned lists.
+
+    Returns:
+        ``(plain, dropped, layers)``: per site, the plain gradient ``[n, pos, d_model]``, the dropped
+        gradients ``[K_i, n, pos, d_model]`` (zero rows at the shared prefix) and the ``K_i`` dropped blocks
+        they belong to (blocks at or after the site), metric units per unit of residual activation.
+
+    Raises:
+        NumericalError: NaN or inf in a gradient.
+    """
+    model, sites, n = runs.model, runs.sites, runs.n
+    L = model.cfg.n_layers
+    pre = runs.prefix()
+    off = pre.length if pre is not None else 0
+    past = pre.entries() if pre is not None else None
+    first = sites[0].n_blocks_before
+    wanted = set(range(L)) if drop_layers is None else {int(b) for b in drop_layers}
+    with torch.no_grad():
+        r0 = run_from(model, [], runs.embed_clean[:, off:], 0, None, stop_block=first, past=past)
+    with torch.enable_grad():
+        rs = {first: r0.detach().requires_grad_(True)}
+        for b in range(first, L):
+            rs[b + 1] = run_from(model, [], rs[b], b, None, stop_block=b + 1, past=past)
+        m = runs.metric_from_resid(rs[L], offset=off).sum()
+        bounds = list(range(first, L + 1))
+        g = dict(zip(bounds, torch.autograd.grad(m, [rs[b] for b in bounds], retain_graph=True)))
+        plain, dropped, layers = [None] * len(sites), [None] * len(sites), [None] * len(sites)
+        stack, stack_layers, upper = None, [], L  # dropped gradients at r_upper and their blocks
+        for k in reversed(range(len(sites))):
+            a = sites[k].n_blocks_before
+            new = [b for b in range(a + 1, upper) if b in wanted]  # cotangent g_{b+1} enters at r_b
+            outs, cots = [], []
+            rows = (len(stack_layers) if stack is not None else 0) + len(new)
+            if rows:
+                zeros = lambda t: torch.zeros((rows, *t.shape), dtype=t.dtype)  # noqa: E731
+                if stack is not None:
+                    ct = zeros(rs[upper])
+                    ct[:len(stack_layers)] = stack
+                    outs.append(rs[upper])
+                    cots.append(ct)
+                for j, b in enumerate(new):
+                    ct = zeros(rs[b])
+                    ct[len(stack_layers) + j] = g[b + 1]
+                    outs.append(rs[b])
+                    cots.append(ct)
+                carried = _batched_vjp(outs, cots, rs[a], n)
+            else:
+                carried = torch.zeros((0, *rs[a].shape), dtype=rs[a].dtype)
+            stack_layers = stack_layers + new
+            if a in wanted and a < L:
+                carried = torch.cat([carried, g[a + 1][None]])
+                stack_layers = stack_layers + [a]
+            stack, upper = carried, a
+            plain[k], dropped[k], layers[k] = g[a], carried, list(stack_layers)
+    pad = lambda t: torch.nn.functional.pad(t, (0, 0, off, 0))  # noqa: E731  zero rows at the shared prefix
+    for k, s in enumerate(sites):
+        plain[k] = check_finite(pad(plain[k]).detach(), f"gradient at {s.hook_name}")
+        dropped[k] = check_finite(pad(dropped[k]).detach(), f"GradDrop gradient at {s.hook_name}")
+    return plain, dropped, layers
+
+
+def atp_star(runs: PairRuns, aggregation: str = "sum", drop_layers=None) -> Attribution:
+    """AtP* for SAE latents and error nodes: AtP with GradDrop (Kramár et al. 2024, "AtP*: An efficient and
+    scalable method for localizing LLM behaviour to components", §3.1.2); their QK fix does not apply here.
+
+    **GradDrop.** For each block ``ℓ`` of the ``L`` blocks, ``Î_ℓ(n)`` is AtP's estimate (per pair
+    ``∇ₐm · (a_corr − a_clean)`` summed over positions, then averaged over pairs, as :func:`atp`) with the
+    gradient through block ``ℓ``'s residual contribution (attention and MLP outputs) dropped
+    (:func:`graddrop_gradients`); the score is the paper's mean of magnitudes
+    ``|Î_GD(n)| = (1/L) Σ_ℓ |Î_ℓ(n)|``. A node at a residual site after block ``b`` has downstream blocks
+    ``b+1..L−1`` only; dropping a block upstream of it leaves its estimate at AtP's, so
+    ``|Î_GD(n)| = (n_up·|AtP(n)| + Σ_{ℓ downstream} |Î_ℓ(n)|) / L``. The paper divides by ``L − 1``
+    because its nodes (heads, neurons) are *inside* one block, whose own drop always gives 0; a
+    residual-stream node is inside none, so no term is always 0 and the mean is over ``L``. Without
+    cancellation between paths every ``|Î_ℓ| ≈ |AtP|`` and the score stays near ``|AtP|`` (metric units);
+    a node whose paths cancel in AtP gets the size of its largest uncancelled parts.
+
+    **Sign.** GradDrop gives magnitudes only; the effect reported is ``sign(AtP(n)) · |Î_GD(n)|`` (the
+    sign of the signed mean ``Σ_ℓ Î_ℓ`` where AtP is exactly 0), so circuits rank by ``|Î_GD|`` and the
+    graph colours by AtP's first-order sign. For exactly the nodes GradDrop rescues (AtP ≈ 0 by
+    cancellation) that sign is weak: check such nodes by exact patching.
+
+    **QK fix, not applied.** The paper's QK fix recomputes exactly the attention softmax that a patched
+    *query or key of one head* moves (one head, one pattern, linear in ``q``/``k``), then linearizes from
+    the pattern on. A residual-stream SAE latent or error node is no head's query or key: it enters every
+    head's queries, keys *and* values of every later block through that block's norm, so the
+    counterpart — exact softmax of every attention layer after the site for each of ~7,000 nodes — is
+    exact patching of those layers, not a cheap fix; restricting it to the first block after the site
+    would leave the later blocks' saturation linearized and is not the paper's method.
+
+    Cost: one clean forward (after the shared prefix) and batched backward passes, about 11 backward
+    passes' worth for 30 blocks (:func:`graddrop_gradients`); memory: one retained forward graph plus
+    :data:`GRADDROP_CHUNK_ROWS`-row batches of one block's backward.
+
+    Args:
+        drop_layers: blocks dropped one at a time (default: all ``L``); the mean runs over these (an empty
+            list gives AtP itself).
+
+    Returns:
+        :class:`Attribution` (``method="atp_star"``) with per-site effects ``[d_sae + 1]`` or
+        ``[pos, d_sae + 1]``, metric units.
+
+    Raises:
+        InputError: unknown aggregation.
+        NumericalError: NaN or inf in gradients or effects.
+    """
+    _check_aggregation(aggregation)
+    t = time.perf_counter()
+    L = runs.model.cfg.n_layers
+    wanted = sorted(set(range(L)) if drop_layers is None else {int(b) for b in drop_layers})
+    plain, dropped, layers = graddrop_gradients(runs, wanted)
+    effects = []
+    for i, (g, stack, lay) in enumerate(zip(plain, dropped, layers)):
+        base = _site_effects(runs, i, g, aggregation)
+        if not wanted:
+            effects.append(base)
+            continue
+        est = [_site_effects(runs, i, s, aggregation) for s in stack]
+        n_up = len(wanted) - len(lay)  # dropped blocks before the site: estimate = AtP's
+        magnitude = (n_up * base.abs() + sum((e.abs() for e in est), torch.zeros_like(base))) / len(wanted)
+        signed = n_up * base + sum(est, torch.zeros_like(base))
+        sign = torch.where(base != 0, base.sign(), signed.sign())
+        effects.append(sign * magnitude)
+    return _result(runs, "atp_star", aggregation, effects, {"nodes": time.perf_counter() - t})
+
+
 # ------------------------------------------------------------------ IG
 def _ig_site_gradient(runs: PairRuns, i: int, steps: int) -> torch.Tensor:
     """Mean over α of ``∂m/∂x`` at site ``i`` along ``x_clean + α Δx`` ``[n, pos, d_model]``.
@@ -478,7 +645,8 @@ def exact(runs: PairRuns, aggregation: str = "sum", nodes: list[Node] | None = N
 
 def attribute(runs: PairRuns, method: str = "atp", aggregation: str = "sum", steps: int = defaults.IG_STEPS,
               progress=None) -> Attribution:
-    """Node effects by a registered attribution method (``atp`` | ``ig`` | ``exact``, :mod:`sfc_core.methods`).
+    """Node effects by a registered attribution method (``atp`` | ``atp_star`` | ``ig`` | ``exact``,
+    :mod:`sfc_core.methods`).
 
     Returns:
         :class:`Attribution` with per-site effects ``[d_sae + 1]`` or ``[pos, d_sae + 1]``, metric units.

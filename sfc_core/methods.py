@@ -2,7 +2,7 @@
 
 A :class:`Method` is either
 
-* ``"attribution"``: scores every node with an indirect effect (AtP, IG, exact patching); the circuit is
+* ``"attribution"``: scores every node with an indirect effect (AtP, AtP*, IG, exact patching); the circuit is
   then chosen by threshold / top-k over those effects (:meth:`~sfc_core.discovery.Discovery.select`); or
 * ``"selection"``: chooses its own circuit (mask optimisation, FAP, FAP-Synergy); its graph keeps that
   choice and shows AtP effects for colour.
@@ -103,6 +103,12 @@ def _atp(runs, aggregation="sum", steps=defaults.IG_STEPS, progress=None):
     return atp(runs, aggregation)
 
 
+def _atp_star(runs, aggregation="sum", steps=defaults.IG_STEPS, progress=None):
+    from .attribution import atp_star
+
+    return atp_star(runs, aggregation)
+
+
 def _ig(runs, aggregation="sum", steps=defaults.IG_STEPS, progress=None):
     from .attribution import ig
 
@@ -185,6 +191,9 @@ def _compare_mask(runs, sizes, ctx):
 register(Method("atp", "AtP — attribution patching (fast)", "attribution", "fast",
                 "Marks et al. 2024, eq. 2 (Nanda 2023; Syed et al. 2023)", _atp, _compare_by_effect("atp"),
                 clean_gradient=True))
+register(Method("atp_star", "AtP* — attribution patching with GradDrop", "attribution", "medium",
+                "Kramár et al. 2024, AtP*, §3.1.2 GradDrop (QK fix n/a to residual SAE nodes)", _atp_star,
+                _compare_by_effect("atp_star"), clean_gradient=True))
 register(Method("ig", "IG — integrated gradients", "attribution", "medium",
                 "Marks et al. 2024, eq. 3 (Sundararajan et al. 2017)", _ig, _compare_by_effect("ig"),
                 options=("steps",)))

@@ -220,3 +220,78 @@ def test_parallel_threads_match_sequential():
         for j in range(2):
             for a, b in zip(results[j], sequential[j]):
                 assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ AtP* (GradDrop)
+def _dropped_grads_tl(model, batch, hooks_at, block):
+    """Reference: ∂m/∂x at ``hooks_at`` with block ``block``'s attention and MLP outputs detached (TransformerLens
+    hooks; GradDrop's dropped layer)."""
+    store = {}
+
+    def keep(act, hook):
+        act.retain_grad()
+        store[hook.name] = act
+        return act
+
+    detach = [(f"blocks.{block}.hook_{k}_out", lambda act, hook: act.detach()) for k in ("attn", "mlp")]
+    with torch.enable_grad():
+        _logit_diff_tl(model, batch.clean_tokens, batch, detach + [(h, keep) for h in hooks_at]).sum().backward()
+    return [store[h].grad for h in hooks_at]
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_graddrop_gradients_match_hooked_backward(share_prefix):
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    runs.share_prefix = share_prefix
+    plain, dropped, layers = A.graddrop_gradients(runs)
+    assert layers == [[2, 1], [2]]  # blocks after blocks.0 / blocks.1.hook_resid_post, last carried first
+    assert [d.shape for d in dropped] == [(2, 4, 7, 16), (1, 4, 7, 16)]
+    start = A.shared_prefix_length(batch) if share_prefix else 0  # prefix nodes never differ: zero there
+    for k, g in enumerate(A.clean_gradients(runs)):
+        torch.testing.assert_close(plain[k][:, start:], g[:, start:], atol=1e-10, rtol=1e-10)
+    for block in range(3):
+        ref = _dropped_grads_tl(model, batch, list(saes), block)
+        for k in range(2):
+            got = dropped[k][layers[k].index(block)] if block in layers[k] else plain[k]
+            torch.testing.assert_close(got[:, start:], ref[k][:, start:], atol=1e-10, rtol=1e-10)
+            assert torch.all(got[:, :start] == 0)
+    assert (dropped[0][0] - plain[0]).abs().max() > 1e-3  # dropping a block changes the gradient
+
+
+def test_atp_star_one_downstream_block_is_the_direct_estimate():
+    """Dropping only block 2 (the one block after blocks.1.hook_resid_post): every node's AtP* effect is
+    sign(AtP) · |∇ₐm (block 2 detached) · Δa|, computed here with hooks."""
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    atp, star = A.atp(runs), A.atp_star(runs, drop_layers=[2])
+    ref = _dropped_grads_tl(model, batch, list(saes), 2)
+    for k in range(2):
+        direct = A._site_effects(runs, k, ref[k], "sum")
+        torch.testing.assert_close(star.effects[k], atp.effects[k].sign() * direct.abs(), atol=1e-10, rtol=1e-10)
+    assert star.method == "atp_star" and (star.effects[0] - atp.effects[0]).abs().max() > 1e-4
+
+
+def test_atp_star_without_downstream_drops_is_atp():
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    atp = A.atp(runs)
+    for drops in ([], [0]):  # nothing dropped; block 0 sits before both sites
+        for a, s in zip(atp.effects, A.atp_star(runs, drop_layers=drops).effects):
+            torch.testing.assert_close(s, a, atol=1e-10, rtol=1e-10)
+
+
+def test_atp_star_is_the_mean_magnitude_over_blocks(monkeypatch):
+    model, saes, batch = tiny_setup()
+    runs = A.prepare_runs(model, saes, batch)
+    full = A.atp_star(runs)
+    singles = [A.atp_star(runs, drop_layers=[b]) for b in range(3)]
+    for k, e in enumerate(full.effects):
+        assert e.shape == (25,)
+        torch.testing.assert_close(e.abs(), sum(s.effects[k].abs() for s in singles) / 3, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(e.sign(), A.atp(runs).effects[k].sign())
+    per_pos = A.atp_star(runs, "none")
+    assert [p.shape for p in per_pos.effects] == [(7, 25), (7, 25)]
+    monkeypatch.setattr(A, "GRADDROP_CHUNK_ROWS", 1)  # one dropped block per batched backward
+    for a, b in zip(A.attribute(runs, "atp_star").effects, full.effects):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
