@@ -375,7 +375,7 @@ def _batched_vjp(outputs: list[torch.Tensor], cotangents: list[torch.Tensor], in
 def graddrop_gradients(runs: PairRuns, drop_layers=None) -> tuple[list[torch.Tensor], list[torch.Tensor],
                                                                    list[list[int]]]:
     """Clean gradients ``∂m/∂x`` at every site, plain and with one block's residual contribution dropped
-    from the backward pass (GradDrop, Kramár et al. 2024, §3.1.2).
+    from the backward pass (GradDrop, Kramár et al. 2024).
 
     Dropping block ``ℓ`` zeroes the gradient flowing back through its attention and MLP outputs: the
     gradient at the block's input is then the one at its output (the skip connection alone). It changes
@@ -454,7 +454,8 @@ def graddrop_gradients(runs: PairRuns, drop_layers=None) -> tuple[list[torch.Ten
 
 def atp_star(runs: PairRuns, aggregation: str = "sum", drop_layers=None) -> Attribution:
     """AtP* for SAE latents and error nodes: AtP with GradDrop (Kramár et al. 2024, "AtP*: An efficient and
-    scalable method for localizing LLM behaviour to components", §3.1.2); their QK fix does not apply here.
+    scalable method for localizing LLM behaviour to components", arXiv:2403.00745); their QK fix does not
+    apply here.
 
     **GradDrop.** For each block ``ℓ`` of the ``L`` blocks, ``Î_ℓ(n)`` is AtP's estimate (per pair
     ``∇ₐm · (a_corr − a_clean)`` summed over positions, then averaged over pairs, as :func:`atp`) with the
@@ -462,24 +463,28 @@ def atp_star(runs: PairRuns, aggregation: str = "sum", drop_layers=None) -> Attr
     (:func:`graddrop_gradients`); the score is the paper's mean of magnitudes
     ``|Î_GD(n)| = (1/L) Σ_ℓ |Î_ℓ(n)|``. A node at a residual site after block ``b`` has downstream blocks
     ``b+1..L−1`` only; dropping a block upstream of it leaves its estimate at AtP's, so
-    ``|Î_GD(n)| = (n_up·|AtP(n)| + Σ_{ℓ downstream} |Î_ℓ(n)|) / L``. The paper divides by ``L − 1``
-    because its nodes (heads, neurons) are *inside* one block, whose own drop always gives 0; a
-    residual-stream node is inside none, so no term is always 0 and the mean is over ``L``. Without
+    ``|Î_GD(n)| = (n_up·|AtP(n)| + Σ_{ℓ downstream} |Î_ℓ(n)|) / L``. The paper (as read here) sums over
+    all ``L`` layers and divides by ``L − 1``: its nodes (heads, neurons) sit *inside* one layer, whose own
+    drop zeroes their gradient; a residual-stream node sits inside none, so no term is always 0 and the
+    mean is over ``L`` (a constant factor: rankings are the same either way). Without
     cancellation between paths every ``|Î_ℓ| ≈ |AtP|`` and the score stays near ``|AtP|`` (metric units);
-    a node whose paths cancel in AtP gets the size of its largest uncancelled parts.
+    a node whose paths cancel in AtP keeps the size of what is left when one block's paths are dropped.
 
     **Sign.** GradDrop gives magnitudes only; the effect reported is ``sign(AtP(n)) · |Î_GD(n)|`` (the
     sign of the signed mean ``Σ_ℓ Î_ℓ`` where AtP is exactly 0), so circuits rank by ``|Î_GD|`` and the
     graph colours by AtP's first-order sign. For exactly the nodes GradDrop rescues (AtP ≈ 0 by
     cancellation) that sign is weak: check such nodes by exact patching.
 
-    **QK fix, not applied.** The paper's QK fix recomputes exactly the attention softmax that a patched
-    *query or key of one head* moves (one head, one pattern, linear in ``q``/``k``), then linearizes from
-    the pattern on. A residual-stream SAE latent or error node is no head's query or key: it enters every
-    head's queries, keys *and* values of every later block through that block's norm, so the
-    counterpart — exact softmax of every attention layer after the site for each of ~7,000 nodes — is
-    exact patching of those layers, not a cheap fix; restricting it to the first block after the site
-    would leave the later blocks' saturation linearized and is not the paper's method.
+    **QK fix, not applied.** The paper's QK fix is for nodes that are one head's *query or key*: it
+    recomputes that head's attention softmax exactly (scores are linear in ``q``/``k``) and linearizes
+    from the pattern on (later layers stay linear there too). A residual-stream SAE latent or error node
+    is no head's query or key: through the next block's norm it moves the queries, keys *and* values of
+    every head of every later block. The nearest counterpart — exact norm, queries, keys and softmax of
+    every head of the first block after the site for each patched node, plus a backward pass with that
+    block's patterns detached for the other paths — costs one partial attention forward per node and pair
+    (~7,000 nodes × 20 pairs here, tens of seconds on a CPU against ~1 s for AtP) and is not the paper's
+    fix, so it is not applied; the recall benchmark (``bench/bench_recall.py``) is the check that AtP
+    is not missing exact patching's largest nodes through saturated attention.
 
     Cost: one clean forward (after the shared prefix) and batched backward passes, about 11 backward
     passes' worth for 30 blocks (:func:`graddrop_gradients`); memory: one retained forward graph plus

@@ -192,7 +192,7 @@ register(Method("atp", "AtP — attribution patching (fast)", "attribution", "fa
                 "Marks et al. 2024, eq. 2 (Nanda 2023; Syed et al. 2023)", _atp, _compare_by_effect("atp"),
                 clean_gradient=True))
 register(Method("atp_star", "AtP* — attribution patching with GradDrop", "attribution", "medium",
-                "Kramár et al. 2024, AtP*, §3.1.2 GradDrop (QK fix n/a to residual SAE nodes)", _atp_star,
+                "Kramár et al. 2024, AtP*: GradDrop (QK fix n/a to residual SAE nodes)", _atp_star,
                 _compare_by_effect("atp_star"), clean_gradient=True))
 register(Method("ig", "IG — integrated gradients", "attribution", "medium",
                 "Marks et al. 2024, eq. 3 (Sundararajan et al. 2017)", _ig, _compare_by_effect("ig"),
