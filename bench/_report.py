@@ -13,6 +13,14 @@ def emit(figures: dict, json_path: str | None = None) -> None:
             json.dump(figures, fh, indent=1)
 
 
+def table(header: list[str], rows: list[list]) -> None:
+    """Print ``rows`` under ``header`` as a Markdown table (for the README)."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row) + " |")
+
+
 def fwd_bwd_floor(model, batch) -> None:
     """One forward and backward pass of ``batch``'s clean prompts through the bare model (no SAEs) to the logit
     difference: the floor that attribution timings are compared with."""
