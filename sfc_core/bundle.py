@@ -18,6 +18,10 @@ Quality (per SAE, held-out tokens, special tokens excluded as in training): frac
 variance explained ``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²``, mean L0 and dead fraction (latents
 never active) on every held-out token; CE-loss recovered ``(CE_zero − CE_spliced) /
 (CE_zero − CE_clean)`` on the first ``check_seqs`` held-out sequences (three forwards each).
+
+Held-out tokens: the SAE corpus' own held-out split (first rows) followed by held-out package
+documentation, docstrings, licences and stdlib code (:func:`~sfc_core.corpus.build_heldout_corpus`);
+``sfc bundle build --index-only`` rebuilds only them and the feature index (:func:`build_index`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from tqdm.auto import tqdm
 
 from . import defaults
 from . import hooks as hp
-from .corpus import CorpusConfig, build_corpus
+from .corpus import CorpusConfig, HeldoutConfig, build_corpus, build_heldout_corpus
 from .errors import AssetError
 from .pairs import special_positions, special_token_ids
 
@@ -54,7 +58,8 @@ class BuildConfig:
     Attributes:
         layers: ``resid_post`` layers that get an SAE; d_sae: latents per SAE; k: TopK's active latents.
         epochs: passes over the cached activations; batch_tokens: tokens per training batch; lr: learning rate.
-        corpus: corpus size and shape; index_top_k / index_window: top contexts per latent and tokens
+        corpus: corpus size and shape; heldout: the extended held-out corpus behind the feature index
+            (:func:`~sfc_core.corpus.build_heldout_corpus`); index_top_k / index_window: top contexts per latent and tokens
             ``(before, after)`` the max in the feature index; check_seqs: held-out sequences for CE recovered.
     """
 
@@ -68,6 +73,7 @@ class BuildConfig:
     seed: int = 0
     device: str = "cpu"
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
     index_top_k: int = 20
     index_window: tuple[int, int] = (10, 4)  # tokens before, after the max
     check_seqs: int = 32
@@ -346,7 +352,9 @@ def assets_mb(root: Path = defaults.ASSETS_DIR) -> float:
 
 
 def load_heldout_tokens() -> torch.Tensor:
-    """Held-out corpus tokens ``[n_seq, seq_len]`` int32 shipped in ``assets/``.
+    """Held-out corpus tokens ``[n_seq, seq_len]`` int32 shipped in ``assets/``: the SAE corpus' held-out split
+    first (:func:`heldout_sae_rows` rows), then the extended held-out text behind the feature index
+    (:func:`~sfc_core.corpus.build_heldout_corpus`).
 
     Raises:
         AssetError: the file is missing or unreadable.
@@ -360,6 +368,109 @@ def load_heldout_tokens() -> torch.Tensor:
         return load_file(str(path))["tokens"]
     except Exception as exc:
         raise AssetError(f"held-out corpus unreadable: {path}") from exc
+
+
+def heldout_sae_rows() -> int:
+    """How many first rows of :func:`load_heldout_tokens` are the SAE corpus' own held-out split (the rest is
+    the extended held-out text); all rows for a file written before the extension.
+
+    Raises:
+        AssetError: the file is missing or unreadable.
+    """
+    from safetensors import safe_open
+
+    path = defaults.CORPUS_HELDOUT_FILE
+    if not path.is_file():
+        raise AssetError(f"held-out corpus missing: {path}; rebuild with 'sfc bundle build'")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            rows = f.get_slice("tokens").get_shape()[0]
+    except Exception as exc:
+        raise AssetError(f"held-out corpus unreadable: {path}") from exc
+    return int(meta.get("sae_heldout_rows", rows))
+
+
+def save_heldout_tokens(tokens: torch.Tensor, sae_rows: int, report: dict | None = None) -> None:
+    """Write ``assets/corpus_heldout.safetensors``: ``tokens`` ``[n_seq, seq_len]`` int32 whose first ``sae_rows``
+    rows are the SAE corpus' held-out split (metadata ``sae_heldout_rows``; ``report`` as JSON ``report``)."""
+    from safetensors.torch import save_file
+
+    path = defaults.CORPUS_HELDOUT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    meta = {"sae_heldout_rows": str(int(sae_rows))}
+    if report is not None:
+        meta["report"] = json.dumps(report)
+    save_file({"tokens": tokens.to(torch.int32).contiguous()}, str(tmp), metadata=meta)
+    tmp.rename(path)
+
+
+def _chunk_dir(work_dir: Path, tokens: torch.Tensor) -> Path:
+    """Activation-chunk folder keyed by the tokens and the shipped SAE files (stale chunks are never reused)."""
+    import hashlib
+
+    h = hashlib.sha256(tokens.numpy().tobytes())
+    for p in sorted(defaults.SAE_DIR.rglob("*")):
+        if p.is_file():
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return work_dir / f"index_chunks_{h.hexdigest()[:12]}"
+
+
+def build_index(cfg: BuildConfig, work_dir: Path = Path(".work/bundle"), old_heldout: torch.Tensor | None = None,
+                model=None, log=print) -> dict:
+    """Resumable stage: extended held-out corpus → ``assets/corpus_heldout.safetensors`` → feature index with
+    labels (``assets/feature_index/``), from the SAEs already in ``assets/saes`` (no retraining).
+
+    Args:
+        old_heldout: the SAE corpus' held-out split ``[m, seq_len]`` (kept as the first rows); ``None``: the
+            first :func:`heldout_sae_rows` rows of the shipped file.
+
+    Returns:
+        ``{"heldout": report of build_heldout_corpus, "quality": {hook_name: {"fve", "l0", "dead_frac"}} over
+        every ordinary held-out token, "timings_s": {"heldout_corpus_s", "feature_index_s"}}``.
+
+    Raises:
+        AssetError: the shipped SAEs or held-out file are missing, or the bundled GGUF is.
+    """
+    from .feature_index import build_feature_index
+    from .model import load_model
+    from .saes import load_bundled_saes
+
+    model = model or load_model(device=cfg.device)
+    if old_heldout is None:
+        old_heldout = load_heldout_tokens()[:heldout_sae_rows()]
+    t = time.time()
+    tokens, report = build_heldout_corpus(work_dir / "heldout", model.tokenizer, old_heldout, cfg.heldout)
+    report = {**report, "config": asdict(cfg.heldout)}
+    timings = {"heldout_corpus_s": time.time() - t}
+    log(f"held-out corpus: {tuple(tokens.shape)} ({report['tokens']} tokens, {report['old_rows']} SAE held-out rows first)")
+    save_heldout_tokens(tokens, len(old_heldout), report)
+    t = time.time()
+    saes = load_bundled_saes(model)
+    quality = build_feature_index(model, saes, tokens, defaults.FEATURE_INDEX_DIR, top_k=cfg.index_top_k,
+                                  window=cfg.index_window, work_dir=_chunk_dir(work_dir, tokens))
+    timings["feature_index_s"] = time.time() - t
+    return {"heldout": report, "quality": quality, "timings_s": timings}
+
+
+def update_manifest_index(result: dict) -> dict:
+    """Record :func:`build_index`'s result in ``assets/bundle.json``: held-out size and sources, index timings,
+    and the activation quality figures (FVE, L0, dead fraction: every held-out token); the CE figures are kept
+    (they use the first ``check_seqs`` rows, which the extension leaves unchanged).
+
+    Raises:
+        AssetError: the manifest is missing or not valid JSON.
+    """
+    manifest = load_manifest()
+    manifest["heldout_tokens"] = result["heldout"]["tokens"]
+    manifest["heldout"] = result["heldout"]
+    manifest.setdefault("timings_s", {}).update({k: round(v, 1) for k, v in result["timings_s"].items()})
+    for hook, q in result["quality"].items():
+        manifest.setdefault("quality", {}).setdefault(hook, {}).update({k: round(v, 4) for k, v in q.items()})
+    defaults.BUNDLE_MANIFEST.write_text(json.dumps(manifest, indent=1))
+    return manifest
 
 
 def load_manifest() -> dict:
@@ -420,9 +531,6 @@ def build_bundle(cfg: BuildConfig, work_dir: Path = Path(".work/bundle"), log=pr
     Raises:
         AssetError: the bundled model's GGUF is missing or corrupted.
     """
-    from safetensors.torch import save_file
-
-    from .feature_index import build_feature_index
     from .model import load_model
     from .saes import load_bundled_saes
 
@@ -451,24 +559,25 @@ def build_bundle(cfg: BuildConfig, work_dir: Path = Path(".work/bundle"), log=pr
     defaults.ASSETS_DIR.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(defaults.SAE_DIR, ignore_errors=True)
     shutil.copytree(final_dir, defaults.SAE_DIR)
-    save_file({"tokens": corpus["heldout"].contiguous()}, str(defaults.CORPUS_HELDOUT_FILE))
+
+    # held-out corpus (the SAE corpus' held-out split first) + feature index + activation quality, one pass
+    index = build_index(cfg, work_dir, old_heldout=corpus["heldout"], model=model, log=log)
+    timings.update(index["timings_s"])
 
     t = time.time()
     saes = load_bundled_saes(model)
-    build_feature_index(model, saes, corpus["heldout"], defaults.FEATURE_INDEX_DIR,
-                        top_k=cfg.index_top_k, window=cfg.index_window)
-    timings["feature_index_s"] = time.time() - t
-
-    t = time.time()
-    quality = {h: {k: round(v, 4) for k, v in q.items()} for h, q in
-               bundle_quality(model, {h: s.sae for h, s in saes.items()}, corpus["heldout"], cfg.check_seqs).items()}
+    probe = corpus["heldout"][:cfg.check_seqs]  # the first rows of the shipped held-out file
+    base = clean_ce(model, probe)
+    quality = {h: {k: round(v, 4) for k, v in {**index["quality"][h], **ce_quality(model, s.sae, h, probe, base)}.items()}
+               for h, s in tqdm(saes.items(), desc="CE-loss recovered")}
     timings["check_s"] = time.time() - t
     manifest = {
         "model": defaults.BUNDLED_MODEL_NAME,
         "build": {**asdict(cfg), "device": cfg.device},
         "train_tokens": n_tokens,
         "tokens_seen": int(n_tokens * cfg.epochs),
-        "heldout_tokens": int(corpus["heldout"].numel()),
+        "heldout_tokens": index["heldout"]["tokens"],
+        "heldout": index["heldout"],
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "torch_threads": torch.get_num_threads(),
         "quality": quality,

@@ -197,3 +197,235 @@ def build_corpus(work_dir: Path, cfg: CorpusConfig, tokenizer, hf_model=None) ->
         result[split] = pack(docs, cfg.seq_len, bos, bos)
     save_file(result, str(out))
     return result
+
+
+# ---------------------------------------------------------------- held-out corpus for the feature index
+@dataclass(frozen=True)
+class HeldoutConfig:
+    """Size and mix of the extended held-out corpus (:func:`build_heldout_corpus`).
+
+    Attributes:
+        new_tokens: tokens to add after the SAE corpus' own held-out rows (approximate: each source stops at
+            its share, whole documents).
+        shares: fraction of ``new_tokens`` per source (see :data:`HELDOUT_SOURCES`).
+        max_doc_chars: documents are cut to this many characters (many texts rather than a few long ones).
+        overlap_n / max_overlap: a document is dropped when more than ``max_overlap`` of its ``overlap_n``-token
+            n-grams also occur in the SAE training split's code (stdlib copies vendored by packages, licence
+            headers).
+    """
+
+    seed: int = 0
+    new_tokens: int = 200_000
+    seq_len: int = 128
+    shares: tuple[tuple[str, float], ...] = (
+        ("package_readme", 0.24), ("package_docs", 0.14), ("license", 0.07),
+        ("docstring", 0.35), ("stdlib_code", 0.20),
+    )
+    max_doc_chars: int = 4_000
+    overlap_n: int = 16
+    max_overlap: float = 0.05
+
+
+#: Sources of the extended held-out corpus; none was in the SAE training split (generated chat text and the
+#: stdlib files :func:`python_sources` selected for ``CorpusConfig.code_tokens``).
+HELDOUT_SOURCES = {
+    "package_readme": "long descriptions (README) in the METADATA of the packages installed in the venv",
+    "package_docs": ".md / .rst / .txt documentation files shipped inside installed packages (prose only)",
+    "license": "licence texts of the installed packages (each distinct text once)",
+    "docstring": "module / class / function docstrings of installed packages' Python sources",
+    "stdlib_code": "CPython standard-library modules that the SAE training corpus never selected",
+}
+_SKIP_PARTS = {"test", "tests", "testing", "__pycache__", "_vendor", "vendored", "data", "datasets"}
+
+
+def stdlib_files(seed: int) -> list[Path]:
+    """The standard library's ``.py`` files (tests excluded) in the seeded order :func:`python_sources` reads."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        p for p in stdlib.rglob("*.py")
+        if "site-packages" not in p.parts and "test" not in p.parts and "tests" not in p.parts
+    )
+    random.Random(seed).shuffle(files)
+    return files
+
+
+def training_code_selection(seed: int, max_chars: int) -> tuple[list[Path], list[str]]:
+    """The stdlib files :func:`python_sources` selects (train and held-out splits alike) and their texts."""
+    paths, docs, total = [], [], 0
+    for path in stdlib_files(seed):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        text = text[:20_000]
+        paths.append(path)
+        docs.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return paths, docs
+
+
+def _prose_like(text: str) -> bool:
+    """Mostly words and spaces, in lines of sentence length (not tables, data or code listings)."""
+    if len(text) < 300:
+        return False
+    letters = sum(c.isalpha() or c == " " for c in text)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return letters / len(text) >= 0.75 and sum(len(ln) for ln in lines) / max(len(lines), 1) >= 30
+
+
+def _site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def _skip(path: Path, root: Path) -> bool:
+    return bool(_SKIP_PARTS & set(path.relative_to(root).parts[:-1]))
+
+
+def _round_robin(groups: dict[str, list], rng: random.Random):
+    """Items of every group in turn (groups in seeded order, each group's items as given)."""
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    iters = [iter(groups[k]) for k in keys]
+    while iters:
+        alive = []
+        for it in iters:
+            item = next(it, None)
+            if item is not None:
+                yield item
+                alive.append(it)
+        iters = alive
+
+
+def heldout_documents(source: str, seed: int, cfg: HeldoutConfig | None = None):
+    """Yield the documents (str) of one :data:`HELDOUT_SOURCES` source in a deterministic, varied order
+    (packages taken in turn, so no package dominates).
+
+    Raises:
+        KeyError: an unknown source.
+    """
+    import ast
+    import email
+
+    cfg = cfg or HeldoutConfig()
+    rng = random.Random(f"{seed}:{source}")
+    root = _site_packages()
+    cut = cfg.max_doc_chars
+    if source == "package_readme":
+        for meta in sorted(root.glob("*.dist-info/METADATA")):
+            body = email.message_from_string(meta.read_text(encoding="utf-8", errors="replace")).get_payload()
+            if isinstance(body, str) and len(body.strip()) > 300:
+                yield body.strip()[:cut]
+    elif source == "package_docs":
+        files = sorted(p for ext in ("*.md", "*.rst", "*.txt") for p in root.rglob(ext)
+                       if ".dist-info" not in str(p) and not _skip(p, root)
+                       and not p.name.upper().startswith(("LICENSE", "COPYING", "NOTICE")))
+        rng.shuffle(files)
+        for p in files:
+            text = p.read_text(encoding="utf-8", errors="replace")[:cut]
+            if _prose_like(text):
+                yield text
+    elif source == "license":
+        files = sorted(p for p in root.rglob("*") if p.is_file()
+                       and p.name.upper().startswith(("LICENSE", "COPYING", "NOTICE", "AUTHORS")))
+        rng.shuffle(files)
+        for p in files:
+            yield p.read_text(encoding="utf-8", errors="replace")[:cut]
+    elif source == "docstring":
+        groups: dict[str, list[Path]] = {}
+        for p in sorted(root.rglob("*.py")):
+            rel = p.relative_to(root)
+            if len(rel.parts) > 1 and not _skip(p, root):
+                groups.setdefault(rel.parts[0], []).append(p)
+        for files in groups.values():
+            rng.shuffle(files)
+        for p in _round_robin(groups, rng):
+            try:
+                tree = ast.parse(p.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+                continue
+            docs = [ast.get_docstring(n) for n in ast.walk(tree)
+                    if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+            docs = [d for d in docs if d and len(d) >= 80]
+            if docs:
+                yield "\n\n".join(docs)[:cut]
+    elif source == "stdlib_code":
+        selected = set(training_code_selection(seed, CorpusConfig().code_tokens * 3)[0])
+        for p in stdlib_files(seed):
+            if p not in selected:
+                try:
+                    yield p.read_text(encoding="utf-8")[:cut]
+                except (UnicodeDecodeError, OSError):
+                    continue
+    else:
+        raise KeyError(source)
+
+
+def _ngrams(ids: list[int], n: int) -> set[int]:
+    return {hash(tuple(ids[i:i + n])) for i in range(len(ids) - n + 1)}
+
+
+def build_heldout_corpus(work_dir: Path, tokenizer, old_heldout: torch.Tensor,
+                         cfg: HeldoutConfig | None = None) -> tuple[torch.Tensor, dict]:
+    """The extended held-out corpus: ``old_heldout`` ``[m, seq_len]`` (the SAE corpus' held-out split, kept as the
+    first rows so figures computed on the first rows stay valid) followed by ≈ ``cfg.new_tokens`` tokens of
+    :data:`HELDOUT_SOURCES` text, packed like :func:`pack` (documents shuffled with the seed, ``<|endoftext|>``
+    between them, BOS first).
+
+    Nothing new was in the SAE training split, by construction: the SAEs trained on generated chat text and
+    stdlib files; the new text comes from installed packages (never in training) and stdlib files the training
+    selection never reached. As a check, documents sharing more than ``cfg.max_overlap`` of their
+    ``cfg.overlap_n``-token n-grams with the training selection's code are dropped (counted in the report).
+
+    Cached as ``work_dir/corpus_heldout.safetensors`` (+ ``heldout_report.json``); a second call loads it.
+
+    Returns:
+        ``(tokens [n, seq_len] int32, report)``; ``report`` holds tokens / documents per source, dropped
+        documents and the row counts.
+    """
+    from safetensors.torch import load_file, save_file
+
+    cfg = cfg or HeldoutConfig()
+    out, rep_path = work_dir / "corpus_heldout.safetensors", work_dir / "heldout_report.json"
+    if out.is_file() and rep_path.is_file():
+        return load_file(str(out))["tokens"], json.loads(rep_path.read_text())
+    work_dir.mkdir(parents=True, exist_ok=True)
+    bos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    _, train_code = training_code_selection(cfg.seed, CorpusConfig().code_tokens * 3)
+    seen = set()
+    for doc in tqdm(train_code, desc="training n-grams"):
+        seen |= _ngrams(tokenizer(doc, add_special_tokens=False).input_ids, cfg.overlap_n)
+    docs: list[list[int]] = []
+    report: dict = {"sources": {}, "dropped_overlap": 0, "dropped_duplicate": 0}
+    digests: set[bytes] = set()
+    for source, share in cfg.shares:
+        budget, got, n_docs = int(cfg.new_tokens * share), 0, 0
+        bar = tqdm(total=budget, desc=f"held-out {source}")
+        for text in heldout_documents(source, cfg.seed, cfg):
+            digest = hashlib.sha256(" ".join(text.split()).encode()).digest()
+            if digest in digests:
+                report["dropped_duplicate"] += 1
+                continue
+            digests.add(digest)
+            ids = tokenizer(text, add_special_tokens=False).input_ids
+            grams = _ngrams(ids, cfg.overlap_n)
+            if grams and len(grams & seen) / len(grams) > cfg.max_overlap:
+                report["dropped_overlap"] += 1
+                continue
+            docs.append(ids)
+            got += len(ids) + 1
+            n_docs += 1
+            bar.update(len(ids) + 1)
+            if got >= budget:
+                break
+        bar.close()
+        report["sources"][source] = {"tokens": got, "documents": n_docs, "what": HELDOUT_SOURCES[source]}
+    random.Random(cfg.seed).shuffle(docs)
+    new = pack(docs, cfg.seq_len, bos, bos)
+    tokens = torch.cat([old_heldout.to(torch.int32), new]).contiguous()
+    report.update({"old_rows": int(len(old_heldout)), "new_rows": int(len(new)), "rows": int(len(tokens)),
+                   "tokens": int(tokens.numel()), "seq_len": cfg.seq_len})
+    save_file({"tokens": tokens}, str(out))
+    rep_path.write_text(json.dumps(report, indent=1))
+    return tokens, report

@@ -15,11 +15,18 @@ Per SAE one safetensors file ``assets/feature_index/<L>_resid_post.safetensors``
   (``d_k @ W_eff``, :func:`~sfc_core.splice.effective_unembed`; logits per unit activation at a
   final residual of unit RMS, see :func:`logit_effects`).
 
-Token windows are read from ``assets/corpus_heldout.safetensors`` (``[n_seq, seq_len]``).
+Metadata: ``hook_name``, ``window_before`` / ``window_after`` and the automatic labels of
+:mod:`sfc_core.labels` (``labels`` / ``descriptions``: JSON lists of ``d_sae`` strings, ``labels_version``).
+
+Token windows are read from ``assets/corpus_heldout.safetensors`` (``[n_seq, seq_len]``: the SAE corpus'
+held-out split first, then ≈ 246k tokens of held-out package documentation, docstrings, licences and
+stdlib code, :func:`~sfc_core.corpus.build_heldout_corpus`). The shipped index is built in one forward
+pass over it (:func:`build_feature_index`, ``sfc bundle build --index-only``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,24 +185,203 @@ def build_sae_index(model, sae, hook_name: str, tokens: torch.Tensor, top_k: int
     }
 
 
+def collect_sparse_activations(model, saes: dict, tokens: torch.Tensor, work_dir: Path, chunk_seqs: int = 64,
+                               batch_seqs: int = 16) -> list[Path]:
+    """One forward pass over ``tokens`` ``[n_seq, seq_len]`` for every SAE in ``saes`` (``{hook_name: LoadedSAE}``),
+    written as resumable chunk files ``work_dir/chunk_XXXXX.safetensors`` (an interrupted run resumes at the
+    first missing chunk; delete ``work_dir`` after changing the tokens or the SAEs).
+
+    Per chunk of ``chunk_seqs`` sequences and per SAE ``key`` (:func:`~sfc_core.hooks.sae_key`):
+
+    * ``{key}.idx`` ``[chunk_seqs·seq_len, K]`` int16 and ``{key}.val`` (same shape, fp16): the latents active at
+      each token and their activations (``K`` = the most active at any token of the chunk; TopK SAEs: ≤ k),
+      BOS and other special-token positions set to 0 as in :func:`sae_activations` (same residuals, same
+      encoder: the values match it exactly);
+    * ``{key}.q`` ``[5]`` float64 (``Σ‖x − x̂‖²``, ``Σ‖x‖²``, ``n`` tokens, ``Σ L0``, 0) and ``{key}.qsum``
+      ``[d_model]`` float64 (``Σx``), ``{key}.ever`` ``[d_sae]`` bool: :func:`~sfc_core.bundle.activation_quality`'s
+      accumulators over the chunk's ordinary (non-special) tokens.
+
+    Raises:
+        InputError: an SAE at a hook point that is not a residual-stream point of ``model``.
+    """
+    from safetensors.torch import save_file
+
+    from .splice import embed, run_from
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    special_ids = special_token_ids(model.tokenizer)
+    order = sorted(saes, key=lambda h: hooks.blocks_before(h, model.cfg.n_layers))
+    paths = []
+    n_chunks = (len(tokens) + chunk_seqs - 1) // chunk_seqs
+    for c in tqdm(range(n_chunks), desc="held-out activations (chunks)"):
+        path = work_dir / f"chunk_{c:05d}.safetensors"
+        paths.append(path)
+        if path.is_file():
+            continue
+        out: dict[str, list[torch.Tensor]] = {}
+        chunk = tokens[c * chunk_seqs:(c + 1) * chunk_seqs]
+        for b in range(0, len(chunk), batch_seqs):
+            toks = chunk[b:b + batch_seqs].long()
+            special = special_positions(toks, special_ids)
+            special[:, 0] = True
+            with torch.inference_mode():
+                resid, _ = embed(model, toks)
+                done = 0
+                for hook in order:
+                    stop = hooks.blocks_before(hook, model.cfg.n_layers)
+                    resid = run_from(model, [], resid, done, None, stop_block=stop)
+                    done = stop
+                    sae = saes[hook].sae
+                    key = hooks.sae_key(hook)
+                    f = sae.encode(resid.to(sae.W_enc.dtype)).float()
+                    # quality accumulators, as bundle.activation_quality (special tokens excluded)
+                    x = resid[~special].float()
+                    fx = f[~special]
+                    err = (x - sae.decode(fx).float()).pow(2).sum().double()
+                    xd = x.double()
+                    f[special] = 0
+                    flat = f.reshape(-1, f.shape[-1]).half()
+                    width = max(int((flat > 0).sum(-1).max()), 1)
+                    val, idx = flat.float().topk(width, dim=-1)
+                    q = torch.tensor([float(err), float(xd.pow(2).sum()), float(len(x)), float((fx > 0).sum()), 0.0],
+                                     dtype=torch.float64)
+                    parts = out.setdefault(key, [])
+                    parts.append((idx.to(torch.int16), val.half(), q, xd.sum(0), (fx > 0).any(0)))
+        tensors = {}
+        for key, parts in out.items():
+            width = max(p[0].shape[1] for p in parts)
+            pad = lambda t, w: torch.nn.functional.pad(t, (0, w - t.shape[1]))  # noqa: E731
+            tensors[f"{key}.idx"] = torch.cat([pad(p[0], width) for p in parts]).contiguous()
+            tensors[f"{key}.val"] = torch.cat([pad(p[1], width) for p in parts]).contiguous()
+            tensors[f"{key}.q"] = torch.stack([p[2] for p in parts]).sum(0)
+            tensors[f"{key}.qsum"] = torch.stack([p[3] for p in parts]).sum(0)
+            tensors[f"{key}.ever"] = torch.stack([p[4] for p in parts]).any(0)
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata={"rows": str(len(chunk))})
+        tmp.rename(path)
+    return paths
+
+
+def index_from_chunks(paths: list[Path], hook_name: str, tokens: torch.Tensor, d_sae: int, tokenizer,
+                      top_k: int = 20, window: tuple[int, int] = (10, 4)) -> tuple[dict[str, torch.Tensor], dict]:
+    """The index tensors of one SAE (module doc; no logit effects) from :func:`collect_sparse_activations`'s
+    chunks over ``tokens`` ``[n_seq, seq_len]``, the same as :func:`build_sae_index` computes, plus its quality
+    figures ``{"fve", "l0", "dead_frac"}`` over every ordinary held-out token (as
+    :func:`~sfc_core.bundle.activation_quality`).
+
+    Raises:
+        AssetError: a chunk is missing or does not hold this SAE.
+    """
+    from safetensors.torch import load_file
+
+    key = hooks.sae_key(hook_name)
+    n_seq, seq_len = tokens.shape
+    idx_all, val_all, seq_max, seq_pos = [], [], [], []
+    q, qsum, ever = torch.zeros(5, dtype=torch.float64), 0.0, torch.zeros(d_sae, dtype=torch.bool)
+    for path in paths:
+        try:
+            chunk = load_file(str(path))
+            idx, val = chunk[f"{key}.idx"].long(), chunk[f"{key}.val"]
+        except Exception as exc:
+            raise AssetError(f"activation chunk missing or without {key}: {path}") from exc
+        rows = len(idx) // seq_len
+        dense = torch.zeros(len(idx), d_sae).scatter_(-1, idx, val.float()).view(rows, seq_len, d_sae)
+        m, p = dense.max(dim=1)
+        seq_max.append(m)
+        seq_pos.append(p)
+        idx_all.append(idx.to(torch.int16))
+        val_all.append(val)
+        q += chunk[f"{key}.q"]
+        qsum = qsum + chunk[f"{key}.qsum"]
+        ever |= chunk[f"{key}.ever"]
+    per_seq_max, per_seq_pos = torch.cat(seq_max), torch.cat(seq_pos)  # [n, d]
+    if len(per_seq_max) != n_seq:
+        raise AssetError(f"activation chunks hold {len(per_seq_max)} sequences, the corpus {n_seq}: rebuild them")
+    idx_all, val_all = torch.cat(idx_all).long(), torch.cat(val_all)  # [n·s, K]
+    k = min(top_k, n_seq)
+    top_act, top_seq = per_seq_max.topk(k, dim=0)  # [k, d]
+    top_pos = per_seq_pos.gather(0, top_seq)
+    valid = top_act > 0
+    before, after = window
+    offsets = torch.arange(-before, after + 1)
+    pos = (top_pos.unsqueeze(-1) + offsets).clamp(0, seq_len - 1)  # [k, d, w]
+    flat_tok = top_seq.unsqueeze(-1) * seq_len + pos
+    latent = torch.arange(d_sae).view(1, d_sae, 1, 1)
+    hit = idx_all[flat_tok] == latent  # [k, d, w, K]
+    window_act = (val_all[flat_tok].float() * hit).sum(-1).half()
+    active = val_all > 0
+    lat, vals = idx_all[active], val_all[active].float()
+    count = torch.bincount(lat, minlength=d_sae)
+    ordinary = ~special_positions(tokens, special_token_ids(tokenizer))
+    ordinary[:, 0] = False
+    density = count.float() / max(int(ordinary.sum()), 1)
+    order = torch.argsort(lat, stable=True)
+    lat, vals = lat[order], vals[order]
+    bounds = torch.cat([torch.zeros(1, dtype=torch.long), count.cumsum(0)]).tolist()
+    counts, edges = _histograms([vals[bounds[i]:bounds[i + 1]] for i in range(d_sae)], d_sae)
+    tensors = {
+        "top_seq": torch.where(valid, top_seq, -1).T.contiguous().int(),
+        "top_pos": torch.where(valid, top_pos, -1).T.contiguous().int(),
+        "top_act": top_act.T.contiguous().half(),
+        "window_act": window_act.permute(1, 0, 2).contiguous(),
+        "density": density.contiguous(),
+        "hist_counts": counts,
+        "hist_edges": edges.half(),
+    }
+    sq_err, sq_sum, n, l0 = float(q[0]), float(q[1]), float(q[2]), float(q[3])
+    sq_tot = sq_sum - float((qsum * qsum).sum()) / n
+    quality = {"fve": 1.0 - sq_err / sq_tot, "l0": l0 / n, "dead_frac": 1.0 - ever.float().mean().item()}
+    return tensors, quality
+
+
+def save_index_file(tensors: dict[str, torch.Tensor], path: Path, hook_name: str, window: tuple[int, int],
+                    extra_metadata: dict[str, str] | None = None) -> None:
+    """Write one index file atomically (``hook_name`` / ``window_before`` / ``window_after`` metadata, plus
+    ``extra_metadata`` such as :mod:`sfc_core.labels`' ``labels`` / ``descriptions``)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    meta = {"hook_name": hook_name, "window_before": str(window[0]), "window_after": str(window[1]),
+            **(extra_metadata or {})}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    tmp.rename(path)
+
+
 def build_feature_index(model, saes: dict, tokens: torch.Tensor, out_dir: Path, top_k: int = 20,
-                        window: tuple[int, int] = (10, 4)) -> None:
+                        window: tuple[int, int] = (10, 4), work_dir: Path | None = None,
+                        labels: bool = True) -> dict[str, dict]:
     """Build and save the index of every SAE in ``saes`` (``{hook_name: LoadedSAE}``) over ``tokens``
-    ``[n_seq, seq_len]``, one safetensors file per SAE in ``out_dir``.
+    ``[n_seq, seq_len]``, one safetensors file per SAE in ``out_dir``, with automatic labels
+    (:mod:`sfc_core.labels`) in its metadata unless ``labels`` is false.
+
+    One forward pass serves every SAE (:func:`collect_sparse_activations`, resumable chunks in ``work_dir``; a
+    temporary folder if ``None``), then each file is computed from the chunks (:func:`index_from_chunks`).
+
+    Returns:
+        ``{hook_name: {"fve", "l0", "dead_frac"}}`` over every ordinary token of ``tokens``.
 
     Raises:
         InputError: an SAE at a hook point that is not a per-block residual-stream point.
     """
-    from safetensors.torch import save_file
+    import tempfile
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if work_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return build_feature_index(model, saes, tokens, out_dir, top_k, window, Path(tmp), labels)
+    paths = collect_sparse_activations(model, saes, tokens, work_dir)
+    quality = {}
     for hook, loaded in tqdm(saes.items(), desc="feature index"):
-        tensors = build_sae_index(model, loaded.sae, hook, tokens, top_k, window)
-        path = index_file(hook, out_dir)
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata={"hook_name": hook, "window_before": str(window[0]),
-                                               "window_after": str(window[1])})
-        tmp.rename(path)
+        tensors, quality[hook] = index_from_chunks(paths, hook, tokens, int(loaded.d_sae), model.tokenizer,
+                                                   top_k, window)
+        tensors.update(logit_effects(loaded.sae, model))
+        meta = {}
+        if labels:
+            from .labels import label_metadata
+
+            meta = label_metadata(tensors, tokens, model.tokenizer, window)
+        save_index_file(tensors, index_file(hook, out_dir), hook, window, meta)
+    return quality
 
 
 @dataclass(frozen=True)
@@ -212,12 +398,15 @@ class Example:
 
 @dataclass
 class FeatureIndex:
-    """Loaded index of one SAE (tensors as in the module doc) with the held-out tokens."""
+    """Loaded index of one SAE (tensors as in the module doc) with the held-out tokens, and the automatic labels
+    and descriptions stored with it (:mod:`sfc_core.labels`; ``None`` when the file has none)."""
 
     hook_name: str
     tensors: dict[str, torch.Tensor]
     tokens: torch.Tensor
     window: tuple[int, int]
+    labels: list[str] | None = None
+    descriptions: list[str] | None = None
 
     @property
     def d_sae(self) -> int:
@@ -281,6 +470,29 @@ class FeatureIndex:
             "bottom": list(zip(t["logit_bottom_ids"][feature].tolist(), t["logit_bottom_vals"][feature].float().tolist())),
         }
 
+
+    def label(self, feature: int) -> str:
+        """Short automatic label of ``feature`` (≤ 24 characters, for a graph node; rules in
+        :mod:`sfc_core.labels`), ``""`` for a dead latent or an index without labels.
+
+        Raises:
+            InputError: ``feature`` outside ``0..d_sae−1``.
+        """
+        self._check(feature)
+        return self.labels[feature] if self.labels is not None and feature < len(self.labels) else ""
+
+    def description(self, feature: int) -> str:
+        """Full automatic description of ``feature`` (two lines: the tokens it fires on and follows with counts
+        out of its top contexts; the tokens it promotes, density, top activation and degenerate flags), ``""``
+        for an index without labels.
+
+        Raises:
+            InputError: ``feature`` outside ``0..d_sae−1``.
+        """
+        self._check(feature)
+        if self.descriptions is None or feature >= len(self.descriptions):
+            return ""
+        return self.descriptions[feature]
 
     def degenerate_flags(self) -> dict[int, list[str]]:
         """Latents that look like artefacts rather than features, by the rules of :data:`DEGENERATE_RULES`
@@ -359,7 +571,12 @@ def load_feature_index(hook_name: str, root: Path | None = None) -> FeatureIndex
     except Exception as exc:
         raise AssetError(f"feature index unreadable: {path}") from exc
     window = (int(meta.get("window_before", 10)), int(meta.get("window_after", 4)))
-    index = FeatureIndex(hook_name, tensors, load_heldout_tokens(), window)
+    try:
+        labels = json.loads(meta["labels"]) if "labels" in meta else None
+        descriptions = json.loads(meta["descriptions"]) if "descriptions" in meta else None
+    except json.JSONDecodeError as exc:
+        raise AssetError(f"feature index labels unreadable: {path}; recompute with 'sfc bundle labels'") from exc
+    index = FeatureIndex(hook_name, tensors, load_heldout_tokens(), window, labels, descriptions)
     _INDEX_CACHE[path] = index
     return index
 
