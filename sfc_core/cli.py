@@ -45,9 +45,12 @@ def bundle_build(
     tokens: int = typer.Option(65_000, help="tokens of English text to sample from the model"),
     epochs: float = typer.Option(5.0, help="passes over the cached activations"),
     work_dir: Path = typer.Option(Path(".work/bundle"), help="resumable build folder"),
+    index_only: bool = typer.Option(False, "--index-only",
+                                    help="rebuild only the held-out corpus and the feature index with its labels "
+                                         "from the shipped SAEs (no retraining; resumable)"),
 ) -> None:
     """Build the corpus, train the SAEs, index their features and write assets/ (resumable)."""
-    from .bundle import BuildConfig, build_bundle
+    from .bundle import BuildConfig, build_bundle, build_index, update_manifest_index
     from .corpus import CorpusConfig
     from .errors import InputError
 
@@ -56,8 +59,23 @@ def bundle_build(
     if tokens <= 0 or epochs <= 0:
         raise InputError("--tokens and --epochs must be positive")
     cfg = BuildConfig(device=device, epochs=epochs, corpus=CorpusConfig(generated_tokens=tokens), check_seqs=24)
+    if index_only:
+        manifest = update_manifest_index(build_index(cfg, work_dir, log=lambda m: typer.echo(m, err=True)))
+        typer.echo(json.dumps({"heldout_tokens": manifest["heldout_tokens"], "quality": manifest["quality"],
+                               "timings_s": manifest["timings_s"]}, indent=1))
+        return
     manifest = build_bundle(cfg, work_dir, log=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps({"quality": manifest["quality"], "timings_s": manifest["timings_s"]}, indent=1))
+
+
+@bundle_app.command("labels")
+@user_errors
+def bundle_labels() -> None:
+    """Recompute the automatic feature labels of the shipped feature index from its files alone (seconds)."""
+    from .labels import relabel_index_files
+
+    for path in relabel_index_files():
+        typer.echo(str(path))
 
 
 @bundle_app.command("check")
