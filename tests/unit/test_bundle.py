@@ -40,3 +40,24 @@ def test_quality_bar_edges():
     assert passes_bar(ok)
     for key, bad in (("fve", 0.79), ("ce_recovered", 0.89), ("l0", 64.5), ("dead_frac", 0.11)):
         assert not passes_bar({**ok, key: bad})
+
+
+def test_heldout_extension_never_reuses_the_training_code():
+    """The extended held-out corpus' stdlib code comes from files the SAE corpus never selected."""
+    import itertools
+
+    from sfc_core.corpus import CorpusConfig, HeldoutConfig, heldout_documents, training_code_selection
+
+    _, selected = training_code_selection(0, CorpusConfig().code_tokens * 3)
+    cut = HeldoutConfig().max_doc_chars
+    prefixes = {doc[:cut] for doc in selected}
+    new = list(itertools.islice(heldout_documents("stdlib_code", 0), 20))
+    assert len(new) == 20 and not prefixes & set(new)
+
+
+def test_heldout_prose_filter():
+    from sfc_core.corpus import _prose_like
+
+    prose = "This guide explains how masked arrays work and when to use them in practice. " * 6
+    assert _prose_like(prose)
+    assert not _prose_like("0.1 0.2 0.3 4.5\n" * 40) and not _prose_like("short text")
