@@ -35,6 +35,10 @@ from sfc_core.errors import InputError, SFCError  # noqa: E402
 
 ss = st.session_state
 TOP_K_DEFAULT = 30
+SELECTION_MODES = ["top-k", "threshold", "target faithfulness"]
+#: The first screen shows the smallest circuit that explains the target share of the behaviour (issue 12):
+#: a top-30 circuit explains ~5 % of IOI, which no graph should present as "the circuit".
+SELECTION_DEFAULT = "target faithfulness"
 FALLBACK_PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
@@ -181,8 +185,9 @@ def _on_remove_supernode(name: str) -> None:
 def _annotate(G, sae_dict: dict, view: str) -> None:
     """Automatic labels of bundled latents and the user's labels and supernodes, put on ``G``."""
     from sfc_core.annotations import annotations_of, apply_annotations, attach_auto_labels
+    from sfc_core.features import auto_label_lookup
 
-    attach_auto_labels(G, panel.label_lookup(sae_dict))
+    attach_auto_labels(G, auto_label_lookup(sae_dict))
     store = ss.setdefault("annotations", {})
     key = ss["_shown_annotation_key"] = _annotation_key(view)
     if key not in store:
@@ -243,8 +248,8 @@ def sidebar_options(sae_dict: dict) -> Options:
                                    format_func=lambda k: {"skip": "skip them",
                                                           "align_last": "align at the last token"}[k])
         st.subheader("Selection (no recompute)")
-        sel_mode = st.radio("Select nodes by", ["top-k", "threshold", "target faithfulness"], horizontal=True,
-                            key="sel_mode",
+        sel_mode = st.radio("Select nodes by", SELECTION_MODES, index=SELECTION_MODES.index(SELECTION_DEFAULT),
+                            horizontal=True, key="sel_mode",
                             help="target faithfulness: the smallest top-n by |effect| whose faithfulness reaches "
                                  "the target (real evaluations, under the ablation chosen below)")
         sel_box = st.container()
@@ -467,6 +472,17 @@ def graph_section(shown: Shown):
     with col_stats:
         if shown.scores is not None:
             _faithfulness_box(shown.scores, G.graph.get("target_search"))
+        elif (G.graph.get("scores") or {}).get("faithfulness") is not None:
+            saved = G.graph["scores"]
+            a, b = st.columns(2)
+            a.metric("faithfulness", f"{saved['faithfulness']:.3f}", help="as saved in the file")
+            if saved.get("completeness") is not None:
+                b.metric("completeness", f"{saved['completeness']:.3f}", help="as saved in the file")
+            st.caption(f"saved in the file ({saved.get('ablation', '?')} ablation, the pairs it was found on); "
+                       "score it on the current pairs under *3 · Scores*")
+        else:
+            st.warning("This circuit file carries no faithfulness: score it under *3 · Scores* before reading "
+                       "the graph as an explanation.")
         st.markdown("**Circuit statistics**")
         stats = circuit_stats(G)
         a, b = st.columns(2)
@@ -576,7 +592,8 @@ def supernode_section(shown: Shown) -> None:
     from sfc_core.annotations import MAX_LABEL_CHARS, supernodes
 
     G = shown.G
-    with st.expander(f"Supernodes ({len(supernodes(G))})", expanded=bool(supernodes(G))):
+    with st.container(border=True):
+        st.markdown(f"#### Supernodes ({len(supernodes(G))})")
         st.caption("Group nodes that do one job into a named supernode: it is drawn as one hexagon (effect = the "
                    "sum of its members'), and kept in the circuit file, GraphML, CSV and Neuronpedia exports.")
         node_ids = S.ranked_node_ids(G)

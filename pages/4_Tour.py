@@ -17,6 +17,9 @@ import streamlit as st  # noqa: E402
 
 from pages._shared import display as S  # noqa: E402
 from pages._shared import panel, ui  # noqa: E402
+from sfc_core import defaults  # noqa: E402
+from sfc_core.annotations import attach_auto_labels  # noqa: E402
+from sfc_core.features import auto_label_lookup  # noqa: E402
 from sfc_core.model import is_bundled_model  # noqa: E402
 
 ui.setup_page("Tour", "🧭")
@@ -67,10 +70,10 @@ def _next_tokens(prompt: str, k: int = 8) -> pd.DataFrame:
                          "probability": [round(p, 4) for _, p in top]})
 
 
-def _discover(task: str, top_k: int, edges: bool):
+def _discover(task: str, top_k: int, edges: bool, n: int = N_PAIRS):
     from sfc_core.discovery import DiscoverConfig
 
-    pairs = _pairs(task)
+    pairs = ui.task_pairs(task, n)
     cfg = DiscoverConfig(method="atp", top_k=top_k, edges=edges)
     key = ui.discovery_key(m, sae_dict, pairs, cfg)
     return ui.run_discovery(m, sae_dict, pairs, cfg, key, label=f"AtP on {len(pairs)} {task.upper()} pairs")
@@ -170,23 +173,39 @@ elif step == STEPS[4]:
     st.markdown(
         "Keep the nodes with the largest |effect| and connect them: the **edge** u → d gets "
         "`∇_d m · ∂d/∂u · Δu`, how much of u's effect flows through d (a vector–Jacobian product through the blocks "
-        "between their layers). The graph below is the IOI circuit on a few pairs; then we check it: "
-        "**faithfulness** asks how much of m the circuit alone recovers when everything else is mean-ablated.")
+        "between their layers). Then check the circuit: **faithfulness** asks how much of m the circuit alone "
+        "recovers when every other node is mean-ablated (1 = all of it, 0 = no better than ablating everything).")
     with ui.guard("Building the circuit"):
-        from sfc_core.discovery import evaluate
+        from sfc_core.collapse import MAX_NODES, collapse
         from sfc_core.viz import circuit_figure
 
-        d = _discover("ioi", 15, edges=True)
-        st.plotly_chart(circuit_figure(d.graph, S.feature_labels(d.graph, panel.logit_token_lookup(m, sae_dict)),
-                                       height=450), key="tour_graph")
-        ck = ("faith", id(d))
-        if ck not in cache:
-            with st.spinner("Scoring faithfulness…"):
-                cache[ck] = evaluate(d.runs, d.graph)
-        res = cache[ck]
-        c = st.columns(2)
-        c[0].metric("faithfulness", "n/a" if res["faithfulness"] is None else f"{res['faithfulness']:.2f}")
-        c[1].metric("completeness", "n/a" if res["completeness"] is None else f"{res['completeness']:.2f}")
+        d = _discover("ioi", 15, edges=True, n=ui.DEFAULT_N_PAIRS)
+        small = d.select(top_k=15)
+        s_small = d.scores(small, "mean")
+        G = d.select(target_faithfulness=defaults.TARGET_FAITHFULNESS, ablation="mean")
+        attach_auto_labels(G, auto_label_lookup(sae_dict))
+        s_full, search = d.scores(G, "mean"), G.graph["target_search"]
+        c = st.columns(3)
+        c[0].metric("faithfulness of the top 15 nodes", f"{s_small['faithfulness']:.2f}")
+        c[1].metric(f"nodes to reach {search['target']:g}", search["n_nodes"])
+        c[2].metric("their faithfulness", f"{s_full['faithfulness']:.2f}")
+        st.markdown(
+            f"The 15 strongest nodes explain only **{s_small['faithfulness']:.0%}** of the behaviour on these "
+            f"{d.runs.n} pairs: IOI is spread over many features. The explorer therefore starts from the smallest "
+            f"top-n that reaches faithfulness {search['target']:g} — here **{search['n_nodes']} nodes** "
+            f"({s_full['faithfulness']:.2f}). To stay readable, the graph draws the {MAX_NODES} largest and groups "
+            "the rest of each layer into one grey “other k” circle; each feature carries its automatic label (the "
+            "tokens it fires on, from held-out text), and ⚠ marks a latent that looks like an artefact. The "
+            "faithfulness is always the whole circuit's.")
+        if search["reached"]:
+            st.caption(f"Completeness {s_full['completeness']:.2f}: ablating just these nodes leaves that share of "
+                       "the behaviour (lower means the circuit holds most of what matters).")
+        drawn = collapse(G, MAX_NODES)
+        st.plotly_chart(circuit_figure(drawn, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict),
+                                                                panel.flag_lookup(sae_dict)), height=520),
+                        key="tour_graph")
+        st.caption("On the main page: rename a node (its panel), group nodes into a named supernode, and export "
+                   "the circuit with its labels (sfc-circuit/2, Neuronpedia JSON).")
 
 elif step == STEPS[5]:
     st.markdown(

@@ -152,11 +152,13 @@ def annotations_of(G) -> dict:
 
 
 def apply_annotations(G, annotations: dict | None) -> None:
-    """Put ``annotations`` (from :func:`annotations_of`) on ``G``, a new selection of the same circuit: labels
-    and supernode members that are not in ``G`` are left out, and a supernode none of whose nodes is in ``G``
-    is left out (it comes back when they do)."""
-    if not annotations:
+    """Make ``annotations`` (from :func:`annotations_of`) ``G``'s user labels and supernodes (replacing those it
+    had), ``G`` being a new selection of the same circuit: labels and supernode members that are not in ``G``
+    are left out, and a supernode none of whose nodes is in ``G`` is left out (it comes back when they do)."""
+    if annotations is None:
         return
+    for n in G.nodes:
+        G.nodes[n].pop("label", None)
     for n, label in (annotations.get("labels") or {}).items():
         if n in G:
             G.nodes[n]["label"] = label
@@ -166,6 +168,24 @@ def apply_annotations(G, annotations: dict | None) -> None:
         if members:
             groups.append({"name": s["name"], "nodes": members})
     G.graph["supernodes"] = groups
+
+
+def merge_annotations(saved: dict | None, G) -> dict:
+    """``saved`` (from :func:`annotations_of` of a larger selection) updated with ``G``'s annotations, ``G``
+    being a smaller selection of the same circuit after an edit: what ``G`` says wins for its nodes; labels
+    of nodes outside ``G`` stay; a supernode keeps its members outside ``G``; a supernode dissolved in ``G``
+    is dissolved."""
+    saved = saved or {"labels": {}, "supernodes": []}
+    now = annotations_of(G)
+    labels = {n: t for n, t in saved.get("labels", {}).items() if n not in G}
+    labels.update(now["labels"])
+    outside = {s["name"]: [n for n in s["nodes"] if n not in G] for s in saved.get("supernodes", [])}
+    had_members_in_g = {s["name"] for s in saved.get("supernodes", []) if any(n in G for n in s["nodes"])}
+    groups = [{"name": s["name"], "nodes": s["nodes"] + outside.get(s["name"], [])} for s in now["supernodes"]]
+    names = {s["name"] for s in groups}
+    groups += [{"name": k, "nodes": v} for k, v in outside.items()
+               if v and k not in names and k not in had_members_in_g]
+    return {"labels": labels, "supernodes": groups}
 
 
 def attach_auto_labels(G, label_of) -> int:

@@ -217,7 +217,7 @@ def tasks(
 @app.command()
 @user_errors
 def discover(
-    out: Path = typer.Option(..., help="circuit JSON to write (sfc-circuit/1)"),
+    out: Path = typer.Option(..., help="circuit JSON to write (sfc-circuit/2)"),
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task name (see 'sfc tasks')"),
     n: int = typer.Option(None, help="use the first N pairs"),
@@ -246,7 +246,7 @@ def discover(
     model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
     sae_release: str = typer.Option(None, help="SAE Lens release (needs --model)"),
 ) -> None:
-    """Find a sparse feature circuit for prompt pairs and write it as sfc-circuit/1 JSON."""
+    """Find a sparse feature circuit for prompt pairs and write it as sfc-circuit/2 JSON."""
     from .discovery import DiscoverConfig, discover as run_discover
     from .circuit import circuit_stats, save_circuit
 
@@ -273,6 +273,10 @@ def discover(
     finally:
         bar.close()
     result.graph.graph["task"] = task
+    from .annotations import attach_auto_labels
+    from .features import auto_label_lookup
+
+    attach_auto_labels(result.graph, auto_label_lookup(saes))
     save_circuit(result.graph, out)
     stats = circuit_stats(result.graph)
     scores = result.graph.graph["scores"]
@@ -320,7 +324,7 @@ def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int
 @app.command()
 @user_errors
 def evaluate(
-    circuit: Path = typer.Option(..., help="circuit JSON (sfc-circuit/1)"),
+    circuit: Path = typer.Option(..., help="circuit JSON (sfc-circuit/2, /1 or an SFC Neuronpedia export)"),
     out: Path = typer.Option(..., help="curve JSON to write"),
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
@@ -345,7 +349,7 @@ def evaluate(
 @app.command()
 @user_errors
 def verify(
-    circuit: Path = typer.Option(..., help="circuit JSON (sfc-circuit/1)"),
+    circuit: Path = typer.Option(..., help="circuit JSON (sfc-circuit/2, /1 or an SFC Neuronpedia export)"),
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
     n: int = typer.Option(None, help="use the first N pairs"),

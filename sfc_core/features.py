@@ -79,6 +79,24 @@ def feature_index_for(model, loaded, corpus_tokens: torch.Tensor | None = None, 
     return index
 
 
+def auto_label_lookup(saes: dict):
+    """``callable(hook_name, feature) -> str``: the automatic short label of a latent of a bundled SAE in
+    ``saes`` (hook name → loaded SAE) from its shipped feature index
+    (:meth:`~sfc_core.feature_index.FeatureIndex.label`), ``""`` for other SAEs (no shipped labels).
+
+    Raises (when called):
+        AssetError: the shipped index file is missing or unreadable.
+    """
+
+    def lookup(hook_name: str, feature: int) -> str:
+        loaded = saes.get(hook_name)
+        if loaded is None or getattr(loaded, "source", None) != "bundled":
+            return ""
+        return load_feature_index(hook_name).label(int(feature))
+
+    return lookup
+
+
 def example_tokens(tokenizer, example) -> list[str]:
     """The example's tokens as display strings (one per token)."""
     return [tokenizer.decode([t]) for t in example.tokens]

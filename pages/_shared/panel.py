@@ -36,20 +36,6 @@ def logit_token_lookup(m, sae_dict: dict):
     return lookup
 
 
-def label_lookup(sae_dict: dict):
-    """``callable(hook, feature) -> str``: the automatic short label of a bundled SAE's latent (else ``""``)."""
-
-    def lookup(hook: str, feature: int):
-        loaded = sae_dict.get(hook)
-        if loaded is None or getattr(loaded, "source", None) != "bundled":
-            return ""
-        from sfc_core.feature_index import load_feature_index
-
-        return load_feature_index(hook).label(int(feature))
-
-    return lookup
-
-
 def flag_lookup(sae_dict: dict):
     """``callable(hook, feature) -> [flags]``: degenerate-latent flags of bundled SAEs' latents (else ``[]``)."""
 

@@ -101,7 +101,7 @@ def test_explorer_loads_with_ioi_preselected():
     assert at.toggle(key="aggregate").value is True
     assert at.selectbox(key="ablation").value == "mean"
     assert at.selectbox(key="ablation").options == list(ABLATIONS)
-    assert at.radio(key="sel_mode").value == "top-k"
+    assert at.radio(key="sel_mode").value == "target faithfulness"
     assert [b.label for b in at.button if b.key == "find_circuit"] == ["Find circuit"]
     assert len(at.file_uploader) == 2  # pairs (JSONL) and a saved circuit
     assert any("Tokenization and validity" in e.label for e in at.expander)
@@ -115,16 +115,28 @@ def test_find_circuit_shows_graph_and_stats(found):
     assert len(at.get("plotly_chart")) >= 1
     labels = _metrics(at)
     d = at.session_state["results"][at.session_state["current_key"]]
-    stats = circuit_stats(d.select(top_k=30))  # the default selection, straight from the engine
-    assert int(labels["nodes"]) == stats["nodes"] == 30
+    # the default selection: the smallest top-n reaching faithfulness 0.8, straight from the engine
+    default = d.select(target_faithfulness=0.8, ablation="mean")
+    stats = circuit_stats(default)
+    search = default.graph["target_search"]
+    assert int(labels["nodes"]) == stats["nodes"] == search["n_nodes"]
     assert int(labels["edges"]) == stats["edges"] > 0
     assert (int(labels["features"]), int(labels["error nodes"])) == (stats["features"], stats["error_nodes"])
     # the graph never comes without how much of the behaviour it explains: the engine's own figures
     from sfc_core.discovery import evaluate
 
-    want = evaluate(d.runs, d.select(top_k=30), ablation="mean")
+    want = evaluate(d.runs, default, ablation="mean")
     assert labels["faithfulness"] == f"{want['faithfulness']:.3f}"
     assert labels["completeness"] == f"{want['completeness']:.3f}"
+    assert search["reached"] and want["faithfulness"] >= 0.8, search
+    # drawn readable: at most the collapse limit of markers, each latent with a label as text
+    from sfc_core.collapse import MAX_NODES
+
+    fig = _figure(at, "circuit_graph")
+    drawn = [t for t in fig["data"] if t.get("customdata") and t.get("name") != "embed / metric"]
+    assert 0 < sum(len(t["customdata"]) for t in drawn) <= MAX_NODES + len(d.runs.sites)
+    features = [t for t in fig["data"] if t.get("name") == "features"][0]
+    assert all(features["text"]), "a latent drawn without a label"
     assert any("Circuit statistics" in t for t in _texts(at))
     shown = [t for t in _texts(at) if t.startswith("metric clean → corrupted")]
     assert len(shown) == 1 and BEFORE_AFTER.search(shown[0])
@@ -137,6 +149,7 @@ def test_find_circuit_shows_graph_and_stats(found):
 def test_sliders_reselect_without_recompute(found):
     at = found
     results = dict(at.session_state["results"])
+    at.radio(key="sel_mode").set_value("top-k").run()
     at.slider(key="top_k").set_value(12).run()
     _ok(at)
     assert int({m.label: m.value for m in at.metric}["nodes"]) == 12
@@ -273,6 +286,7 @@ def test_rename_and_supernodes(found):
     from sfc_core.annotations import display_label, supernodes
     from sfc_core.circuit import to_json
 
+    at.radio(key="sel_mode").set_value("top-k").run()
     pick = at.selectbox(key="node_pick")
     ids = [o.rsplit("·", 1)[-1].strip() for o in pick.options[1:]]
     node = ids[0]

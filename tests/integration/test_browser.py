@@ -2,8 +2,10 @@
 
 Starts ``streamlit run app.py`` on a free port, keeps the IOI preset, clicks **Find circuit**,
 waits for the graph, clicks a feature node *in the Plotly graph* (its pixel position is read
-from the figure), checks the feature panel (top activating examples, ablation before → after),
-downloads the circuit JSON and parses it. Screenshots and timings go to ``test-artifacts/``.
+from the figure), checks the feature panel (top activating examples, ablation before → after), finds the
+faithfulness and node labels on the page, renames the node, makes a supernode, downloads Neuronpedia JSON
+and sfc-circuit/2 JSON, re-imports the latter and finds the label and the supernode again. Screenshots and
+timings go to ``test-artifacts/``.
 
 Needs Debian's Chromium at ``/usr/bin/chromium`` (``make browser`` installs it); without it the
 test fails with that instruction instead of skipping.
@@ -31,6 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 START_TIMEOUT_S = 180
 COMPUTE_TIMEOUT_S = 900  # cold model load + a first circuit on a 2-core CPU
+EDIT_TIMEOUT_S = 300  # a rerun after an edit (rename, supernode, upload) on a busy 2-core CPU
 BEFORE_AFTER = re.compile(r"-?\d+\.\d+ → -?\d+\.\d+")
 
 # Page coordinates of the first point of the circuit figure's "features" trace, and its node id.
@@ -54,6 +57,17 @@ FEATURE_POINT_JS = """
   }
   return null;
 }
+"""
+# Every text drawn next to a node of the circuit figure (features, error nodes, supernodes).
+NODE_TEXT_JS = """
+() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(
+  gd => (gd._fullData || []).filter(t => ['features', 'error nodes (ε)', 'supernode'].includes(t.name))
+        .flatMap(t => Array.isArray(t.text) ? t.text : []))
+"""
+# Whether the circuit figure draws a supernode hexagon called ``arg``.
+SUPERNODE_JS = """
+(name) => Array.from(document.querySelectorAll('.js-plotly-plot')).some(
+  gd => (gd._fullData || []).some(t => t.name === 'supernode' && Array.isArray(t.text) && t.text.includes(name)))
 """
 GRAPH_READY_JS = """
 () => Array.from(document.querySelectorAll('.js-plotly-plot')).some(
@@ -170,16 +184,58 @@ def test_find_circuit_click_node_download(server):
             heading.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "feature_panel.png"), full_page=True)
 
-            # download the circuit JSON and parse it
-            button = page.get_by_role("button", name="Circuit JSON (sfc-circuit/1)")
-            button.scroll_into_view_if_needed()
-            with page.expect_download(timeout=60_000) as dl:
-                button.click()
-            path = dl.value.path()
-            doc = json.loads(Path(path).read_text())
-            assert doc["schema"] == "sfc-circuit/1"
+            page.set_default_timeout(EDIT_TIMEOUT_S * 1000)  # nothing below recomputes a circuit
+            # the graph says how much of the behaviour it explains, and its nodes carry labels as text
+            expect(page.get_by_text("faithfulness", exact=True).first).to_be_visible()
+            texts = page.evaluate(NODE_TEXT_JS)
+            assert any(texts), "no node label drawn on the graph"
+
+            # rename the clicked node; the new name is drawn on the graph
+            page.get_by_role("textbox", name="Label (your name for this node)").fill("my name mover")
+            page.get_by_role("button", name="Rename").click()
+            page.wait_for_function("(t) => " + NODE_TEXT_JS + "().some(x => x.includes(t))", arg="my name mover",
+                                   timeout=120_000)
+
+            # group two nodes into a supernode: drawn as one hexagon
+            page.get_by_role("heading", name="Supernodes (0)").scroll_into_view_if_needed()
+            members = page.get_by_label("Nodes", exact=True)
+            for _ in range(2):
+                members.click()
+                page.get_by_role("option").first.click()
+                page.keyboard.press("Escape")
+            page.get_by_role("textbox", name="Supernode name").fill("movers")
+            page.get_by_role("button", name="Make supernode").click()
+            page.wait_for_function(SUPERNODE_JS, arg="movers", timeout=120_000)
+            page.screenshot(path=str(ARTIFACTS / "supernode.png"), full_page=True)
+
+            # export Neuronpedia JSON and sfc-circuit/2 JSON: both carry the label and the supernode
+            docs = {}
+            for name in ("Neuronpedia JSON", "Circuit JSON (sfc-circuit/2)"):
+                button = page.get_by_role("button", name=name)
+                button.scroll_into_view_if_needed()
+                with page.expect_download(timeout=60_000) as dl:
+                    button.click()
+                docs[name] = Path(dl.value.path()).read_text()
+                (ARTIFACTS / dl.value.suggested_filename).write_text(docs[name])
+            npd = json.loads(docs["Neuronpedia JSON"])
+            assert any(n["clerp"] == "my name mover" for n in npd["nodes"])
+            assert [s[0] for s in npd["qParams"]["supernodes"]] == ["movers"]
+            doc = json.loads(docs["Circuit JSON (sfc-circuit/2)"])
+            assert doc["schema"] == "sfc-circuit/2"
             assert doc["nodes"] and doc["metadata"]["method"] == "atp"
-            (ARTIFACTS / dl.value.suggested_filename).write_text(json.dumps(doc, indent=1))
+            assert any(n.get("label") == "my name mover" for n in doc["nodes"])
+            assert [s["name"] for s in doc["supernodes"]] == ["movers"] and len(doc["supernodes"][0]["nodes"]) == 2
+
+            # re-import the sfc-circuit/2 file: the label and the supernode come back
+            saved = ARTIFACTS / "reimport.json"
+            saved.write_text(docs["Circuit JSON (sfc-circuit/2)"])
+            page.locator("section[data-testid='stSidebar'] input[type='file']").set_input_files(str(saved))
+            page.get_by_text("Showing the circuit from 'reimport.json'").wait_for(timeout=120_000)
+            page.wait_for_function(SUPERNODE_JS, arg="movers", timeout=120_000)
+            page.wait_for_function("(t) => " + NODE_TEXT_JS + "().some(x => x.includes(t))", arg="my name mover",
+                                   timeout=120_000)
+            expect(page.get_by_role("heading", name="Supernodes (1)")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "reimported.png"), full_page=True)
         finally:
             browser.close()
     (ARTIFACTS / "browser-timings.json").write_text(json.dumps({k: round(v, 2) for k, v in timings.items()},

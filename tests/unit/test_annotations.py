@@ -178,3 +178,16 @@ def test_apply_annotations_to_another_selection():
     smaller.graph.pop("supernodes")
     A.apply_annotations(smaller, saved)
     assert A.supernodes(smaller) == [{"name": "names", "nodes": [f"{H1}/3"]}]
+
+
+def test_merge_annotations_keeps_what_a_smaller_selection_does_not_show():
+    G = annotated()
+    saved = A.annotations_of(G)
+    smaller = G.copy()
+    smaller.remove_node(f"{H1}/7")
+    A.apply_annotations(smaller, saved)
+    A.set_label(smaller, f"{H1}/3", "Mary or John")
+    A.remove_supernode(smaller, "late")
+    merged = A.merge_annotations(saved, smaller)
+    assert merged["labels"] == {f"{H3}/11": "name mover (S-inhibition?)", f"{H1}/3": "Mary or John"}
+    assert merged["supernodes"] == [{"name": "names", "nodes": [f"{H1}/3", f"{H1}/7"]}]
