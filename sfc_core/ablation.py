@@ -3,10 +3,14 @@
 One meaning per name, used by evaluation (faithfulness), FAP-Synergy (ablation importance), mask
 optimisation and the feature panel:
 
-* ``"mean"`` (mean ablation): the node's mean over the corrupted prompts **at each position**
-  ``[pos, d]``. Prompt pairs are templatic (clean and corrupted aligned token by token), so a position's
-  mean keeps the template and removes only what varies (Marks et al. 2024, §4); a position no
-  corrupted prompt reaches takes the mean over all their real tokens.
+* ``"mean"`` (mean ablation): the node's mean over the corrupted prompts **at each template position**.
+  Prompt pairs are templatic (clean and corrupted aligned token by token), so a position's mean keeps the
+  template and removes only what varies (Marks et al. 2024, §4). Positions are aligned by template role,
+  not raw index (:mod:`sfc_core.alignment`): pair ``i``'s value at position ``p`` is the mean at ``p`` over
+  the corrupted prompts of ``i``'s *template group* (same template id, same token length). With one group
+  (one template, one length) that is one ``[pos, d]`` tensor shared by every pair; with several it is per
+  pair ``[n, pos, d]``. A position no corrupted prompt of the group reaches (padding) takes the group's mean
+  over all its real tokens.
 * ``"mean_all"``: the mean over every real non-BOS token of the corrupted prompts ``[d]``.
 * ``"zero"`` (zero ablation): 0.
 * ``"patch"`` (interchange / resample ablation): each pair's own corrupted value ``[n, pos, d]`` — the
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .alignment import template_groups
 from .errors import InputError
 from .nodes import Node
 from .splice import decode, encode, run_from
@@ -33,7 +38,7 @@ from .splice import decode, encode, run_from
 ABLATIONS = ("mean", "mean_all", "zero", "patch")
 #: One line per kind, for ``--help`` and the app.
 DESCRIPTIONS = {
-    "mean": "mean over the corrupted prompts at each position",
+    "mean": "mean over the corrupted prompts at each position, within each template group",
     "mean_all": "mean over every token of the corrupted prompts",
     "zero": "zero",
     "patch": "each pair's own corrupted value (interchange / resample ablation)",
@@ -69,37 +74,58 @@ def ablation_values(runs, kind: str = "mean") -> AblationValues:
     Marks et al. 2024, §4; ``"patch"`` is the interchange intervention of Geiger et al. 2021 (resample
     ablation in ACDC, Conmy et al. 2023).
 
+    ``"mean"`` averages within each pair's template group (:func:`~sfc_core.alignment.template_groups`).
+
     Returns:
-        Per site ``f`` / ``err``: ``[pos, d_sae]`` / ``[pos, d_model]`` (``"mean"``), ``[d_sae]`` /
-        ``[d_model]`` (``"mean_all"``, ``"zero"``) or ``[n, pos, d_sae]`` / ``[n, pos, d_model]``
-        (``"patch"``), in activation units.
+        Per site ``f`` / ``err``: ``[pos, d_sae]`` / ``[pos, d_model]`` (``"mean"`` over pairs of one template
+        group), ``[d_sae]`` / ``[d_model]`` (``"mean_all"``, ``"zero"``) or ``[n, pos, d_sae]`` /
+        ``[n, pos, d_model]`` (``"patch"``, and ``"mean"`` over pairs of several groups), in activation units.
 
     Raises:
         InputError: unknown ablation kind.
     """
     kind = check_ablation(kind)
     m = runs.mask[..., None].to(runs.corrupted[0].f.dtype)
-    count = m.sum()
-    per_pos = m.sum(0)  # [pos, 1]
+    groups = None
+    if kind == "mean":
+        group, keys = template_groups(runs.batch)
+        groups = [torch.nonzero(group == g).flatten() for g in range(len(keys))] if len(keys) > 1 else None
     fs, es = [], []
     for rec in runs.corrupted:
         if kind == "patch":
             fs.append(rec.f)
             es.append(rec.err)
-            continue
-        if kind == "zero":
+        elif kind == "zero":
             fs.append(torch.zeros(rec.f.shape[-1], dtype=rec.f.dtype))
             es.append(torch.zeros(rec.err.shape[-1], dtype=rec.err.dtype))
-            continue
-        f_all, e_all = (rec.f * m).sum((0, 1)) / count, (rec.err * m).sum((0, 1)) / count
-        if kind == "mean_all":
-            fs.append(f_all)
-            es.append(e_all)
+        elif kind == "mean_all":
+            fs.append(_mean(rec.f, m, per_position=False))
+            es.append(_mean(rec.err, m, per_position=False))
+        elif groups is None:
+            fs.append(_mean(rec.f, m))
+            es.append(_mean(rec.err, m))
         else:
-            seen = per_pos > 0
-            fs.append(torch.where(seen, (rec.f * m).sum(0) / per_pos.clamp(min=1), f_all))
-            es.append(torch.where(seen, (rec.err * m).sum(0) / per_pos.clamp(min=1), e_all))
+            fs.append(_group_means(rec.f, m, groups))
+            es.append(_group_means(rec.err, m, groups))
     return AblationValues(kind, fs, es)
+
+
+def _mean(x: torch.Tensor, m: torch.Tensor, per_position: bool = True) -> torch.Tensor:
+    """Mean of ``x`` ``[n, pos, d]`` over the real tokens ``m`` ``[n, pos, 1]``: per position ``[pos, d]`` (a
+    position no row reaches takes the mean over all real tokens), or over every token ``[d]``."""
+    every = (x * m).sum((0, 1)) / m.sum()
+    if not per_position:
+        return every
+    per_pos = m.sum(0)  # [pos, 1]
+    return torch.where(per_pos > 0, (x * m).sum(0) / per_pos.clamp(min=1), every)
+
+
+def _group_means(x: torch.Tensor, m: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
+    """Per pair ``[n, pos, d]``: each row holds the per-position mean over the rows of its template group."""
+    out = torch.empty_like(x)
+    for rows in groups:
+        out[rows] = _mean(x[rows], m[rows])
+    return out
 
 
 def _rows(ref: torch.Tensor, reps: int) -> torch.Tensor:

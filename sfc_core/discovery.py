@@ -21,6 +21,7 @@ import torch
 from . import defaults
 from . import methods as registry
 from .ablation import check_ablation
+from .alignment import check_position_resolved
 from .attribution import AGGREGATIONS, Attribution, PairRuns, attribute, exact_effects, prepare_runs
 from .circuit import build_graph, circuit_nodes, select_nodes
 from .edges import edge_effects
@@ -235,7 +236,9 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         weights in metric units (logits for logit difference), timings in seconds.
 
     Raises:
-        InputError: bad pairs, options or hook points (two SAEs at one point, a non-residual one).
+        InputError: bad pairs, options or hook points (two SAEs at one point, a non-residual one);
+            position-resolved nodes (``aggregation="none"``) over pairs of several template groups
+            (:func:`~sfc_core.alignment.check_position_resolved`).
         IncompatibleSAEError: an SAE's ``d_in`` differs from the model's ``d_model``.
         NumericalError: NaN or inf in activations, gradients or effects.
     """
@@ -244,6 +247,8 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     timings: dict[str, float] = {}
     t = time.perf_counter()
     batch = as_batch(model, pairs, cfg)
+    if cfg.aggregation == "none":
+        check_position_resolved(batch)
     say("clean and corrupted runs", 0.05)
     runs = prepare_runs(model, saes, batch, cfg.metric)
     timings["runs"] = time.perf_counter() - t
@@ -325,11 +330,13 @@ def evaluate(runs: PairRuns, G: nx.DiGraph, sizes: list[int] | None = None, abla
 
     Raises:
         InputError: bad ablation or sizes; circuit nodes at hook points without an SAE, out of range or
-            beyond these prompts' positions.
+            beyond these prompts' positions; position-resolved nodes over pairs of several template groups.
     """
     ablation = check_ablation(ablation)
     keys, effects = graph_effects(G, runs)
     agg = "none" if any(k.position is not None for k in keys) else "sum"
+    if agg == "none":
+        check_position_resolved(runs.batch)
     whole = score_circuits(runs, [keys], ablation, agg)[0]
     out = {"n_nodes": len(keys), "ablation": ablation, **{k: v for k, v in whole.as_dict().items() if k != "n_nodes"}}
     if sizes:

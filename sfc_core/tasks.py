@@ -6,6 +6,11 @@ the clean and corrupted prompts have the same token length (so no pair of a buil
 skipped or truncated by :func:`~sfc_core.pairs.tokenize_pairs`). Candidates are generated until ``n``
 pairs are kept; a repeated (clean, corrupted) prompt is dropped.
 
+Every pair records ``meta["template"]``, the index of the template it filled (``IOI_TEMPLATES``,
+``GT_TEMPLATES``, ``PRONOUN_TEMPLATES``; ``sva``: 0 "The {noun}", 1 "The {adj} {noun}"; tasks with a single
+template: 0), so per-position means and position-resolved nodes align positions by template role
+(:mod:`sfc_core.alignment`).
+
 Tasks (``wrong_answer`` is always the correct continuation of the corrupted prompt):
 
 - ``ioi`` — indirect object identification, ABBA and BABA templates. Clean "When Mary and John went to
@@ -206,7 +211,8 @@ def make_ioi(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]
         fill = dict(A=" " + first, B=" " + second, place=rng.choice(PLACES), obj=rng.choice(OBJECTS))
         clean = template.format(S=" " + s, **fill)
         corrupted = template.format(S=" " + io, **fill)
-        return PromptPair(clean, corrupted, " " + io, " " + s, {"task": "ioi", "case": case})
+        return PromptPair(clean, corrupted, " " + io, " " + s,
+                          {"task": "ioi", "template": IOI_TEMPLATES.index(template), "case": case})
 
     return _collect(tok, n, seed, draw, "ioi")
 
@@ -233,9 +239,10 @@ def make_sva(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPair]
         adj = rng.choice(SVA_ADJECTIVES + [""] * len(SVA_ADJECTIVES))
         lead = f"The {adj} " if adj else "The "
         s_prompt, p_prompt = lead + noun, lead + _plural(noun)
+        meta = {"task": "sva", "template": 1 if adj else 0}  # "The {noun}" or "The {adj} {noun}"
         if rng.random() < 0.5:
-            return PromptPair(s_prompt, p_prompt, sing, plur, {"task": "sva", "clean_number": "singular"})
-        return PromptPair(p_prompt, s_prompt, plur, sing, {"task": "sva", "clean_number": "plural"})
+            return PromptPair(s_prompt, p_prompt, sing, plur, {**meta, "clean_number": "singular"})
+        return PromptPair(p_prompt, s_prompt, plur, sing, {**meta, "clean_number": "plural"})
 
     return _collect(tok, n, seed, draw, "sva")
 
@@ -258,7 +265,7 @@ def make_sva_pp(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[PromptPa
         attr_plural = rng.random() < 0.5
         tail = f" {rng.choice(PREPOSITIONS)} the {_plural(attractor) if attr_plural else attractor}"
         s_prompt, p_prompt = f"The {head}{tail}", f"The {_plural(head)}{tail}"
-        meta = {"task": "sva_pp", "attractor": "plural" if attr_plural else "singular"}
+        meta = {"task": "sva_pp", "template": 0, "attractor": "plural" if attr_plural else "singular"}
         if rng.random() < 0.5:
             return PromptPair(s_prompt, p_prompt, sing, plur, {**meta, "clean_number": "singular"})
         return PromptPair(p_prompt, s_prompt, plur, sing, {**meta, "clean_number": "plural"})
@@ -309,7 +316,7 @@ def make_induction(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[Promp
             return None
         return PromptPair(
             clean, corrupted, tok.decode([seq[j]]), tok.decode([substitute]),
-            {"task": "induction", "repeat_len": j},
+            {"task": "induction", "template": 0, "repeat_len": j},
         )
 
     return _collect(tok, n, seed, draw, "induction")
@@ -342,7 +349,7 @@ def make_dict_key(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[Prompt
                 f'print(d["{k}"])  #'
             )
 
-        return PromptPair(prompt(key), prompt(query_missing), " " + value, " KeyError", {"task": "dict_key"})
+        return PromptPair(prompt(key), prompt(query_missing), " " + value, " KeyError", {"task": "dict_key", "template": 0})
 
     return _collect(tok, n, seed, draw, "dict_key")
 
@@ -373,7 +380,7 @@ def make_list_index(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[Prom
                 f"print(xs[{i}])  #"
             )
 
-        return PromptPair(prompt(k), prompt(bad_query), " " + xs[k], " IndexError", {"task": "list_index"})
+        return PromptPair(prompt(k), prompt(bad_query), " " + xs[k], " IndexError", {"task": "list_index", "template": 0})
 
     return _collect(tok, n, seed, draw, "list_index")
 
@@ -397,7 +404,8 @@ def make_greater_than(model_or_tokenizer: Any, n: int, seed: int = 0) -> list[Pr
         template = rng.choice(GT_TEMPLATES)
         clean = template.format(c=century, a=a, d=d)
         corrupted = template.format(c=century, a=a - 1, d=d)
-        return PromptPair(clean, corrupted, str(a), str(a - 1), {"task": "greater_than", "start_year": f"{century}{a}{d}"})
+        return PromptPair(clean, corrupted, str(a), str(a - 1), {"task": "greater_than", "template": GT_TEMPLATES.index(template),
+                                                          "start_year": f"{century}{a}{d}"})
 
     return _collect(tok, n, seed, draw, "greater_than")
 
@@ -418,11 +426,12 @@ def make_gendered_pronoun(model_or_tokenizer: Any, n: int, seed: int = 0) -> lis
     def draw(rng: random.Random) -> PromptPair:
         template = rng.choice(PRONOUN_TEMPLATES)
         male, female = " " + rng.choice(males), " " + rng.choice(females)
+        meta = {"task": "gendered_pronoun", "template": PRONOUN_TEMPLATES.index(template)}
         if rng.random() < 0.5:
             return PromptPair(template.format(N=male), template.format(N=female), " he", " she",
-                              {"task": "gendered_pronoun", "clean_gender": "male"})
+                              {**meta, "clean_gender": "male"})
         return PromptPair(template.format(N=female), template.format(N=male), " she", " he",
-                          {"task": "gendered_pronoun", "clean_gender": "female"})
+                          {**meta, "clean_gender": "female"})
 
     return _collect(tok, n, seed, draw, "gendered_pronoun")
 

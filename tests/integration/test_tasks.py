@@ -50,6 +50,31 @@ def test_task_pairs_are_valid(model, name):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_task_pairs_record_their_template(model, name):
+    """meta["template"] names the template a pair filled, so positions align by role (sfc_core.alignment)."""
+    import re
+
+    from sfc_core.alignment import template_groups
+    from sfc_core.tasks import GT_TEMPLATES, IOI_TEMPLATES, PRONOUN_TEMPLATES
+
+    pairs = get_task_pairs(model, name)
+    assert all(isinstance(p.meta.get("template"), int) for p in pairs)
+    tables = {"ioi": IOI_TEMPLATES, "greater_than": GT_TEMPLATES, "gendered_pronoun": PRONOUN_TEMPLATES}
+    if name in tables:  # the recorded template, filled with anything, matches the prompt
+        for p in pairs:
+            pattern = re.sub(r"\\\{\w+\\\}", ".+", re.escape(tables[name][p.meta["template"]]))
+            assert re.fullmatch(pattern, p.clean) and re.fullmatch(pattern, p.corrupted), p
+        assert len({p.meta["template"] for p in pairs}) > 1
+    elif name == "sva":
+        assert all(p.meta["template"] == (1 if len(p.clean.split()) == 3 else 0) for p in pairs)
+    else:
+        assert {p.meta["template"] for p in pairs} == {0}
+    group, keys = template_groups(tokenize_pairs(model, pairs))
+    assert len(group) == len(pairs) and 1 <= len(keys) <= len(pairs)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_task_pairs_are_deterministic(model, name):
     first = get_task_pairs(model, name, n=50, seed=3)
     assert get_task_pairs(model, name, n=50, seed=3) == first

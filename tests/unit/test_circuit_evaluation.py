@@ -94,9 +94,12 @@ def test_mean_ablation_is_the_corrupted_mean(runs):
     ref = (rec.f * m).sum((0, 1)) / m.sum()
     torch.testing.assert_close(ablation_values(runs, "mean_all").f[0], ref)
     per_pos = ablation_values(runs, "mean").f[0]
-    assert per_pos.shape == rec.f.shape[1:]
-    torch.testing.assert_close(per_pos[3], rec.f[:, 3].mean(0))  # every row reaches position 3
-    torch.testing.assert_close(per_pos[0], ref)  # BOS: no real token there, falls back to the all-token mean
+    # row 0 is one token shorter, so it is a template group of its own (sfc_core.alignment): values per pair
+    assert per_pos.shape == rec.f.shape
+    torch.testing.assert_close(per_pos[1:, 3], rec.f[1:, 3].mean(0).expand(3, -1))
+    torch.testing.assert_close(per_pos[0, 3], rec.f[0, 3])
+    ref_rows = (rec.f[1:] * m[1:]).sum((0, 1)) / m[1:].sum()
+    torch.testing.assert_close(per_pos[1, 0], ref_rows)  # BOS: no real token there, the group's all-token mean
     zero = ablation_values(runs, "zero")
     assert float(zero.f[1].abs().sum()) == 0.0
     with pytest.raises(InputError):
