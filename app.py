@@ -144,9 +144,9 @@ def _annotation_key(view: str) -> str:
     return f"discovery:{ss.get('current_key')}"
 
 
-def _edit_annotations(edit) -> None:
+def _edit_annotations(edit, flash: str) -> None:
     """Run ``edit(G)`` (an :mod:`sfc_core.annotations` edit) on the circuit on screen and keep the result for
-    its later selections; a refused edit changes nothing and says why."""
+    its later selections; a refused edit changes nothing and says why (in session key ``flash``)."""
     from sfc_core.annotations import merge_annotations
 
     G = ss.get("_shown_graph")
@@ -155,7 +155,7 @@ def _edit_annotations(edit) -> None:
     try:
         edit(G)
     except SFCError as exc:
-        ss["_flash_annotations"] = ("error", str(exc))
+        ss[flash] = ("error", str(exc))
         return
     key = ss["_shown_annotation_key"]
     ss.setdefault("annotations", {})[key] = merge_annotations(ss["annotations"].get(key), G)
@@ -164,22 +164,22 @@ def _edit_annotations(edit) -> None:
 def _on_rename(node_id: str) -> None:
     from sfc_core.annotations import set_label
 
-    _edit_annotations(lambda G: set_label(G, node_id, ss.get(f"rename_{node_id}", "")))
+    _edit_annotations(lambda G: set_label(G, node_id, ss.get(f"rename_{node_id}", "")), "_flash_rename")
 
 
 def _on_add_supernode() -> None:
     from sfc_core.annotations import add_supernode
 
     members = list(ss.get("supernode_members") or [])
-    _edit_annotations(lambda G: add_supernode(G, ss.get("supernode_name", ""), members))
-    if not ss.get("_flash_annotations"):
+    _edit_annotations(lambda G: add_supernode(G, ss.get("supernode_name", ""), members), "_flash_supernode")
+    if not ss.get("_flash_supernode"):
         ss["supernode_members"], ss["supernode_name"] = [], ""
 
 
 def _on_remove_supernode(name: str) -> None:
     from sfc_core.annotations import remove_supernode
 
-    _edit_annotations(lambda G: remove_supernode(G, name))
+    _edit_annotations(lambda G: remove_supernode(G, name), "_flash_supernode")
 
 
 def _annotate(G, sae_dict: dict, view: str) -> None:
@@ -584,7 +584,7 @@ def _rename_form(G, node_id: str) -> None:
                  help="Shown on the graph and kept in the circuit file and every export. Leave blank for the "
                       "automatic label" + (f" ({auto})." if auto else "."))
     b.button("Rename", key=f"rename_btn_{node_id}", on_click=_on_rename, args=(node_id,))
-    _flash("_flash_annotations")
+    _flash("_flash_rename")
 
 
 def supernode_section(shown: Shown) -> None:
@@ -602,7 +602,7 @@ def supernode_section(shown: Shown) -> None:
         a, b = st.columns([4, 1], vertical_alignment="bottom")
         a.text_input("Supernode name", key="supernode_name", max_chars=MAX_LABEL_CHARS)
         b.button("Make supernode", key="add_supernode", on_click=_on_add_supernode)
-        _flash("_flash_annotations")
+        _flash("_flash_supernode")
         for i, group in enumerate(supernodes(G)):
             a, b = st.columns([4, 1], vertical_alignment="center")
             a.markdown(f"**{group['name']}**: {len(group['nodes'])} nodes — "
