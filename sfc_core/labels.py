@@ -10,13 +10,14 @@ Short label (≤ :data:`MAX_LABEL` characters, for a graph node), first rule tha
 
 1. dead (no context): ``""``;
 2. flagged ``positional`` (:meth:`FeatureIndex.degenerate_flags`): ``position P`` (the commonest peak position);
-3. **fires on**: tokens are grouped by their text stripped of spaces and lower-cased (``' The'``, ``'the'`` are
-   one group, shown as its commonest form); if the most frequent 1–3 groups, each seen at least twice (once if
-   there are fewer than 4 contexts), cover ≥ :data:`COVER` of the contexts, the label lists them:
-   ``' Mary'|' John'``;
-4. **after**: the same rule on the previous tokens: ``after ' the'``;
-5. **kind**: if ≥ :data:`KIND_COVER` of the fire tokens are of one kind (:data:`KINDS`: numbers, punctuation,
+3. **fires on** and **after**: tokens are grouped by their text stripped of spaces and lower-cased (``' The'``,
+   ``'the'`` are one group, shown as its commonest form); if the most frequent 1–3 groups, each seen at least
+   twice (once if there are fewer than 4 contexts), cover ≥ :data:`COVER` of the contexts, they are listed:
+   ``' Mary'|' John'``. The same rule on the previous tokens gives ``after ' the'``. Both hold:
+   ``'.' after ' self'`` if it fits (else the fire tokens alone); one holds: that one;
+4. **kind**: if ≥ :data:`KIND_COVER` of the fire tokens are of one kind (:data:`KINDS`: numbers, punctuation,
    line breaks / indentation, capitalised words, identifier-like code words, word pieces), the kind's name;
+5. **weak**: the rule of 3 with :data:`WEAK_COVER` instead of :data:`COVER`, marked ``~``: ``~' water'``;
 6. otherwise **promotes**: ``→ ' of'|' in'`` (its top promoted tokens).
 
 Tokens are shown quoted with their leading space, newlines as ``\\n``; a list is cut to what fits.
@@ -47,6 +48,8 @@ LABELS_VERSION = "1"
 MAX_LABEL = 24
 #: Fraction of the contexts the listed fire (or previous) tokens must cover.
 COVER = 0.5
+#: Fraction of the contexts the fire tokens of a weak label (``~``) must cover.
+WEAK_COVER = 0.25
 #: Fraction of the fire tokens one kind must cover.
 KIND_COVER = 0.7
 #: Kinds of fire token (rule 5), in the order they are tried, with their label.
@@ -93,23 +96,25 @@ def show(text: str, limit: int = MAX_LABEL) -> str:
 
 def _groups(texts: list[str]) -> list[tuple[str, int]]:
     """``[(display form, count)]`` of token texts grouped by stripped lower-case text, commonest first (ties: the
-    group met first, i.e. in the stronger context)."""
+    group met first, i.e. in the stronger context); empty texts are left out."""
     by_key: dict[str, list[str]] = {}
     for t in texts:
+        if not t:  # no token (a peak at position 0)
+            continue
         by_key.setdefault(t.strip().lower() or t, []).append(t)
     items = [(Counter(forms).most_common(1)[0][0], len(forms)) for forms in by_key.values()]
     return sorted(items, key=lambda it: -it[1])  # stable: first met first among equals
 
 
-def _covering(groups: list[tuple[str, int]], n: int) -> list[tuple[str, int]] | None:
-    """The fewest (1–3) commonest groups covering ≥ COVER of ``n`` contexts, each seen twice (once if n < 4)."""
+def _covering(groups: list[tuple[str, int]], n: int, cover: float = COVER) -> list[tuple[str, int]] | None:
+    """The fewest (1–3) commonest groups covering ≥ ``cover`` of ``n`` contexts, each seen twice (once if n < 4)."""
     need = 2 if n >= 4 else 1
     total = 0
     for m, (_, count) in enumerate(groups[:3], start=1):
         if count < need:
             return None
         total += count
-        if total >= COVER * n:
+        if total >= cover * n:
             return groups[:m]
     return None
 
@@ -145,17 +150,23 @@ def label_latent(fire: list[str], prev: list[str], positions: list[int], promote
         return ""
     if "positional" in flags and positions:
         return f"position {Counter(positions).most_common(1)[0][0]}"
-    top = _covering(_groups(fire), n)
+    top, before = _covering(_groups(fire), n), _covering(_groups(prev), n)
+    if top and before:
+        both = "|".join(show(t) for t, _ in top) + " after " + "|".join(show(t) for t, _ in before)
+        if len(both) <= MAX_LABEL:
+            return both
     if top:
         return _join([t for t, _ in top])
-    before = _covering(_groups(prev), n)
     if before:
         return _join([t for t, _ in before], "after ")
     kinds = Counter(token_kind(t) for t in fire)
     for kind, name in KINDS.items():
         if kinds[kind] >= KIND_COVER * n:
             return name
-    return _join(promoted, "→ ") if promoted else _join([t for t, _ in _groups(fire)])
+    weak = _covering(_groups(fire), n, WEAK_COVER)
+    if weak:
+        return _join([t for t, _ in weak], "~")
+    return _join(promoted, "→ ") if promoted else _join([t for t, _ in _groups(fire)], "~")
 
 
 def describe_latent(fire: list[str], prev: list[str], promoted: list[str], density: float, top_act: float,
