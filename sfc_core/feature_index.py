@@ -19,7 +19,7 @@ Metadata: ``hook_name``, ``window_before`` / ``window_after`` and the automatic 
 :mod:`sfc_core.labels` (``labels`` / ``descriptions``: JSON lists of ``d_sae`` strings, ``labels_version``).
 
 Token windows are read from ``assets/corpus_heldout.safetensors`` (``[n_seq, seq_len]``: the SAE corpus'
-held-out split first, then ≈ 246k tokens of held-out package documentation, docstrings, licences and
+held-out split first, then ≈ 202k tokens of held-out package documentation, docstrings, licences and
 stdlib code, :func:`~sfc_core.corpus.build_heldout_corpus`). The shipped index is built in one forward
 pass over it (:func:`build_feature_index`, ``sfc bundle build --index-only``).
 """
