@@ -22,7 +22,7 @@ def test_unknown_method_is_one_line_exit_2(tmp_path):
 def test_compare_lists_only_comparable_methods(tmp_path):
     r = _run("compare", "--task", "ioi", "--methods", "atp,exact", "--out", str(tmp_path / "c.json"))
     assert r.exit_code == 2
-    assert r.output.strip() == "error: unknown methods exact; choose from atp, ig, mask, fap, fap-synergy"
+    assert r.output.strip() == "error: unknown methods exact; choose from atp, atp_star, ig, mask, fap, fap-synergy"
 
 
 def test_unknown_ablation_exit_2(tmp_path):
@@ -33,7 +33,7 @@ def test_unknown_ablation_exit_2(tmp_path):
 
 
 def test_registry_kinds_and_help():
-    assert methods.names("attribution") == ("atp", "ig", "exact")
+    assert methods.names("attribution") == ("atp", "atp_star", "ig", "exact")
     assert methods.names("selection") == ("mask", "fap", "fap-synergy")
     assert methods.get("ig").cost == "medium" and methods.label("nope") == "nope"
     r = _run("discover", "--help")
