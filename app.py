@@ -302,6 +302,9 @@ def pairs_section(m, opts: Options) -> Pairs:
             "answer": st.column_config.TextColumn("answer", help="one token, usually with a leading space"),
             "wrong_answer": st.column_config.TextColumn("wrong_answer",
                                                         help="one token: the corrupted prompt's answer"),
+            "template": st.column_config.TextColumn(
+                "template", help="optional template id: pairs with the same id and token length share positions "
+                                 "(per-position mean ablation averages within them); blank = group by length"),
         },
     )
     records = S.records_from_table(edited)

@@ -30,6 +30,9 @@ from sfc_core.metrics import metric_label
 from sfc_core.pairs import FIELDS, PromptPair, pairs_from_records, read_pairs
 
 PAIR_COLUMNS: tuple[str, ...] = FIELDS  # clean, corrupted, answer, wrong_answer
+#: The editor table's columns: the pair's four fields and its template id (``meta["template"]``, which
+#: :mod:`sfc_core.alignment` groups positions by; blank when the pair has none).
+TABLE_COLUMNS: tuple[str, ...] = PAIR_COLUMNS + ("template",)
 #: ``node_info`` kind of each node kind of :data:`sfc_core.nodes.KINDS` (the panel's words: a latent is a "feature").
 PANEL_KINDS = {k: "feature" if k == "latent" else k for k in nodes.KINDS}
 
@@ -41,13 +44,13 @@ MAX_APP_PAIRS = 200
 
 # ------------------------------------------------------------------ prompt pairs
 def empty_table() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="object") for c in PAIR_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in TABLE_COLUMNS})
 
 
 def table_from_pairs(pairs: Iterable[PromptPair]) -> pd.DataFrame:
-    """The editor table (one row per pair, our four columns, strings)."""
-    rows = [{c: getattr(p, c) for c in PAIR_COLUMNS} for p in pairs]
-    return pd.DataFrame(rows, columns=list(PAIR_COLUMNS)) if rows else empty_table()
+    """The editor table (one row per pair: our four columns and the template id, strings)."""
+    rows = [{**{c: getattr(p, c) for c in PAIR_COLUMNS}, "template": _cell(p.meta.get("template"))} for p in pairs]
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)) if rows else empty_table()
 
 
 def _cell(v: Any) -> Any:
@@ -63,13 +66,29 @@ def _cell(v: Any) -> Any:
     return v if isinstance(v, str) else str(v)
 
 
+def _template(v: Any) -> int | str | None:
+    """A template cell as the id the built-in tasks record (an int where it is one), ``None`` when blank."""
+    v = _cell(v)
+    if v is None or not v.strip():
+        return None
+    v = v.strip()
+    return int(v) if v.lstrip("-").isdigit() else v
+
+
 def records_from_table(table: pd.DataFrame | Sequence[dict]) -> list[dict]:
-    """Rows of an editor table as dicts of our four keys (NaN / missing → ``None``)."""
+    """Rows of an editor table as dicts of our four keys (NaN / missing → ``None``), plus ``template`` where the
+    row has one."""
     if isinstance(table, pd.DataFrame):
         raw = table.to_dict("records")
     else:
         raw = list(table)
-    return [{c: _cell(r.get(c)) for c in PAIR_COLUMNS} for r in raw]
+    out = []
+    for r in raw:
+        rec = {c: _cell(r.get(c)) for c in PAIR_COLUMNS}
+        if _template(r.get("template")) is not None:
+            rec["template"] = _template(r.get("template"))
+        out.append(rec)
+    return out
 
 
 def pairs_from_table(table: pd.DataFrame | Sequence[dict]) -> list[PromptPair]:

@@ -91,7 +91,8 @@ def test_explorer_loads_with_ioi_preselected():
     assert at.selectbox(key="task_preset").value == "ioi"
     table = at.data_editor[0]
     assert table.editing_mode == "dynamic"
-    assert list(table.value.columns) == ["clean", "corrupted", "answer", "wrong_answer"]
+    assert list(table.value.columns) == ["clean", "corrupted", "answer", "wrong_answer", "template"]
+    assert table.value["template"].notna().all()  # built-in pairs keep their template ids (positions group by them)
     assert len(table.value) == N_PAIRS
     hooks = [w for w in at.multiselect if w.label == "SAE hook points"][0]
     assert hooks.value == list(bundled_sae_dirs())

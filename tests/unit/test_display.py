@@ -22,11 +22,24 @@ P = [PromptPair("When Mary and John went out, John gave it to", "When Mary and J
 
 def test_table_round_trip_and_empty_rows():
     df = S.table_from_pairs(P)
-    assert list(df.columns) == ["clean", "corrupted", "answer", "wrong_answer"]
-    df.loc[len(df)] = [None, float("nan"), None, ""]  # a fresh editor row
+    assert list(df.columns) == ["clean", "corrupted", "answer", "wrong_answer", "template"]
+    df.loc[len(df)] = [None, float("nan"), None, "", None]  # a fresh editor row
     pairs = S.pairs_from_table(df)
     assert [p.to_record() for p in pairs] == [p.to_record() for p in P]
     assert S.pairs_from_table(S.records_from_table(df)) == pairs
+
+
+def test_table_keeps_template_ids():
+    """Built-in tasks' template ids survive the editor table, as ints (positions group by them)."""
+    from sfc_core.pairs import PromptPair
+
+    pairs = [PromptPair("a b", "a c", " x", " y", {"template": 3}), PromptPair("d e", "d f", " x", " y")]
+    df = S.table_from_pairs(pairs)
+    assert df["template"].tolist()[0] == "3" and df["template"].isna().tolist()[1]
+    back = S.pairs_from_table(df)
+    assert back[0].meta == {"template": 3} and back[1].meta == {}
+    df.loc[1, "template"] = "abba"
+    assert S.pairs_from_table(df)[1].meta == {"template": "abba"}
 
 
 @pytest.mark.parametrize("rows, needle", [
