@@ -351,6 +351,14 @@ def assets_mb(root: Path = defaults.ASSETS_DIR) -> float:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
 
 
+def _heldout_file() -> Path:
+    """The shipped held-out corpus file; :class:`AssetError` when it is missing."""
+    path = defaults.CORPUS_HELDOUT_FILE
+    if not path.is_file():
+        raise AssetError(f"held-out corpus missing: {path}; rebuild with 'sfc bundle build'")
+    return path
+
+
 def load_heldout_tokens() -> torch.Tensor:
     """Held-out corpus tokens ``[n_seq, seq_len]`` int32 shipped in ``assets/``: the SAE corpus' held-out split
     first (:func:`heldout_sae_rows` rows), then the extended held-out text behind the feature index
@@ -361,9 +369,7 @@ def load_heldout_tokens() -> torch.Tensor:
     """
     from safetensors.torch import load_file
 
-    path = defaults.CORPUS_HELDOUT_FILE
-    if not path.is_file():
-        raise AssetError(f"held-out corpus missing: {path}; rebuild with 'sfc bundle build'")
+    path = _heldout_file()
     try:
         return load_file(str(path))["tokens"]
     except Exception as exc:
@@ -379,9 +385,7 @@ def heldout_sae_rows() -> int:
     """
     from safetensors import safe_open
 
-    path = defaults.CORPUS_HELDOUT_FILE
-    if not path.is_file():
-        raise AssetError(f"held-out corpus missing: {path}; rebuild with 'sfc bundle build'")
+    path = _heldout_file()
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

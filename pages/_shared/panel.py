@@ -50,6 +50,20 @@ def flag_lookup(sae_dict: dict):
     return lookup
 
 
+def label_section(loaded, feature: int) -> None:
+    """The latent's automatic label and description (bundled SAEs' index; how they are made: README)."""
+    if getattr(loaded, "source", None) != "bundled":
+        return
+    from sfc_core.feature_index import load_feature_index
+
+    with ui.guard("Reading the feature's label", warn=True):
+        index = load_feature_index(loaded.hook_name)
+        label, text = index.label(int(feature)), index.description(int(feature))
+        if label or text:
+            st.markdown(f"**Automatic label:** `{(label or '—').replace('`', 'ˋ')}`")
+            st.text(text)  # plain text: token strings hold markdown characters
+
+
 def flags_section(m, loaded, feature: int) -> None:
     """A warning when the latent looks like an artefact rather than a feature (bundled SAEs' index)."""
     if getattr(loaded, "source", None) != "bundled":
@@ -212,6 +226,7 @@ def feature_panel(m, loaded, feature: int, runs=None, key: str = "panel", defaul
         st.markdown(f"[Open this feature on Neuronpedia ↗]({url})")
     else:
         st.caption(f"SAE source: {loaded.source} (no Neuronpedia page for it).")
+    label_section(loaded, feature)
     flags_section(m, loaded, feature)
     stats = examples_section(m, loaded, feature)
     logit_section(m, loaded, feature)

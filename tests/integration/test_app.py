@@ -202,6 +202,13 @@ def test_node_panel_sections(found):
         assert head in texts, head
     assert sum('class="sfc-example"' in t for t in texts) >= 1
     assert any(BEFORE_AFTER.search(t) and "ablation" in t for t in texts)
+    # the latent says what it is: its automatic label and description from the shipped index
+    from sfc_core.feature_index import load_feature_index
+
+    node = parse_id(feature_nodes[0])
+    index = load_feature_index(node.hook_name)
+    assert any(t.startswith("**Automatic label:**") for t in texts)
+    assert index.description(node.index) in [t.value for t in at.text]
     # mean ablation recomputes the panel's before → after
     kind = [r for r in at.radio if r.label == "Ablate to"][0]
     kind.set_value("mean").run()

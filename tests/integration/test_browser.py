@@ -75,6 +75,23 @@ GRAPH_READY_JS = """
 """
 
 
+def _pick_first_option(page, combobox, tries: int = 5) -> None:
+    """Open a Streamlit multiselect and click its first option (never "Select all"); a click that lands while
+    the page is still rerunning opens nothing, so it is retried."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(tries):
+        combobox.click()
+        try:
+            # Streamlit's multiselect may lead its list with "Select all": pick the first real option
+            page.get_by_role("option").filter(has_not_text="Select all").first.click(timeout=30_000)
+            page.keyboard.press("Escape")
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"the multiselect showed no option after {tries} tries")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -198,11 +215,12 @@ def test_find_circuit_click_node_download(server):
 
             # group two nodes into a supernode: drawn as one hexagon
             page.get_by_role("heading", name="Supernodes (0)").scroll_into_view_if_needed()
-            members = page.get_by_label("Nodes", exact=True)
-            for _ in range(2):
-                members.click()
-                page.get_by_role("option").first.click()
-                page.keyboard.press("Escape")
+            combo = page.get_by_role("combobox", name="Nodes", exact=True)
+            members = page.locator("[data-testid='stMultiSelect']").filter(has=combo)
+            for i in range(2):
+                expect(combo).to_have_count(1, timeout=EDIT_TIMEOUT_S * 1000)  # no stale copy left by a rerun
+                _pick_first_option(page, combo)
+                expect(members.locator("[data-tag]")).to_have_count(i + 1, timeout=EDIT_TIMEOUT_S * 1000)
             page.get_by_role("textbox", name="Supernode name").fill("movers")
             page.get_by_role("button", name="Make supernode").click()
             page.wait_for_function(SUPERNODE_JS, arg="movers", timeout=120_000)

@@ -67,9 +67,13 @@ def test_ioi_circuit_beats_random(bundled):
     assert d.runs.m_clean.mean() > 0 > d.runs.m_corrupted.mean()
     assert len([n for n in d.graph if n not in ("embed", "metric")]) == 60
     assert d.graph.number_of_edges() > 0
-    report = evaluate(d.runs, d.graph, sizes=[10, 60])
-    # measured here: ≈ 0.1–0.2 at 60 nodes vs ≈ 0 for random circuits (see the issue note)
-    assert report["curve"]["faithfulness"][1] > report["curve"]["random_faithfulness"][1] + 0.05
+    # Under template-aware mean ablation a top-60 IOI circuit explains nothing (measured: −0.03); the circuit
+    # that reaches faithfulness 0.8 (measured: 1,268 nodes, 0.823) must beat random nodes of its size (0.002).
+    G = d.select(target_faithfulness=0.8)
+    n = G.graph["target_search"]["n_nodes"]
+    report = evaluate(d.runs, G, sizes=[n])
+    assert report["faithfulness"] >= 0.8
+    assert report["curve"]["faithfulness"][0] > report["curve"]["random_faithfulness"][0] + 0.5
     assert report["m_full"] == pytest.approx(float(d.runs.m_clean.mean()), abs=1e-3)
 
 
