@@ -20,6 +20,7 @@ from __future__ import annotations
 import unicodedata
 
 from .errors import InputError
+from .nodes import graph_node
 
 #: Longest label or supernode name, in characters.
 MAX_LABEL_CHARS = 200
@@ -191,8 +192,6 @@ def merge_annotations(saved: dict | None, G) -> dict:
 def attach_auto_labels(G, label_of) -> int:
     """Set ``auto_label`` on every latent node of ``G`` that ``label_of(hook_name, feature) -> str`` names
     (a lookup that fails or answers ``""`` leaves the node without one). Returns how many were set."""
-    from .nodes import graph_node
-
     n_set = 0
     for n, d in G.nodes(data=True):
         try:

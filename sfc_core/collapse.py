@@ -111,8 +111,9 @@ def collapse(G, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     for i, s in enumerate(groups_in):
         m = supernode_marker_id(i)
         labels[m] = s["name"]
+        members = set(s["nodes"])
         for n in ranked:
-            if n in s["nodes"]:
+            if n in members:
                 rep[n] = m
                 groups.setdefault(m, []).append(n)
     rest = [n for n in ranked if n not in rep]

@@ -294,8 +294,6 @@ def _field(v):
     """A cell read back from CSV / GraphML: ``None`` for blanks and NaN, ints kept int."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
         return None
-    if isinstance(v, float) and v.is_integer():
-        return v
     return v.item() if hasattr(v, "item") else v
 
 

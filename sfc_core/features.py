@@ -79,22 +79,27 @@ def feature_index_for(model, loaded, corpus_tokens: torch.Tensor | None = None, 
     return index
 
 
-def auto_label_lookup(saes: dict):
-    """``callable(hook_name, feature) -> str``: the automatic short label of a latent of a bundled SAE in
-    ``saes`` (hook name → loaded SAE) from its shipped feature index
-    (:meth:`~sfc_core.feature_index.FeatureIndex.label`), ``""`` for other SAEs (no shipped labels).
+def bundled_lookup(saes: dict, read, missing=None):
+    """``callable(hook_name, feature)``: ``read(index, feature)`` on the shipped feature index of a bundled SAE
+    in ``saes`` (hook name → loaded SAE), ``missing`` for other SAEs (nothing shipped for them).
 
     Raises (when called):
         AssetError: the shipped index file is missing or unreadable.
     """
 
-    def lookup(hook_name: str, feature: int) -> str:
+    def lookup(hook_name: str, feature: int):
         loaded = saes.get(hook_name)
         if loaded is None or getattr(loaded, "source", None) != "bundled":
-            return ""
-        return load_feature_index(hook_name).label(int(feature))
+            return missing
+        return read(load_feature_index(hook_name), int(feature))
 
     return lookup
+
+
+def auto_label_lookup(saes: dict):
+    """``callable(hook_name, feature) -> str``: the automatic short label of a bundled latent
+    (:meth:`~sfc_core.feature_index.FeatureIndex.label`), ``""`` for other SAEs (:func:`bundled_lookup`)."""
+    return bundled_lookup(saes, lambda index, feature: index.label(feature), "")
 
 
 def example_tokens(tokenizer, example) -> list[str]:

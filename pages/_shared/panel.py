@@ -23,31 +23,17 @@ def _index(m, loaded):
 
 def logit_token_lookup(m, sae_dict: dict):
     """``callable(hook, feature) -> [token strings]`` (top promoted tokens) for graph hover labels."""
+    from sfc_core.features import bundled_lookup
 
-    def lookup(hook: str, feature: int):
-        loaded = sae_dict.get(hook)
-        if loaded is None or getattr(loaded, "source", None) != "bundled":
-            return None
-        from sfc_core.feature_index import load_feature_index
-
-        eff = load_feature_index(hook).logit_effects(int(feature))
-        return [m.tokenizer.decode([i]) for i, _ in eff["top"][:3]]
-
-    return lookup
+    return bundled_lookup(sae_dict, lambda index, f: [m.tokenizer.decode([i]) for i, _ in
+                                                      index.logit_effects(f)["top"][:3]])
 
 
 def flag_lookup(sae_dict: dict):
     """``callable(hook, feature) -> [flags]``: degenerate-latent flags of bundled SAEs' latents (else ``[]``)."""
+    from sfc_core.features import bundled_lookup
 
-    def lookup(hook: str, feature: int):
-        loaded = sae_dict.get(hook)
-        if loaded is None or getattr(loaded, "source", None) != "bundled":
-            return []
-        from sfc_core.feature_index import load_feature_index
-
-        return load_feature_index(hook).flags(int(feature))
-
-    return lookup
+    return bundled_lookup(sae_dict, lambda index, f: index.flags(f), [])
 
 
 def label_section(loaded, feature: int) -> None:
