@@ -22,7 +22,7 @@ import json
 
 import torch
 
-from .errors import InputError
+from .errors import Fix, InputError
 
 
 def template_id(pair) -> str | None:
@@ -64,11 +64,12 @@ def check_position_resolved(batch) -> None:
     """Position-resolved nodes (``aggregation="none"``) name a raw position: refuse pairs of several groups.
 
     Raises:
-        InputError: the pairs come from more than one template group.
+        InputError: the pairs come from more than one template group; its fix is summing over positions,
+            ``fix=("aggregation", "sum")`` (each surface names its own control for it).
     """
     _, keys = template_groups(batch)
     if len(keys) > 1:
         n = int(batch.last_pos.shape[0])
         raise InputError(f"position-resolved nodes need pairs of one template and length: these {n} pairs come from "
                          f"{len(keys)} groups (template, length); keep one template and length, or aggregate "
-                         "over positions (--aggregate sum)")
+                         "over positions", fix=Fix("aggregation", "sum"))

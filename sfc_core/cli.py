@@ -4,6 +4,7 @@ exit 0 on success, exit 2 with one line on bad input (any :class:`SFCError`)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from . import methods as registry
 from .ablation import HELP as ABLATION_HELP
 from .ablation import check_ablation
 from .hooks import resid_post
-from .errors import SFCError
+from .errors import Fix, SFCError
 
 METHOD_HELP = " | ".join(registry.names())
 
@@ -24,15 +25,54 @@ bundle_app = typer.Typer(no_args_is_help=True, help="Build or check the offline 
 app.add_typer(bundle_app, name="bundle")
 
 
+#: A fix's engine option (:class:`~sfc_core.errors.Fix`) -> the command parameter that sets it, where the names
+#: differ (the flag is the parameter's name with dashes: ``multi_token`` -> ``--multi-token``).
+CLI_PARAMS: dict[str, str] = {"aggregation": "aggregate"}
+
+
+def fix_flag(fix: Fix | None, command=None) -> str | None:
+    """A fix as this CLI's flag and value, e.g. ``"--multi-token truncate"``.
+
+    Args:
+        fix: the ``fix`` of an :class:`SFCError` or :class:`~sfc_core.errors.Notice` (``None``: no fix).
+        command: the command function being run; when given, a fix it has no option for gives ``None``
+            (``sfc evaluate`` has no ``--multi-token``: the line must not tell the user to pass one).
+
+    Returns:
+        ``"--flag value"`` or ``None``.
+    """
+    if fix is None:
+        return None
+    param = CLI_PARAMS.get(fix.option, fix.option)
+    if command is not None and param not in inspect.signature(command).parameters:
+        return None
+    return f"--{param.replace('_', '-')} {fix.value}"
+
+
+def message_line(message, command=None, prefix: str = "error") -> str:
+    """One line for stderr: ``"error: <message> (fix: --multi-token truncate)"`` (the fix only when ``command``
+    has its flag). ``message`` is an :class:`SFCError` or a warning string (a ``Notice`` may carry a fix)."""
+    flag = fix_flag(getattr(message, "fix", None), command)
+    return f"{prefix}: {message}" + (f" (fix: {flag})" if flag else "")
+
+
+def _say_warnings(batch, command=None) -> None:
+    """The pair batch's warnings (skipped, aligned or truncated pairs) on stderr, one line each: the CLI
+    never drops or changes a pair silently."""
+    for w in getattr(batch, "warnings", None) or []:
+        typer.echo(message_line(w, command, prefix="warning"), err=True)
+
+
 def user_errors(fn):
-    """Turn engine errors into one line on stderr and exit code 2 (no traceback)."""
+    """Turn engine errors into one line on stderr and exit code 2 (no traceback); an error's fix is worded as
+    this command's flag (:func:`message_line`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except SFCError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(message_line(exc, fn), err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -272,6 +312,7 @@ def discover(
         result = run_discover(model, saes, loaded, cfg, progress=bar)
     finally:
         bar.close()
+    _say_warnings(result.runs.batch, discover)
     result.graph.graph["task"] = task
     from .annotations import attach_auto_labels
     from .features import auto_label_lookup
@@ -318,6 +359,7 @@ def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int
     loaded = _load_pairs(model, pairs, task, n or meta.get("n_pairs"))
     cfg = DiscoverConfig(metric=meta.get("metric", "logit_diff"))
     batch = as_batch(model, loaded, cfg)
+    _say_warnings(batch)  # evaluate / verify take no pair options: the warnings name no flag
     return G, prepare_runs(model, saes, batch, cfg.metric)
 
 
@@ -405,7 +447,9 @@ def compare(
     _check_pair_source(pairs, task, n)
     model, saes = _load_model_and_saes(None, None, layers)
     loaded = _load_pairs(model, pairs, task, n)
-    runs = prepare_runs(model, saes, as_batch(model, loaded, DiscoverConfig()))
+    batch = as_batch(model, loaded, DiscoverConfig())
+    _say_warnings(batch, compare)
+    runs = prepare_runs(model, saes, batch)
     bar = _Bar("compare")
     try:
         report = compare_methods(runs, method_list, size_list, ablation, lam_list, mask_cfg, synergy_pool, bar,

@@ -27,9 +27,21 @@ prompt loses its *earliest* non-BOS tokens (those right after BOS) until both
 have the same length, so the final positions, where the metric is read,
 coincide token for token from the end. We chose truncation over left padding
 because the engine's forward passes take no attention mask: pad tokens inside
-a prompt would be attended to and change the model's behaviour silently, while
-a truncated prompt is an ordinary, honest prompt whose dropped tokens are named
-in a warning.
+a prompt would be attended to and change the model's behaviour silently.
+
+Alignment policy: warn and show, never silently. Truncation drops *content*:
+in ``"The key to the cabinets"`` vs ``"The keys to the cabinet"`` split into
+different token counts, aligning can drop ``'The', ' key'`` from one prompt
+only, so the pair then differs in more than its edit and the positions before
+the edit compare different tokens. We keep the option (it is an explicit
+opt-in, and it is the only way to use pairs a tokenizer splits unevenly, such
+as a name of two tokens against a name of one, without re-wording them) rather
+than refuse it, because refusing would leave only ``"skip"``, which already
+exists; but every dropped token is named, per pair, before and after the run:
+:func:`pair_report` gives each mismatched pair's ``align_drop`` (which prompt,
+which tokens) whatever the option, and :func:`tokenize_pairs` puts one line
+per aligned pair in :attr:`PairBatch.warnings` (which the app and the CLI
+show). A skipped pair's warning says what aligning it would drop.
 
 Rows of a batch may differ in length; they are right-padded with the pad id
 (``tokenizer.pad_token_id``, else ``eos_token_id``, else 0). With a causal model
@@ -46,7 +58,7 @@ from typing import Any, Iterable, Literal, Sequence
 import torch
 
 from . import defaults
-from .errors import InputError
+from .errors import Fix, InputError, Notice
 
 #: Our spelling of the four fields, and feature-circuits' spelling mapped onto it.
 FIELDS: tuple[str, ...] = ("clean", "corrupted", "answer", "wrong_answer")
@@ -279,7 +291,8 @@ class PairBatch:
     - ``valid_mask``: ``[n, pos]`` bool — True on real, non-BOS tokens (False on BOS and padding).
     - ``pairs``: the kept :class:`PromptPair` objects, row-aligned with the tensors.
     - ``skipped``: ``(index in the input list (0-based), reason)`` for each dropped pair.
-    - ``warnings``: one-line messages for the user (truncated answers, aligned or skipped pairs).
+    - ``warnings``: one-line messages for the user (truncated answers, aligned or skipped pairs), as
+      :class:`~sfc_core.errors.Notice` strings (a skipped length mismatch's carries its fix).
     """
 
     clean_tokens: torch.Tensor
@@ -290,7 +303,7 @@ class PairBatch:
     valid_mask: torch.Tensor
     pairs: list[PromptPair]
     skipped: list[tuple[int, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Notice] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -348,6 +361,40 @@ def _answer_problem(tokenizer, text: str, label: str) -> tuple[list[int], str | 
     return ids, None
 
 
+def _tokens_text(tokens: Sequence[str]) -> str:
+    """``'The', ' key'``: token strings quoted and comma-separated (how messages name tokens)."""
+    return ", ".join(_quote(t) for t in tokens)
+
+
+def align_last(clean_ids: Sequence[int], corrupted_ids: Sequence[int]) -> tuple[list[int], list[int], str | None, list[int]]:
+    """Align a pair's prompts at their last token (the ``length_mismatch="align_last"`` rule, owned here).
+
+    Args:
+        clean_ids, corrupted_ids: token ids of the two prompts, BOS not included (lengths ``a`` and ``b``).
+
+    Returns:
+        ``(clean_ids, corrupted_ids, which, dropped)``: both id lists of length ``min(a, b)``, ``which`` the prompt
+        that lost tokens (``"clean"``, ``"corrupted"``, or ``None`` when the lengths were equal) and ``dropped``
+        its first ``|a − b|`` ids, the ones removed.
+    """
+    clean_ids, corrupted_ids = list(clean_ids), list(corrupted_ids)
+    drop = abs(len(clean_ids) - len(corrupted_ids))
+    if drop == 0:
+        return clean_ids, corrupted_ids, None, []
+    if len(clean_ids) > len(corrupted_ids):
+        return clean_ids[drop:], corrupted_ids, "clean", clean_ids[:drop]
+    return clean_ids, corrupted_ids[drop:], "corrupted", corrupted_ids[:drop]
+
+
+def _drop_phrase(which: str, dropped: Sequence[str]) -> str:
+    """``"the corrupted prompt loses its first 2 tokens 'The', ' key' (the clean prompt keeps them)"``."""
+    other = "clean" if which == "corrupted" else "corrupted"
+    n = len(dropped)
+    what = "token" if n == 1 else f"{n} tokens"
+    return (f"the {which} prompt loses its first {what} {_tokens_text(dropped)} "
+            f"(the {other} prompt keeps {'it' if n == 1 else 'them'})")
+
+
 def tokenize_pairs(
     model: Any,
     pairs: Sequence[PromptPair],
@@ -366,25 +413,32 @@ def tokenize_pairs(
         length_mismatch: what to do with a pair whose clean and corrupted prompts have different
             token lengths: ``"skip"`` drops it (listed in ``skipped`` and ``warnings``);
             ``"align_last"`` drops the earliest non-BOS tokens of the longer prompt until the
-            lengths match (so the last positions line up) and names the dropped tokens in a warning.
+            lengths match (so the last positions line up, :func:`align_last`) and names the prompt and the
+            dropped tokens in a warning (see the module doc: warn and show, never silently).
         max_tokens: longest prompt accepted, in tokens, BOS not counted.
 
     Pairs whose answer and wrong answer map to the same token id are skipped (their logit
     difference is identically 0).
 
     Returns:
-        A :class:`PairBatch` with the kept pairs (see its docstring for shapes).
+        A :class:`PairBatch` with the kept pairs (see its docstring for shapes). Its ``warnings`` are
+        :class:`~sfc_core.errors.Notice` strings; a skipped length mismatch's carries the fix
+        ``("length_mismatch", "align_last")``.
 
     Raises:
         InputError: no pairs; unknown option; an empty prompt or answer; a prompt longer than
             ``max_tokens`` (names the row); multi-token answers with ``multi_token="reject"``
-            (names the rows); every pair was skipped ("no valid pairs: ..."); or the model has no
-            tokenizer, or its tokenizer neither a BOS nor an EOS token.
+            (names the rows; ``fix=("multi_token", "truncate")``); every pair was skipped ("no valid
+            pairs: ..."; ``fix=("length_mismatch", "align_last")`` when a length mismatch was among the
+            reasons); or the model has no tokenizer, or its tokenizer neither a BOS nor an EOS token.
     """
+    # Option values are named plainly (no keyword syntax): the CLI passes its flags' values straight in.
     if multi_token not in ("reject", "truncate"):
-        raise InputError(f"multi_token must be 'reject' or 'truncate', got {multi_token!r}")
+        raise InputError(f"answers longer than one token can be rejected ('reject') or cut to their first token "
+                         f"('truncate'), not {multi_token!r}")
     if length_mismatch not in ("skip", "align_last"):
-        raise InputError(f"length_mismatch must be 'skip' or 'align_last', got {length_mismatch!r}")
+        raise InputError(f"pairs whose prompts differ in token length can be skipped ('skip') or aligned at the "
+                         f"last token ('align_last'), not {length_mismatch!r}")
     pairs = list(pairs)
     if not pairs:
         raise InputError("no prompt pairs given")
@@ -392,7 +446,7 @@ def tokenize_pairs(
     bos = bos_id(tok)
     pad = pad_id(tok)
 
-    warnings: list[str] = []
+    warnings: list[Notice] = []
     skipped: list[tuple[int, str]] = []
     multi: list[tuple[int, str, int]] = []  # (row, text, n_tokens)
     rows: list[tuple[int, PromptPair, list[int], list[int], int, int]] = []
@@ -433,48 +487,47 @@ def tokenize_pairs(
             detail += f"; ... ({len(multi) - 5} more)"
         if multi_token == "reject":
             raise InputError(
-                f"multi-token answers in {rows_txt}: {detail}; pass multi_token='truncate' to use the first token"
+                f"multi-token answers in {rows_txt}: {detail}; the metric reads one token per answer, so give "
+                "one-token answers or use each answer's first token",
+                fix=Fix("multi_token", "truncate"),
             )
         for r, text, k in multi:
             first = token_strs(tok, encode(tok, text)[:1])[0]
-            warnings.append(f"row {r}: answer {_quote(text)} has {k} tokens; using its first token {_quote(first)}")
+            warnings.append(Notice(f"row {r}: answer {_quote(text)} has {k} tokens; using its first token {_quote(first)}"))
 
     kept: list[tuple[PromptPair, list[int], list[int], int, int]] = []
+    n_mismatched = 0
     for i, pair, clean_ids, corr_ids, ans, wrong in rows:
         row = i + 1
         if ans == wrong:
             reason = f"answer and wrong answer are the same token {_quote(token_strs(tok, [ans])[0])}"
             skipped.append((i, reason))
-            warnings.append(f"row {row} skipped: {reason}")
+            warnings.append(Notice(f"row {row} skipped: {reason}"))
             continue
         if len(clean_ids) != len(corr_ids):
+            aligned_clean, aligned_corr, which, dropped_ids = align_last(clean_ids, corr_ids)
+            dropped = token_strs(tok, dropped_ids)
             if length_mismatch == "skip":
+                n_mismatched += 1
                 reason = (
-                    f"clean prompt has {len(clean_ids)} tokens, corrupted has {len(corr_ids)}; "
-                    "patching needs equal lengths (use length_mismatch='align_last' to align the last tokens)"
+                    f"clean prompt has {len(clean_ids)} tokens, corrupted has {len(corr_ids)}; patching needs "
+                    f"equal lengths (aligning at the last token would drop the {which} prompt's first "
+                    f"{len(dropped)}: {_tokens_text(dropped)})"
                 )
                 skipped.append((i, reason))
-                warnings.append(f"row {row} skipped: {reason}")
+                warnings.append(Notice(f"row {row} skipped: {reason}", fix=Fix("length_mismatch", "align_last")))
                 continue
-            drop = abs(len(clean_ids) - len(corr_ids))
-            which = "clean" if len(clean_ids) > len(corr_ids) else "corrupted"
-            longer = clean_ids if which == "clean" else corr_ids
-            dropped = token_strs(tok, longer[:drop])
-            if which == "clean":
-                clean_ids = clean_ids[drop:]
-            else:
-                corr_ids = corr_ids[drop:]
-            warnings.append(
-                f"row {row}: aligned at the last token by dropping the first {drop} token(s) of the {which} prompt: "
-                + ", ".join(_quote(t) for t in dropped)
-            )
+            clean_ids, corr_ids = aligned_clean, aligned_corr
+            warnings.append(Notice(f"row {row}: aligned at the last token: {_drop_phrase(which, dropped)}"))
         kept.append((pair, clean_ids, corr_ids, ans, wrong))
 
     if not kept:
         reasons = "; ".join(f"row {i + 1}: {r}" for i, r in skipped[:3])
         if len(skipped) > 3:
             reasons += f"; ... ({len(skipped) - 3} more)"
-        raise InputError(f"no valid pairs: {reasons}")
+        # Aligning would keep the length-mismatched pairs: say so as the fix (nothing keeps same-token pairs).
+        raise InputError(f"no valid pairs: {reasons}",
+                         fix=Fix("length_mismatch", "align_last") if n_mismatched else None)
 
     n = len(kept)
     width = 1 + max(len(c) for _, c, _, _, _ in kept)
@@ -512,8 +565,11 @@ def pair_report(
         One dict per input pair: ``row`` (1-based), ``index`` (0-based), ``clean_tokens`` and
         ``corrupted_tokens`` (token strings, BOS not shown), ``answer_tokens``, ``wrong_tokens``
         (token strings), ``valid`` (True if :func:`tokenize_pairs` with the defaults would keep the
-        pair) and ``problem`` (one line, or None). Problems: empty prompt/answer, prompt over
-        ``max_tokens``, multi-token answer, identical answer tokens, length mismatch.
+        pair), ``problem`` (one line, or None) and ``align_drop``: for a pair whose prompts differ in
+        token length, what aligning at the last token (:func:`align_last`) would drop,
+        ``{"prompt": "clean" | "corrupted", "tokens": [token strings]}``, whatever option the caller
+        uses (so the cost is visible before choosing it); else None. Problems: empty prompt/answer,
+        prompt over ``max_tokens``, multi-token answer, identical answer tokens, length mismatch.
 
     Raises:
         InputError: the model has no tokenizer (the only error; bad pairs are reported, not raised).
@@ -530,6 +586,7 @@ def pair_report(
             "wrong_tokens": [],
             "valid": False,
             "problem": None,
+            "align_drop": None,
         }
         problems: list[str] = []
         try:
@@ -562,6 +619,8 @@ def pair_report(
                 problems.append(
                     f"length mismatch: clean {len(ids['clean'])} tokens, corrupted {len(ids['corrupted'])}"
                 )
+                _, _, which, dropped = align_last(ids["clean"], ids["corrupted"])
+                entry["align_drop"] = {"prompt": which, "tokens": token_strs(tok, dropped)}
         except Exception as exc:  # a report must never raise
             problems.append(f"cannot tokenize: {exc}")
         entry["problem"] = "; ".join(problems) if problems else None

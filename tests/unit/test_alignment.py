@@ -139,8 +139,10 @@ def test_ablated_passes_take_each_groups_means(setup):
 
 def test_position_resolved_nodes_refused_over_several_groups(setup):
     model, saes, batch, runs = setup
-    with pytest.raises(InputError, match=r"one template and length: these 6 pairs come from 3 groups.*--aggregate sum"):
+    with pytest.raises(InputError, match=r"one template and length: these 6 pairs come from 3 groups.*aggregate over "
+                                         r"positions$") as info:
         discover(model, saes, batch, DiscoverConfig(aggregation="none", top_k=5, edges=False))
+    assert info.value.fix == ("aggregation", "sum")  # the CLI words it --aggregate sum, the app as its toggle
     check_position_resolved(batch.subset([3, 4]))  # one group: fine
     d = discover(model, saes, batch.subset([0, 1, 2]), DiscoverConfig(aggregation="none", top_k=5, edges=False))
     assert all(d.graph.nodes[n]["position"] is not None for n in d.graph.nodes if not is_end_id(n))

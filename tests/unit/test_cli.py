@@ -1,7 +1,11 @@
-"""CLI checks that run before any model loads: registry method names, ablation kinds, exit code 2."""
+"""CLI: registry method names, ablation kinds, exit code 2 with one line; fixes worded as the real flags (a tiny
+model stands in for the bundled one where a command must run)."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from typer.testing import CliRunner
 
 from sfc_core import methods
@@ -38,3 +42,78 @@ def test_registry_kinds_and_help():
     assert methods.get("ig").cost == "medium" and methods.label("nope") == "nope"
     r = _run("discover", "--help")
     assert r.exit_code == 0 and all(name in r.output for name in methods.names())
+
+
+def _discover_params() -> set[str]:
+    """Every option string of the real ``sfc discover`` command (as click parsed the typer app)."""
+    import typer
+
+    cmd = typer.main.get_command(app).commands["discover"]
+    return {opt for p in cmd.params for opt in p.opts}
+
+
+def test_fixes_are_worded_as_the_commands_real_flags():
+    from sfc_core.cli import compare, discover, evaluate, fix_flag, message_line
+    from sfc_core.errors import InputError, Notice
+
+    opts = _discover_params()
+    for fix, want in ((("multi_token", "truncate"), "--multi-token truncate"),
+                      (("length_mismatch", "align_last"), "--length-mismatch align_last"),
+                      (("aggregation", "sum"), "--aggregate sum"),
+                      (("metric", "logit_diff"), "--metric logit_diff")):
+        line = message_line(InputError("something is wrong", fix=fix), discover)
+        assert line == f"error: something is wrong (fix: {want})"
+        assert want.split()[0] in opts  # a flag the command really has
+    # a command without the option never tells the user to pass it
+    assert fix_flag(InputError("x", fix=("multi_token", "truncate")).fix, evaluate) is None
+    assert fix_flag(InputError("x", fix=("length_mismatch", "align_last")).fix, compare) is None
+    assert message_line(Notice("row 2 skipped", fix=("length_mismatch", "align_last")), evaluate,
+                        prefix="warning") == "warning: row 2 skipped"
+    assert message_line(InputError("plain")) == "error: plain"
+
+
+@pytest.fixture
+def tiny_cli(monkeypatch):
+    """``sfc discover`` on a tiny model with the tiny BPE tokenizer of test_pairs (no bundled assets)."""
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from sfc_core import cli
+    from tests.tiny import tiny_sae
+    from tests.unit.test_pairs import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    torch.manual_seed(0)
+    model = HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=32, d_head=8, n_heads=4, d_mlp=64,
+                                                      d_vocab=len(tok), n_ctx=64, act_fn="gelu"))
+    model.tokenizer = tok
+    hook = "blocks.0.hook_resid_post"
+    saes = {hook: tiny_sae(d_in=32, hook=hook, dtype="float32")}
+    monkeypatch.setattr(cli, "_load_model_and_saes", lambda *a: (model, saes))
+    return tok
+
+
+def _pair_file(tmp_path, **record) -> str:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    return str(path)
+
+
+def test_discover_words_fixes_as_flags_and_shows_what_alignment_drops(tiny_cli, tmp_path):
+    multi = _pair_file(tmp_path, clean="When John talked to", corrupted="When Mary talked to",
+                       answer=" Elizabeth", wrong_answer=" the")
+    r = _run("discover", "--pairs", multi, "--method", "atp", "--top-k", "3", "--no-edges",
+             "--out", str(tmp_path / "c.json"))
+    [line] = [x for x in r.output.splitlines() if x.startswith("error:")]  # the progress bar may precede it
+    assert r.exit_code == 2 and line.startswith("error: multi-token answers in row 1: ' Elizabeth' -> ")
+    assert line.endswith("(fix: --multi-token truncate)") and "'truncate'" not in line
+    mism = _pair_file(tmp_path, clean="When John talked to", corrupted="The friend and John talked to",
+                      answer=" the", wrong_answer=" Mary")
+    r = _run("discover", "--pairs", mism, "--method", "atp", "--top-k", "3", "--no-edges",
+             "--out", str(tmp_path / "c.json"))
+    assert r.exit_code == 2 and r.output.strip().endswith("(fix: --length-mismatch align_last)")
+    r = _run("discover", "--pairs", mism, "--method", "atp", "--top-k", "3", "--no-edges",
+             "--length-mismatch", "align_last", "--out", str(tmp_path / "c.json"))
+    assert r.exit_code == 0, r.output
+    assert ("warning: row 1: aligned at the last token: the corrupted prompt loses its first 2 tokens 'The', "
+            "' friend' (the clean prompt keeps them)") in r.output.splitlines()

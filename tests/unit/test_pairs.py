@@ -183,8 +183,11 @@ def test_multi_token_answer_reject_lists_rows(tok):
     bad = PromptPair(IOI.clean, IOI.corrupted, " Elizabeth", " John")
     n_tokens = len(enc(tok, " Elizabeth"))
     assert n_tokens > 1
-    with pytest.raises(InputError, match=rf"multi-token answers in rows 2, 3: ' Elizabeth' -> {n_tokens} tokens.*multi_token='truncate'"):
+    with pytest.raises(InputError, match=rf"multi-token answers in rows 2, 3: ' Elizabeth' -> {n_tokens} tokens") as info:
         tokenize_pairs(tok, [IOI, bad, bad])
+    # the fix travels as data (each surface words it); the sentence itself names no API syntax
+    assert info.value.fix == ("multi_token", "truncate")
+    assert "first token" in str(info.value) and "=" not in str(info.value) and "--" not in str(info.value)
 
 
 def test_multi_token_answer_truncate_warns(tok):
@@ -199,9 +202,18 @@ def test_length_mismatch_skip(tok):
     batch = tokenize_pairs(tok, [mism, IOI])
     assert batch.n == 1 and batch.pairs == [IOI]
     assert len(batch.skipped) == 1 and batch.skipped[0][0] == 0 and "tokens" in batch.skipped[0][1]
-    assert any("row 1 skipped" in w for w in batch.warnings)
-    with pytest.raises(InputError, match="no valid pairs: row 1"):
+    [warning] = [w for w in batch.warnings if "row 1 skipped" in w]
+    # the skipped pair says what aligning it would cost, and carries aligning as its fix
+    dropped = [tok.decode([i]) for i in enc(tok, mism.clean)[: len(enc(tok, mism.clean)) - len(enc(tok, mism.corrupted))]]
+    assert "would drop the clean prompt's first" in warning and repr(dropped[0]) in warning
+    assert warning.fix == ("length_mismatch", "align_last") and "=" not in warning
+    with pytest.raises(InputError, match="no valid pairs: row 1") as info:
         tokenize_pairs(tok, [mism])
+    assert info.value.fix == ("length_mismatch", "align_last")
+    same = PromptPair(IOI.clean, IOI.corrupted, " Mary", " Mary")
+    with pytest.raises(InputError, match="no valid pairs: row 1") as info:
+        tokenize_pairs(tok, [same])
+    assert info.value.fix is None  # no option keeps a pair whose answers are one token
 
 
 def test_length_mismatch_align_last_drops_earliest_tokens(tok):
@@ -215,7 +227,29 @@ def test_length_mismatch_align_last_drops_earliest_tokens(tok):
     # last tokens coincide
     assert batch.clean_tokens[0, -2:].tolist() == batch.corrupted_tokens[0, -2:].tolist()
     assert len(batch.warnings) == 1
-    assert f"first {drop} token(s) of the clean prompt" in batch.warnings[0] and "'When'" in batch.warnings[0]
+    assert f"the clean prompt loses its first {drop} tokens 'When'" in batch.warnings[0]
+    assert "(the corrupted prompt keeps them)" in batch.warnings[0] and batch.warnings[0].fix is None
+
+
+def test_align_last_names_the_dropped_content_tokens(tok):
+    """The user's case: the corrupted prompt is two tokens longer and loses 'The', ' friend' to the alignment."""
+    pair = PromptPair("When John talked to", "The friend and John talked to", " the", " Mary")
+    assert [tok.decode([i]) for i in enc(tok, pair.corrupted)][:2] == ["The", " friend"]
+    batch = tokenize_pairs(tok, [IOI, pair], length_mismatch="align_last")
+    assert batch.warnings == ["row 2: aligned at the last token: the corrupted prompt loses its first 2 tokens "
+                              "'The', ' friend' (the clean prompt keeps them)"]
+    assert batch.corrupted_tokens[1, : batch.last_pos[1] + 1].tolist() == [tok.bos_token_id] + enc(tok, pair.corrupted)[2:]
+    one = PromptPair("When John talked to", "The friend John talked to", " the", " Mary")
+    assert "loses its first token 'The' (the clean prompt keeps it)" in tokenize_pairs(
+        tok, [one], length_mismatch="align_last").warnings[0]
+
+
+def test_align_last_rule():
+    from sfc_core.pairs import align_last
+
+    assert align_last([1, 2, 3], [4, 5, 6]) == ([1, 2, 3], [4, 5, 6], None, [])
+    assert align_last([1, 2, 3, 4], [5, 6]) == ([3, 4], [5, 6], "clean", [1, 2])
+    assert align_last([5], [1, 2, 3]) == ([5], [3], "corrupted", [1, 2])
 
 
 def test_same_answer_token_is_skipped(tok):
@@ -240,9 +274,9 @@ def test_tokenize_errors(tok, pair, kwargs, match):
 def test_tokenize_bad_options_and_empty(tok):
     with pytest.raises(InputError, match="no prompt pairs"):
         tokenize_pairs(tok, [])
-    with pytest.raises(InputError, match="multi_token"):
+    with pytest.raises(InputError, match=r"answers longer than one token .*'reject'.*'truncate'.*not 'keep'"):
         tokenize_pairs(tok, [IOI], multi_token="keep")
-    with pytest.raises(InputError, match="length_mismatch"):
+    with pytest.raises(InputError, match=r"differ in token length .*'skip'.*'align_last'.*not 'pad'"):
         tokenize_pairs(tok, [IOI], length_mismatch="pad")
 
 
@@ -276,3 +310,31 @@ def test_pair_report_never_raises(tok):
     assert not report[1]["valid"] and "answer ' Elizabeth' is" in report[1]["problem"]
     assert not report[2]["valid"] and "length mismatch" in report[2]["problem"]
     assert not report[3]["valid"] and "empty clean prompt" in report[3]["problem"]
+    # what aligning at the last token would drop, shown before the user picks that option
+    long_ids = enc(tok, "When Elizabeth went to")
+    drop = len(long_ids) - len(enc(tok, "When Mary went to"))
+    assert report[2]["align_drop"] == {"prompt": "clean", "tokens": [tok.decode([i]) for i in long_ids[:drop]]}
+    assert report[0]["align_drop"] is None and report[1]["align_drop"] is None
+
+
+def test_discovery_with_align_last_runs_the_aligned_prompts_and_says_so(tiny_model, tok):
+    """End to end on a tiny model: the circuit is computed on the truncated corrupted prompt, and the batch the
+    app and the CLI show warnings from names the two dropped tokens; with the default option the pair is refused
+    with aligning as its fix."""
+    from sfc_core.discovery import DiscoverConfig, discover
+    from tests.tiny import tiny_sae
+
+    hook = "blocks.0.hook_resid_post"
+    saes = {hook: tiny_sae(d_in=32, hook=hook, dtype="float32")}
+    pair = PromptPair("When John talked to", "The friend and John talked to", " the", " Mary")
+    d = discover(tiny_model, saes, [pair], DiscoverConfig(length_mismatch="align_last", top_k=3, edges=False))
+    assert d.runs.batch.warnings == ["row 1: aligned at the last token: the corrupted prompt loses its first 2 "
+                                     "tokens 'The', ' friend' (the clean prompt keeps them)"]
+    kept = enc(tok, pair.corrupted)[2:]
+    with torch.no_grad():
+        logits = tiny_model(torch.tensor([[tok.bos_token_id] + kept]))[0, -1]
+    ids = [enc(tok, pair.answer)[0], enc(tok, pair.wrong_answer)[0]]
+    assert float(d.runs.m_corrupted[0]) == pytest.approx(float(logits[ids[0]] - logits[ids[1]]), abs=1e-4)
+    with pytest.raises(InputError, match="no valid pairs") as info:
+        discover(tiny_model, saes, [pair], DiscoverConfig(top_k=3, edges=False))
+    assert info.value.fix == ("length_mismatch", "align_last")
