@@ -1,11 +1,15 @@
 """A readable view of a large circuit: supernodes as one marker each, the largest other nodes individually,
-the rest grouped per hook point.
+the rest grouped per hook point; and a display filter hiding error nodes and disconnected nodes.
 
 Circuits that reach a useful faithfulness have hundreds or thousands of nodes; drawing every one is a tangle.
 :func:`collapse` keeps the ``max_nodes`` nodes of largest ``|effect|`` and replaces the others of each hook
 point (site) by one **marker** node, "other k latents at L7". The result is for display only: markers are
 not nodes of the model (their ids are rejected by :func:`sfc_core.nodes.parse_id`), scores are computed on
 the full circuit, and circuit files, GraphML, CSV and Neuronpedia exports are written from the full graph.
+
+:func:`filter_view` is the other display step: a copy of the circuit without its error nodes and/or without the
+nodes no edge connects to the rest. Apply it to the full circuit first and collapse its result, so that hidden
+nodes free room among the ``max_nodes`` drawn; faithfulness and completeness stay those of the whole circuit.
 """
 
 from __future__ import annotations
@@ -163,4 +167,47 @@ def collapse(G, max_nodes: int = MAX_NODES) -> nx.DiGraph:
             e["n_edges"] = int(e.get("n_edges", 1)) + 1
         else:
             H.add_edge(a, b, weight=w, n_edges=1)
+    return H
+
+
+def filter_view(G, *, hide_errors: bool = False, hide_disconnected: bool = False) -> nx.DiGraph:
+    """A copy of circuit ``G`` for drawing, without its error nodes and/or its disconnected inner nodes.
+
+    Contract:
+
+    * ``hide_errors``: every error node (ε, kind ``"error"``) goes, with its edges. A collapse marker grouping
+      error nodes stays (it is a marker, not an error node).
+    * ``hide_disconnected``: an inner node (a latent, an error node or a marker: anything but ``embed`` /
+      ``metric``) is **disconnected** when no edge joins it to another node of the view, i.e. it has no edge
+      to or from another inner node nor to or from ``embed`` / ``metric`` (a self-loop does not count). This
+      is judged after the error nodes are hidden, so a latent whose only edges went to error nodes is
+      disconnected in a view without them. Removing such nodes removes no edge, so one pass suffices.
+      Edges are computed among the largest nodes only (:meth:`sfc_core.discovery.Discovery.select`), so a
+      large circuit can have many.
+    * ``embed`` and ``metric`` are always kept, connected or not; node and edge attributes are kept as they are.
+    * ``graph``: a copy of ``G.graph`` (scores, metadata), with ``supernodes`` cut to the nodes kept (a supernode
+      left empty is dropped), plus ``hidden = {"errors": n, "disconnected": m}`` (counts of nodes hidden).
+
+    Display only: the scores in ``graph`` are the whole circuit's, never the view's; never write the view to
+    a circuit file or score it.
+
+    Args:
+        G: a circuit ``networkx.DiGraph`` (or a collapsed view of one).
+        hide_errors: drop the error nodes.
+        hide_disconnected: drop the inner nodes without an edge to another node.
+
+    Returns:
+        A new ``networkx.DiGraph``; ``G`` is not changed.
+    """
+    H = G.copy()
+    H.graph = dict(G.graph)
+    errors = [n for n, d in H.nodes(data=True) if hide_errors and not is_marker(H, n) and kind_of(n, d) == "error"]
+    H.remove_nodes_from(errors)
+    lone = [n for n in inner_nodes(H) if hide_disconnected
+            and not any(m != n for m in H.predecessors(n)) and not any(m != n for m in H.successors(n))]
+    H.remove_nodes_from(lone)
+    if G.graph.get("supernodes"):
+        kept = [{**s, "nodes": [n for n in s["nodes"] if n in H]} for s in G.graph["supernodes"]]
+        H.graph["supernodes"] = [s for s in kept if s["nodes"]]
+    H.graph["hidden"] = {"errors": len(errors), "disconnected": len(lone)}
     return H

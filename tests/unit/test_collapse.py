@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 
 from sfc_core import viz as V
-from sfc_core.collapse import collapse, is_marker, marker_id
+from sfc_core.collapse import collapse, filter_view, is_marker, marker_id
 from sfc_core.errors import InputError
 from sfc_core.nodes import parse_id
 
@@ -149,3 +149,69 @@ def test_edges_inside_a_marker_are_dropped():
     C = collapse(G, max_nodes=3)
     assert not C.has_edge(marker_id(H1), marker_id(H1))
     assert C.number_of_edges() == collapse(hand_graph(), max_nodes=3).number_of_edges()
+
+
+def _view_graph() -> nx.DiGraph:
+    """hand_graph plus: a lone latent, a latent whose only edge goes to an error node, a self-looped latent, and
+    scores and supernodes in the metadata."""
+    G = hand_graph()
+    _add(G, H3, 3, 1, 20, -3.0)                      # no edge at all
+    only_err = _add(G, H3, 3, 1, 21, 0.5)
+    G.add_edge(f"{H1}/error", only_err, weight=0.2)  # its only edge comes from an error node
+    loop = _add(G, H3, 3, 1, 22, 0.1)
+    G.add_edge(loop, loop, weight=1.0)               # a self-loop joins it to nothing else
+    G.graph["scores"] = {"faithfulness": 0.8, "completeness": 0.1}
+    G.graph["supernodes"] = [{"name": "movers", "nodes": [f"{H1}/3", f"{H3}/20"]},
+                             {"name": "gone", "nodes": [f"{H3}/20"]}]
+    return G
+
+
+def test_filter_view_hides_errors_and_disconnected_nodes():
+    G = _view_graph()
+    before = nx.node_link_data(G, edges="links")
+    inner = {n for n in G if n not in ("embed", "metric")}
+    # nothing asked: the same graph, with an empty count
+    V0 = filter_view(G)
+    assert set(V0.nodes) == set(G.nodes) and set(V0.edges) == set(G.edges)
+    assert V0.graph["hidden"] == {"errors": 0, "disconnected": 0}
+    # error nodes only (with their edges)
+    E = filter_view(G, hide_errors=True)
+    assert set(E.nodes) == set(G.nodes) - {f"{H1}/error"} and E.graph["hidden"] == {"errors": 1, "disconnected": 0}
+    assert not any(f"{H1}/error" in e for e in E.edges)
+    # disconnected only: hand_graph's edgeless b2 (H3/12), the lone latent and the self-looped one; the error
+    # node's target keeps its edge
+    D = filter_view(G, hide_disconnected=True)
+    assert inner - set(D.nodes) == {f"{H3}/12", f"{H3}/20", f"{H3}/22"}
+    assert D.graph["hidden"] == {"errors": 0, "disconnected": 3}
+    # both: disconnected is judged on the view without error nodes, so H3/21 goes too
+    B = filter_view(G, hide_errors=True, hide_disconnected=True)
+    assert inner - set(B.nodes) == {f"{H1}/error", f"{H3}/12", f"{H3}/20", f"{H3}/21", f"{H3}/22"}
+    assert B.graph["hidden"] == {"errors": 1, "disconnected": 4}
+    for n in B:  # attributes and the remaining edges as they were
+        assert B.nodes[n] == G.nodes[n]
+    assert {(u, v): d for u, v, d in B.edges(data=True)} == {
+        (u, v): d for u, v, d in G.edges(data=True) if u in B and v in B}
+    # metadata kept; supernodes cut to what is shown, an emptied one dropped
+    assert B.graph["scores"] == {"faithfulness": 0.8, "completeness": 0.1} and B.graph["model"] == "tiny"
+    assert B.graph["supernodes"] == [{"name": "movers", "nodes": [f"{H1}/3"]}]
+    assert nx.node_link_data(G, edges="links") == before and "hidden" not in G.graph  # G untouched
+
+
+def test_filter_view_keeps_lone_end_points_and_collapses_after():
+    G = nx.DiGraph()
+    G.add_node("embed", hook_name="hook_embed", layer=-1, site=-1, feature="embed", position=None, effect=None)
+    G.add_node("metric", hook_name="metric", layer=4, site=2, feature="metric", position=None, effect=None)
+    a = _add(G, H1, 1, 0, 3, -1.0)
+    b = _add(G, H1, 1, 0, 4, 0.5)
+    G.add_edge(a, "metric", weight=0.3)  # a reaches the metric; b and embed have no edge
+    V = filter_view(G, hide_disconnected=True)
+    assert set(V.nodes) == {"embed", "metric", a} and V.graph["hidden"]["disconnected"] == 1
+    assert b not in V
+    # the count survives a collapse of the view (collapse copies the metadata)
+    assert collapse(V, max_nodes=0).graph["hidden"] == {"errors": 0, "disconnected": 1}
+
+
+def test_filter_view_keeps_markers_of_error_nodes():
+    C = collapse(hand_graph(), max_nodes=3)  # the L1 marker groups an error node among its members
+    V = filter_view(C, hide_errors=True)
+    assert marker_id(H1) in V and V.graph["hidden"]["errors"] == 0
