@@ -13,7 +13,9 @@ the app can hand them to ``st.download_button`` and the CLI to ``Path.write_*``;
 makes a download name. No Streamlit import.
 
 Static images (:func:`to_image`) go through kaleido 1.x, which drives a Chrome/Chromium browser; where none
-is installed an :class:`~sfc_core.errors.ExportError` says so (HTML export always works offline).
+is installed an :class:`~sfc_core.errors.ExportError` says so (HTML export always works offline). A static image
+has no hover, so every node's text (its label, else a short id like ``L12/123``, ``ε −7.1`` for an error node)
+is written next to it (:func:`sfc_core.viz.with_node_text`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from . import hooks
 from .annotations import check_annotations, display_label, supernode_of, supernodes
 from .errors import ExportError, InputError
 from .nodes import kind_of
+from .viz import with_node_text
 
 _BROWSER_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome",
                        "/usr/bin/google-chrome-stable")
@@ -148,7 +151,9 @@ def _find_browser() -> str | None:
 def to_image(fig, fmt: str = "png", width: int | None = None, height: int | None = None,
              scale: float = 2.0) -> bytes:
     """PNG or SVG bytes of ``fig`` via kaleido (``width`` / ``height`` in pixels; ``scale`` multiplies them for
-    PNG only).
+    PNG only). Node points (traces with ``customdata``, as :func:`sfc_core.viz.circuit_figure` draws them) get
+    their text written next to them in the rendered copy (:func:`~sfc_core.viz.with_node_text`); ``fig`` itself
+    is not changed.
 
     Raises:
         ExportError: unknown format, no Chrome/Chromium found, or kaleido failed.
@@ -161,8 +166,9 @@ def to_image(fig, fmt: str = "png", width: int | None = None, height: int | None
         raise ExportError(_NO_BROWSER)
     if not os.path.isfile(os.environ.get("BROWSER_PATH") or ""):
         os.environ["BROWSER_PATH"] = browser
+    static = with_node_text(fig)
     try:
-        data = fig.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
+        data = static.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
     except Exception as exc:  # noqa: BLE001 - kaleido/choreographer raise many kinds
         msg = str(exc).strip().splitlines()
         first = next((line for line in msg if line.strip()), type(exc).__name__)

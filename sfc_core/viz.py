@@ -4,14 +4,22 @@
 
 * **x** = one column per hook point, sorted by ``(layer, site)``: ``embed`` at the left, ``metric`` at the
   right. Columns are labelled ``L7`` (or ``L7 mlp_out`` where a layer has several hook points).
-* **y**: without positions, the nodes of a column are stacked by *signed* effect, most negative (the
-  strongest carriers of the clean behaviour) at the top. With positions (``"@pos"`` nodes), the y axis is
-  split into one horizontal band per token position (labelled with ``G.graph["prompt_tokens"]`` where
-  present), and each ``(column, position)`` cell stacks its nodes by effect the same way; ``embed`` and
-  ``metric`` sit at the vertical centre.
-* **colour** = signed effect on a symmetric diverging ``RdBu`` scale (red = negative = the node carries the
-  clean behaviour, see :mod:`sfc_core.attribution`); **size** ∝ ``sqrt(|effect|)`` with a minimum size.
-* feature nodes are circles, error nodes (ε) diamonds, ``embed``/``metric`` grey squares, each kind one trace.
+* **y**: within a column the nodes are stacked strictly by *signed* effect, most negative (the strongest
+  carriers of the clean behaviour) at the top and most positive at the bottom, whatever their kind (features,
+  error nodes and supernodes interleave); nodes without a finite effect come next, "other k" markers last.
+  With positions (``"@pos"`` nodes), the y axis is split into one horizontal band per token position,
+  labelled ``"p: 'token'"`` from ``G.graph["prompt_tokens"]`` (the prompt's tokens in the engine's position
+  indexing, BOS at 0; :meth:`sfc_core.discovery.Discovery.select` sets them), or ``"pos p"`` where a token is
+  missing; each ``(column, position)`` cell stacks its nodes the same way; ``embed`` and ``metric`` sit at
+  the vertical centre, markers in a "grouped" row below the bands.
+* **colour**: feature nodes and supernode hexagons share one symmetric diverging ``RdBu`` scale whose range
+  is the largest ``|effect|`` among the *feature* nodes (red = negative = the node carries the clean behaviour,
+  see :mod:`sfc_core.attribution`); a supernode's summed effect beyond it saturates. Error nodes (ε) are drawn
+  neutral (grey diamonds with their effect written next to them, ``"ε −7.1"``) and never set the range: their
+  effects, often an order of magnitude larger, would otherwise wash every feature out to white.
+* **size** ∝ ``sqrt(|effect|)`` on one scale over features and error nodes (with a minimum size), so sizes
+  compare across kinds.
+* feature nodes are circles, error nodes diamonds, ``embed``/``metric`` grey squares, each kind one trace.
   With ``feature_labels``, each node's label is also written next to it (a leading one-word ``"promotes: "``
   dropped, cut to 18 characters; the full text is in the hover).
 * supernodes (markers with ``supernode=True`` from :func:`sfc_core.collapse.collapse`): hexagons coloured by
@@ -20,14 +28,21 @@
 * other collapsed-group markers of :func:`sfc_core.collapse.collapse` (``collapsed=True``): one trace
   of grey open circles at the bottom of their column (below the position bands when positional), labelled
   ``"other k"``, sized by their summed ``|effect|``; the hover gives the group's size, summed effect and its
-  largest members. Markers are left out of the colour scale's range and the edge-width scale, and their
+  largest members. Markers are left out of the colour and size ranges and the edge-width scale, and their
   (summed) edges are drawn in the thinnest bin, so that they do not wash out the real nodes and edges.
 * edges: line traces bucketed by sign × three ``|weight|`` bins (width and opacity grow with ``|weight|``;
-  negative red, positive blue), plus one invisible trace of edge mid-points for edge hover text.
+  positive weight blue, negative red), plus one invisible trace of edge mid-points for edge hover text.
+* **legend** (horizontal, below the plot so it never covers a node): one entry per node kind drawn
+  (``features``, ``error nodes (ε)``, ``embed / metric``, ``supernode``, ``other nodes (grouped)``) and one per
+  edge sign (``positive weight``, ``negative weight``: the width bins of a sign share a ``legendgroup``, so one
+  click hides them all). The colour bar, titled ``"feature effect (logit diff)"``, sits at the right.
+* **highlight** (``highlight=node_id``): that node's in- and out-edges are drawn wider and opaque, the node (with
+  a thick outline) and its neighbours keep full opacity, every other node and edge fades to opacity 0.15.
 
 Every node point carries ``customdata=[node_id]``, so a Streamlit ``on_select`` event maps back to the node
 with :func:`node_id_from_selection`. The figure uses ``clickmode="event+select"`` and ``dragmode="pan"``
-(drag pans, click selects a node).
+(drag pans, click selects a node). :func:`with_node_text` gives a copy with every node's text written next
+to it, for static images (:func:`sfc_core.export.to_image`), where there is no hover.
 """
 
 from __future__ import annotations
@@ -42,15 +57,20 @@ import plotly.graph_objects as go
 
 from . import hooks
 from .collapse import is_marker
+from .errors import InputError
 from .metrics import metric_label
-from .nodes import KINDS, kind_of
+from .nodes import KINDS, kind_of, parse_id
 
 _RED = (178, 24, 43)
 _BLUE = (33, 102, 172)
 _GREY = "#8c8c8c"
+_ERROR_FILL = "#c8c8c8"  # error nodes: neutral, off the feature colour scale
+_TEXT = "#444444"
 _MIN_SIZE, _MAX_SIZE, _SPECIAL_SIZE = 7.0, 30.0, 16.0
 _EDGE_BINS = ((1.0, 0.30), (2.5, 0.50), (4.5, 0.75))  # (line width, opacity) per |weight| tercile
 _LABEL_CHARS = 18  # node labels drawn next to the node are cut to this many characters
+_FADE = 0.15  # opacity of the nodes and edges outside a highlighted node's neighbourhood
+_EMPHASIS = (1.5, 0.95)  # a highlighted node's edges: extra line width, opacity
 
 
 # ------------------------------------------------------------------ helpers
@@ -65,6 +85,12 @@ def _num(x) -> float | None:
 def _fmt(x) -> str:
     v = _num(x)
     return "–" if v is None else f"{v:.4g}"
+
+
+def _signed(x) -> str:
+    """Two significant digits with a typographic minus (``"−7.1"``), for text drawn on the figure."""
+    v = _num(x)
+    return "–" if v is None else f"{v:.2g}".replace("-", "−")
 
 
 def _short(text, n: int = _LABEL_CHARS) -> str:
@@ -104,25 +130,60 @@ def _column_label(key: tuple, multi_hook_layers: set[int]) -> str:
     return f"L{layer}"
 
 
+def _token_tick(p: int, tokens) -> str:
+    """A position band's label: ``"3: ' John'"`` (quoted, so a leading space shows), else ``"pos 3"``."""
+    if isinstance(tokens, (list, tuple)) and 0 <= p < len(tokens) and tokens[p] is not None:
+        # repr: a leading space shows between the quotes and a newline token cannot break the axis label
+        return f"{p}: " + html.escape(repr(str(tokens[p])), quote=False)
+    return f"pos {p}"
+
+
+def _rgba(rgb: tuple, alpha: float) -> str:
+    return f"rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:g})"
+
+
+def node_short_id(node_id: str) -> str:
+    """A short name of a node for text drawn next to it: ``"L12/123"`` for latent 123 at layer 12 (its
+    position, shown by the position bands, left out), ``"ε"`` for an error node, ``"embed"`` / ``"metric"``;
+    anything that is not a node id (a marker) comes back unchanged."""
+    try:
+        node = parse_id(node_id)
+    except InputError:
+        return str(node_id)
+    if node.is_end:
+        return node.kind
+    if node.is_error:
+        return "ε"
+    return f"L{node.layer}/{node.index}"
+
+
 # ------------------------------------------------------------------ circuit figure
-def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int = 600) -> go.Figure:
-    """A Plotly figure of circuit ``G`` (a ``networkx.DiGraph`` in the :mod:`sfc_core.circuit` contract).
+def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int = 600, *,
+                   highlight: str | None = None) -> go.Figure:
+    """A Plotly figure of circuit ``G`` (a ``networkx.DiGraph`` in the :mod:`sfc_core.circuit` contract); the
+    encoding (axes, colour, size, legend, highlight) is described in the module doc.
 
     Args:
-        G: the circuit, or its collapsed view from :func:`sfc_core.collapse.collapse`.
+        G: the circuit, or its display view from :func:`sfc_core.collapse.collapse` /
+            :func:`sfc_core.collapse.filter_view`.
         feature_labels: optional ``node_id -> text`` shown in the hover (e.g. top logit tokens) and, cut to
             18 characters, as text next to the node.
         height: figure height in pixels.
+        highlight: a node id of ``G`` whose in- and out-edges are emphasised and whose neighbourhood stays
+            opaque while everything else fades (opacity 0.15); ``None`` or an id not in ``G``: no highlight.
 
     Returns:
-        A figure with at most 12 traces; every node point (markers included) has ``customdata=[node_id]``
-        (a marker's id is not a node id: callers that map clicks to nodes ignore ids they do not know).
+        A figure with at most 18 traces (12 with no highlight): edge traces, one hover trace of edge
+        mid-points, then one trace per node kind drawn. Every node point (markers included) has
+        ``customdata=[node_id]`` (a marker's id is not a node id: callers that map clicks to nodes ignore ids
+        they do not know). Effects and weights are in the metric's units (logits for logit difference).
+        Never raises on odd values: a missing or non-finite effect or weight is drawn as 0 and shown as "–".
     """
     labels = feature_labels or {}
     meta = dict(getattr(G, "graph", {}) or {})
     n_layers = int(meta.get("n_layers") or 0)
     metric = meta.get("metric") or "logit_diff"
-    cbar_title = f"effect on {metric_label(metric)}<br>(− = carries clean behaviour)"
+    cbar_title = f"feature effect ({metric_label(metric)})<br>− (red) = carries clean behaviour"
 
     if G.number_of_nodes() == 0:
         return go.Figure(layout=dict(
@@ -147,9 +208,14 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
     markers = {n for n, _ in nodes if is_marker(G, n)}
     supers = {n for n in markers if G.nodes[n].get("supernode")}
 
-    def order(ns):  # most negative effect first (top); special / None effects, then "other" markers last
+    def order(ns):  # signed effect ascending = most negative at the top; no effect, then "other" markers last
         return sorted(ns, key=lambda n: (n in markers and n not in supers, effect[n] is None,
                                          effect[n] if effect[n] is not None else 0.0, n))
+
+    def stack(ns, x: float, centre: float) -> None:  # one column of nodes, first at the top, centred
+        ns = order(ns)
+        for r, n in enumerate(ns):
+            xy[n] = (x, centre + (len(ns) - 1) / 2.0 - r)
 
     xy: dict[str, tuple[float, float]] = {}
     ytick_vals: list[float] = []
@@ -159,19 +225,17 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         for n, _ in nodes:
             cols[keys[n]].append(n)
         for k, ns in cols.items():
-            ns = order(ns)
-            m = len(ns)
-            for r, n in enumerate(ns):
-                xy[n] = (float(col_index[k]), (m - 1) / 2.0 - r)
+            stack(ns, float(col_index[k]), 0.0)
     else:
         cells: dict[tuple, list] = defaultdict(list)
-        special = []
+        special: dict[tuple, list] = defaultdict(list)
+        grouped: dict[tuple, list] = defaultdict(list)
         for n, d in nodes:
             pos = d.get("position")
             if n in markers:
-                continue
-            if pos is None:
-                special.append(n)
+                grouped[keys[n]].append(n)
+            elif pos is None:
+                special[keys[n]].append(n)
             else:
                 cells[(keys[n], int(pos))].append(n)
         positions = sorted({p for _, p in cells})
@@ -183,24 +247,26 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
             centre[p] = top - (band[p] - 1) / 2.0
             top -= band[p] + gap
         for (k, p), ns in cells.items():
-            ns = order(ns)
-            m = len(ns)
-            for r, n in enumerate(ns):
-                xy[n] = (float(col_index[k]), centre[p] + (m - 1) / 2.0 - r)
+            stack(ns, float(col_index[k]), centre[p])
         mid = (0.0 + top + gap) / 2.0
-        for n in special:
-            xy[n] = (float(col_index[keys[n]]), mid)
-        if markers:  # one row below the last band (supernodes too: their members span positions)
-            for n in markers:
-                xy[n] = (float(col_index[keys[n]]), top + gap)
+        for k, ns in special.items():
+            stack(ns, float(col_index[k]), mid)
+        # markers: one row below the last band (supernodes too: their members span positions), stacked
+        # downwards where a column holds several
+        for k, ns in grouped.items():
+            stack(ns, float(col_index[k]), top + gap - (len(ns) - 1) / 2.0)
         tokens = meta.get("prompt_tokens") or []
         for p in positions:
             ytick_vals.append(centre[p])
-            tok = tokens[p] if isinstance(tokens, (list, tuple)) and 0 <= p < len(tokens) else None
-            ytick_text.append(f"{p}: {html.escape(str(tok), quote=False)!s}" if tok is not None else f"pos {p}")
+            ytick_text.append(_token_tick(p, tokens))
         if markers:
             ytick_vals.append(top + gap)
             ytick_text.append("grouped")
+
+    # highlight: the node, its predecessors and successors stay; everything else fades
+    focus: set | None = None
+    if highlight is not None and isinstance(highlight, str) and highlight in G:
+        focus = {highlight, *G.predecessors(highlight), *G.successors(highlight)}
 
     # edges
     weights = [(u, v, _num(d.get("weight"))) for u, v, d in G.edges(data=True)]
@@ -211,7 +277,8 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
     def name_of(n: str) -> str:
         return str(G.nodes[n].get("label") or n) if n in markers else str(n)
 
-    buckets: dict[tuple[int, int], tuple[list, list]] = {}
+    # bucket key: (sign 1 = positive, width bin, emphasis 1 = the highlighted node's edge, 0 plain, -1 faded)
+    buckets: dict[tuple[int, int, int], tuple[list, list]] = {}
     mid_x, mid_y, mid_text = [], [], []
     for u, v, w in weights:
         if u not in xy or v not in xy:
@@ -219,7 +286,8 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         w0 = w if w is not None else 0.0
         # an edge to or from a marker sums many edges: always drawn thin, its summed weight is in the hover
         b = 0 if (u in markers or v in markers) else min(int(3 * abs(w0) / wmax), 2)
-        xs, ys = buckets.setdefault((1 if w0 >= 0 else 0, b), ([], []))
+        emph = 0 if focus is None else (1 if highlight in (u, v) else -1)
+        xs, ys = buckets.setdefault((1 if w0 >= 0 else 0, b, emph), ([], []))
         (x0, y0), (x1, y1) = xy[u], xy[v]
         xs.extend((x0, x1, None))
         ys.extend((y0, y1, None))
@@ -228,21 +296,29 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         merged = G.edges[u, v].get("n_edges", 1) if (u in markers or v in markers) else 1
         mid_text.append(f"{html.escape(name_of(u), quote=False)} → {html.escape(name_of(v), quote=False)}<br>"
                         + (f"summed weight of {merged} edges {_fmt(w)}" if merged != 1 else f"weight {_fmt(w)}"))
-    for (sign, b), (xs, ys) in sorted(buckets.items()):
+    # one legend entry per sign: the most visible trace of that sign (emphasised, then plain, then widest)
+    shown = {sign: max((k for k in buckets if k[0] == sign), key=lambda k: (k[2], k[1]))
+             for sign in {k[0] for k in buckets}}
+    for key in sorted(buckets, key=lambda k: (k[2], k[0], k[1])):  # faded first, emphasised drawn last (on top)
+        sign, b, emph = key
+        xs, ys = buckets[key]
         width, alpha = _EDGE_BINS[b]
-        r, g, bl = _BLUE if sign else _RED
+        if emph == 1:
+            width, alpha = width + _EMPHASIS[0], _EMPHASIS[1]
+        elif emph == -1:
+            alpha = _FADE
         traces.append(go.Scatter(
             x=np.array(xs, dtype=float), y=np.array(ys, dtype=float), mode="lines", hoverinfo="skip",
-            showlegend=False, name=f"{'positive' if sign else 'negative'} edges",
-            line={"width": width, "color": f"rgba({r},{g},{bl},{alpha})"}))
+            name=f"{'positive' if sign else 'negative'} weight", legendgroup=f"edges{'+' if sign else '-'}",
+            showlegend=shown[sign] == key, legendrank=1001 + (1 - sign),
+            line={"width": width, "color": _rgba(_BLUE if sign else _RED, alpha)}))
     if mid_x:
         traces.append(go.Scatter(
             x=np.array(mid_x), y=np.array(mid_y), mode="markers", hovertext=mid_text,
             hovertemplate="%{hovertext}<extra></extra>", marker={"size": 6, "opacity": 0.0},
             showlegend=False, name="edges"))
 
-    # nodes: features, error nodes, embed/metric
-    emax = max((abs(e) for n, e in effect.items() if e is not None and n not in markers), default=0.0) or 1.0
+    # nodes: features, error nodes, embed/metric, supernodes, "other" markers
     kinds: dict[str, list] = {"feature": [], "error": [], "special": [], "supernode": [], "collapsed": []}
     for n, d in nodes:
         if n in markers:
@@ -250,6 +326,11 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
             continue
         kind = kind_of(n, d)
         kinds["special" if kind in ("embed", "metric") else "error" if kind == "error" else "feature"].append(n)
+    # size: one scale over features and error nodes; colour: features only (error nodes are grey)
+    smax = max((abs(effect[n]) for n in kinds["feature"] + kinds["error"] if effect[n] is not None),
+               default=0.0) or 1.0
+    cmax = (max((abs(effect[n]) for n in kinds["feature"] if effect[n] is not None), default=0.0)
+            or max((abs(effect[n]) for n in kinds["supernode"] if effect[n] is not None), default=0.0) or 1.0)
 
     def hover(n: str) -> str:
         d = G.nodes[n]
@@ -284,10 +365,16 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
     def mass(n: str) -> float:  # a marker's summed |effect| (its signed sum where that is missing)
         return abs(_num(G.nodes[n].get("abs_effect")) or effect[n] or 0.0)
 
+    def scaled(ns, lo: float, top: float) -> np.ndarray:  # marker sizes ∝ sqrt(|effect|), capped at top
+        es = np.abs(np.array([effect[n] or 0.0 for n in ns], dtype=float))
+        return lo + (top - lo) * np.sqrt(np.minimum(es / smax, 1.0))
+
     amax = max((mass(n) for n in markers), default=0.0) or 1.0
-    for kind, symbol, name in (("feature", "circle", KINDS["latent"].label), ("error", "diamond", KINDS["error"].label),
-                               ("special", "square", "embed / metric"), ("supernode", "hexagon", "supernode"),
-                               ("collapsed", "circle-open", "other nodes (grouped)")):
+    for kind, symbol, name, rank in (("feature", "circle", KINDS["latent"].label, 1),
+                                     ("error", "diamond", KINDS["error"].label, 2),
+                                     ("supernode", "hexagon", "supernode", 3),
+                                     ("collapsed", "circle-open", "other nodes (grouped)", 4),
+                                     ("special", "square", "embed / metric", 5)):
         ns = kinds[kind]
         if not ns:
             continue
@@ -302,26 +389,41 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
             text = [f"other {G.nodes[n].get('n_members', '')}" for n in ns]
             mode, textpos = "markers+text", "bottom center"
         elif kind == "supernode":
-            es = np.array([effect[n] or 0.0 for n in ns], dtype=float)
-            marker.update(size=_SPECIAL_SIZE + (_MAX_SIZE - _SPECIAL_SIZE) * np.sqrt(np.minimum(np.abs(es) / emax, 1.0)),
-                          color=es, coloraxis="coloraxis", line={"width": 2, "color": "#333333"})
+            marker.update(size=scaled(ns, _SPECIAL_SIZE, _MAX_SIZE),
+                          color=np.array([effect[n] or 0.0 for n in ns], dtype=float), coloraxis="coloraxis",
+                          line={"width": 2, "color": "#333333"})
             text = [_short(G.nodes[n].get("label") or n) for n in ns]
             mode, textpos = "markers+text", "middle right"
+        elif kind == "error":
+            marker.update(size=scaled(ns, _MIN_SIZE, _MAX_SIZE), color=_ERROR_FILL,
+                          line={"width": 1, "color": "#555555"})
+            text = [f"ε {_signed(effect[n])}" + (f" {_short(labels[n])}" if labels.get(n) else "") for n in ns]
+            mode, textpos = "markers+text", "middle right"
         else:
-            es = [effect[n] if effect[n] is not None else 0.0 for n in ns]
-            es = np.array(es, dtype=float)
-            marker.update(size=_MIN_SIZE + (_MAX_SIZE - _MIN_SIZE) * np.sqrt(np.minimum(np.abs(es) / emax, 1.0)),
-                          color=es, coloraxis="coloraxis")
+            marker.update(size=scaled(ns, _MIN_SIZE, _MAX_SIZE),
+                          color=np.array([effect[n] or 0.0 for n in ns], dtype=float), coloraxis="coloraxis")
             if any(labels.get(n) for n in ns):
                 text = [_short(labels[n]) if labels.get(n) else "" for n in ns]
                 mode, textpos = "markers+text", "middle right"
+        textfont = {"size": 9, "color": _TEXT} if kind != "special" else None
+        extra: dict = {"unselected": {"marker": {"opacity": 0.35}}}
+        if focus is not None:
+            # per-point opacity, and the same split as a selection so that plotly's own click dimming (while
+            # a click is on its way to the app) never contradicts it
+            keep = [n in focus for n in ns]
+            marker["opacity"] = np.where(keep, 1.0, _FADE)
+            width = marker["line"]["width"]
+            marker["line"] = {**marker["line"], "width": [3.0 if n == highlight else width for n in ns]}
+            faded_text = _rgba((68, 68, 68), _FADE)
+            textfont = {"size": 9 if kind != "special" else 12, "color": [_TEXT if k else faded_text for k in keep]}
+            extra = {"selectedpoints": [i for i, k in enumerate(keep) if k],
+                     "selected": {"marker": {"opacity": 1.0}},
+                     "unselected": {"marker": {"opacity": _FADE}, "textfont": {"color": faded_text}}}
         traces.append(go.Scatter(
             x=np.array([xy[n][0] for n in ns]), y=np.array([xy[n][1] for n in ns]),
-            mode=mode, text=text, textposition=textpos,
-            textfont={"size": 9, "color": "#444444"} if kind in ("feature", "error", "supernode", "collapsed") else None,
+            mode=mode, text=text, textposition=textpos, textfont=textfont,
             customdata=np.array(ns, dtype=object).reshape(-1, 1), hovertext=[hover(n) for n in ns],
-            hovertemplate="%{hovertext}<extra></extra>", marker=marker, name=name,
-            unselected={"marker": {"opacity": 0.35}}))
+            hovertemplate="%{hovertext}<extra></extra>", marker=marker, name=name, legendrank=rank, **extra))
 
     tickvals = list(range(len(col_keys)))
     ticktext = [_column_label(k, multi) for k in col_keys]
@@ -331,16 +433,42 @@ def circuit_figure(G, feature_labels: dict[str, str] | None = None, height: int 
         title = " · ".join(bits) if bits else None
     return go.Figure(data=traces, layout=dict(
         height=height, title=title, showlegend=True, paper_bgcolor="white", plot_bgcolor="white",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
-        margin={"l": 60 if positional else 20, "r": 20, "t": 60, "b": 40},
+        # below the plot (under the layer ticks): a legend inside or above the plot area covers nodes or the
+        # title as soon as it wraps
+        legend={"orientation": "h", "yanchor": "top", "y": -0.07, "xanchor": "left", "x": 0.0,
+                "itemsizing": "constant", "font": {"size": 11}},
+        margin={"l": 90 if positional else 20, "r": 20, "t": 50 if title else 20, "b": 30},
         clickmode="event+select", dragmode="pan", hovermode="closest",
-        coloraxis={"colorscale": "RdBu", "cmin": -emax, "cmax": emax, "cmid": 0.0,
+        coloraxis={"colorscale": "RdBu", "cmin": -cmax, "cmax": cmax, "cmid": 0.0,
                    "colorbar": {"title": {"text": cbar_title, "side": "right"}, "thickness": 14}},
         xaxis={"tickvals": tickvals, "ticktext": ticktext, "showgrid": False, "zeroline": False,
                "range": [-0.6, len(col_keys) - 0.4]},
         yaxis={"showgrid": False, "zeroline": False, "showticklabels": positional,
                "tickvals": ytick_vals or None, "ticktext": ytick_text or None},
     ))
+
+
+def with_node_text(fig: go.Figure) -> go.Figure:
+    """A copy of ``fig`` with a text written next to every node point, for static images (no hover there).
+
+    A node point is a point of a trace with ``customdata`` (as :func:`circuit_figure` draws them): its text is
+    the one already drawn (label, ``"ε −7.1"``, ``"other k"``, supernode name), else :func:`node_short_id` of
+    its id (``"L12/123"``). Traces without ``customdata`` (edges, curves) are left as they are; ``fig`` itself
+    is not changed.
+    """
+    out = go.Figure(fig)
+    for tr in out.data:
+        ids = getattr(tr, "customdata", None)
+        mode = getattr(tr, "mode", None) or ""
+        if ids is None or "markers" not in mode:
+            continue
+        old = tr.text if isinstance(tr.text, (list, tuple, np.ndarray)) else [tr.text] * len(ids)
+        text = [str(t) if t not in (None, "") else html.escape(node_short_id(str(cd[0])), quote=False)
+                for t, cd in zip(old, ids)]
+        tr.update(text=text, mode="markers+text", textposition=tr.textposition or "middle right")
+        if tr.textfont.size is None:
+            tr.textfont.size = 9
+    return out
 
 
 # ------------------------------------------------------------------ selection events
@@ -384,6 +512,7 @@ def node_id_from_selection(selection) -> str | None:
 
 # ------------------------------------------------------------------ curves
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+_SCORES = (("faithfulness", "solid"), ("completeness", "dash"))
 
 
 def _pairs(xs, ys) -> tuple[list, list]:
@@ -395,39 +524,83 @@ def _pairs(xs, ys) -> tuple[list, list]:
     return px, py
 
 
+def _random_baseline(curves: dict) -> dict[str, tuple[list, list]]:
+    """The methods' random baselines merged into one series per score: random nodes do not depend on the
+    method, so every method's curve carries the same baseline (x = its ``sizes``, the number of random nodes
+    drawn); where two give the same size their values are averaged."""
+    out = {}
+    for score, _ in _SCORES:
+        at: dict = defaultdict(list)
+        for c in curves.values():
+            c = c or {}
+            px, py = _pairs(c.get("sizes") or c.get("n_nodes") or [], c.get(f"random_{score}"))
+            for x, y in zip(px, py):
+                at[x].append(float(y))
+        xs = sorted(at)
+        out[score] = (xs, [sum(at[x]) / len(at[x]) for x in xs])
+    return out
+
+
+def _legend_entry(name: str, group: str, line: dict, mode: str = "lines") -> go.Scatter:
+    """A legend-only trace (no data): one legend entry standing for a group of traces."""
+    return go.Scatter(x=[None], y=[None], mode=mode, name=name, legendgroup=group, line=line, hoverinfo="skip")
+
+
 def curve_figure(curves: dict[str, dict], title: str = "faithfulness and completeness") -> go.Figure:
-    """Faithfulness (solid) and completeness (dashed) against circuit size, one colour per method.
+    """Faithfulness (solid) and completeness (dashed) against circuit size, one colour per method, and one grey
+    random baseline.
+
+    Legend (horizontal, below the plot, so it never runs off the plot): one entry per method (a legend-only
+    trace sharing a ``legendgroup`` with the method's two curves: one click hides both), one ``"random nodes"``
+    entry, and two grey key entries saying which line style is which score. Each curve's hover names its
+    method and score.
 
     Args:
         curves: ``method -> {"sizes", "n_nodes", "faithfulness", "completeness", "random_faithfulness",
-            "random_completeness"}``; x is ``n_nodes`` (else ``sizes``); ``None`` values are skipped. A
-            ``random_*`` series is drawn as a dotted grey baseline.
+            "random_completeness"}``; x is ``n_nodes`` (else ``sizes``); ``None`` values are skipped. The
+            ``random_*`` series of all methods are drawn once (:func:`_random_baseline`: merged by size).
         title: figure title.
 
     Returns:
-        A figure: x = circuit size (nodes or latents), y = unitless score, dotted guides at 0 and 1.
+        A figure: x = circuit size (nodes or latents), y = unitless score, dotted guides at 0 and 1. Traces,
+        in order: per method its legend entry ``"<method>"`` then the curves ``"<method> faithfulness"`` and
+        ``"<method> completeness"`` (not in the legend; a score with no finite point is left out), then the
+        entry ``"random nodes"`` with ``"random faithfulness"`` / ``"random completeness"``, then the keys
+        ``"faithfulness (solid)"`` and ``"completeness (dashed)"``.
     """
+    curves = curves or {}
     fig = go.Figure()
-    for i, (method, c) in enumerate((curves or {}).items()):
+    for i, (method, c) in enumerate(curves.items()):
         c = c or {}
         colour = _PALETTE[i % len(_PALETTE)]
         xs = c.get("n_nodes") or c.get("sizes") or []
-        for key, dash, label in (("faithfulness", "solid", "faithfulness"), ("completeness", "dash", "completeness")):
-            px, py = _pairs(xs, c.get(key))
+        group = f"method:{method}"
+        fig.add_trace(_legend_entry(str(method), group, {"color": colour}, "lines+markers"))
+        for score, dash in _SCORES:
+            px, py = _pairs(xs, c.get(score))
             if px:
-                fig.add_trace(go.Scatter(x=px, y=py, mode="lines+markers", name=f"{method} {label}",
-                                         legendgroup=method, line={"color": colour, "dash": dash}))
-        for key, width, label in (("random_faithfulness", 2.0, "faithfulness"),
-                                  ("random_completeness", 1.2, "completeness")):
-            if c.get(key) is None:
-                continue
-            px, py = _pairs(xs, c.get(key))
-            if px:
-                fig.add_trace(go.Scatter(x=px, y=py, mode="lines", name=f"random {label} ({method})",
-                                         legendgroup=f"random-{method}",
-                                         line={"color": _GREY, "dash": "dot", "width": width}))
+                fig.add_trace(go.Scatter(
+                    x=px, y=py, mode="lines+markers", name=f"{method} {score}", legendgroup=group, showlegend=False,
+                    line={"color": colour, "dash": dash},
+                    hovertemplate=f"{html.escape(str(method), quote=False)} {score}: %{{y:.3f}}<extra></extra>"))
+    random = _random_baseline(curves)
+    if any(px for px, _ in random.values()):
+        fig.add_trace(_legend_entry("random nodes", "random", {"color": _GREY, "width": 1.5}))
+    for score, dash in _SCORES:
+        px, py = random[score]
+        if px:
+            fig.add_trace(go.Scatter(
+                x=px, y=py, mode="lines", name=f"random {score}", legendgroup="random", showlegend=False,
+                line={"color": _GREY, "dash": dash, "width": 1.5},
+                hovertemplate=f"random nodes, {score}: %{{y:.3f}}<extra></extra>"))
+    for score, dash in _SCORES:  # a key to the line styles
+        fig.add_trace(_legend_entry(f"{score} ({'solid' if dash == 'solid' else 'dashed'})", "key",
+                                    {"color": "#555555", "dash": dash}))
     fig.update_layout(
         title=title, paper_bgcolor="white", plot_bgcolor="white", hovermode="x unified",
+        # below the x-axis title: a vertical legend at the right ran off the plot at 16 entries
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0.0},
+        margin={"b": 40},
         xaxis={"title": {"text": "circuit size (nodes)"}, "gridcolor": "#eeeeee"},
         yaxis={"title": {"text": "score (faithfulness ↑, completeness ↓)"}, "gridcolor": "#eeeeee"},
         shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
