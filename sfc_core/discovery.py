@@ -29,7 +29,7 @@ from .errors import InputError
 from .evaluation import TargetSearch, check_target, faithfulness_curve, score_circuits, smallest_faithful
 from .nodes import Node, is_end_id
 from .metrics import ZERO_GRADIENT_AT_CLEAN
-from .pairs import PairBatch, PromptPair, tokenize_pairs
+from .pairs import PairBatch, PromptPair, encode, token_strs, tokenize_pairs
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,12 @@ class Discovery:
             self._scores[key] = {**res, "metric": self.runs.metric, "seconds": round(time.perf_counter() - t, 3)}
         return dict(self._scores[key])
 
+    def _prompt(self) -> dict:
+        """:func:`prompt_metadata` of these runs, from the metadata where discovery recorded it."""
+        if "prompt_tokens" in self.metadata:
+            return {k: self.metadata.get(k) for k in ("prompt", "prompt_tokens")}
+        return prompt_metadata(self.runs.model, self.runs.batch)
+
     def select(self, node_threshold: float | None = None, top_k: int | None = None,
                top_k_per_layer: int | None = None, edge_threshold: float = 0.0,
                target_faithfulness: float | None = None, ablation: str = "mean") -> nx.DiGraph:
@@ -184,7 +190,9 @@ class Discovery:
         ``top_k_per_layer`` (edges only among cached edge nodes); selection methods keep the nodes they
         chose (the node rules are ignored). Either way edges with ``|weight| < edge_threshold`` go.
         ``target_faithfulness`` is a fourth node rule: the top-n of :meth:`target_search` (under ``ablation``);
-        the graph's metadata then holds the search (``"target_search"``).
+        the graph's metadata then holds the search (``"target_search"``). The metadata always holds
+        ``"prompt"`` and ``"prompt_tokens"`` (:func:`prompt_metadata`: the first pair's clean prompt and its
+        tokens, indexed as ``"@pos"`` nodes are).
 
         Raises:
             InputError: no or several node rules (attribution methods), negative thresholds, a bad target.
@@ -194,9 +202,11 @@ class Discovery:
                 raise InputError(f"edge threshold must be ≥ 0, not {edge_threshold}")
             G = self.graph.copy()
             G.remove_edges_from([(u, v) for u, v, w in G.edges(data="weight") if abs(w or 0.0) < edge_threshold])
+            for key, value in self._prompt().items():
+                G.graph.setdefault(key, value)
             return G
-        meta = {**self.metadata, "node_threshold": node_threshold, "top_k": top_k, "top_k_per_layer": top_k_per_layer,
-                "edge_threshold": edge_threshold}
+        meta = {**self._prompt(), **self.metadata, "node_threshold": node_threshold, "top_k": top_k,
+                "top_k_per_layer": top_k_per_layer, "edge_threshold": edge_threshold}
         if target_faithfulness is not None:
             if any(r is not None for r in (node_threshold, top_k, top_k_per_layer)):
                 raise InputError("choose exactly one of node threshold, top-k, top-k per layer or target faithfulness")
@@ -207,8 +217,45 @@ class Discovery:
         return build_graph(self.attribution, nodes, self.edges, edge_threshold, meta, self.metadata.get("n_layers"))
 
 
+def prompt_metadata(model, batch) -> dict:
+    """``{"prompt": str, "prompt_tokens": [str]}`` of the first pair of ``batch``, for a circuit's metadata.
+
+    ``prompt_tokens[p]`` is the text of the token at position ``p`` of the first clean row exactly as the engine
+    ran it (``batch.clean_tokens[0, :last_pos[0] + 1]``, decoded one token at a time), so it indexes like the
+    ``position`` of ``"@pos"`` nodes: BOS at 0, and after a length alignment (``length_mismatch="align_last"``)
+    the tokens the model saw, not the dropped ones. With position-resolved nodes all pairs share one template
+    and length (:func:`~sfc_core.alignment.check_position_resolved`), so the first pair names every pair's
+    positions. ``prompt`` is that pair's clean prompt when its tokenization is exactly the row, else the row
+    decoded (BOS left out).
+
+    Args:
+        model: a ``HookedTransformer``; its ``tokenizer`` decodes the ids.
+        batch: a :class:`~sfc_core.pairs.PairBatch` (``clean_tokens [n, pos]``, ``last_pos [n]``; ``pairs``
+            optional).
+
+    Returns:
+        The two fields; ``{"prompt": "", "prompt_tokens": []}`` for an empty batch or a model without a
+        tokenizer (a figure then labels positions ``"pos p"``). Never raises.
+    """
+    tok = getattr(model, "tokenizer", None)
+    pairs = list(getattr(batch, "pairs", None) or [])
+    try:
+        if tok is None or int(batch.clean_tokens.shape[0]) == 0:
+            raise ValueError("no tokenizer or no pairs")
+        ids = [int(i) for i in batch.clean_tokens[0, : int(batch.last_pos[0]) + 1].tolist()]
+        tokens = token_strs(tok, ids)
+        clean = getattr(pairs[0], "clean", None) if pairs else None
+        if not (isinstance(clean, str) and encode(tok, clean) == ids[1:]):
+            clean = tok.decode(ids[1:])
+        return {"prompt": str(clean), "prompt_tokens": tokens}
+    except Exception:  # noqa: BLE001 - display metadata is never worth failing a discovery
+        clean = getattr(pairs[0], "clean", "") if pairs else ""
+        return {"prompt": str(clean or ""), "prompt_tokens": []}
+
+
 def _metadata(model, saes, cfg: DiscoverConfig, attr: Attribution, batch: PairBatch, timings: dict) -> dict:
     return {
+        **prompt_metadata(model, batch),
         "model": model.cfg.model_name, "n_layers": model.cfg.n_layers, "saes": sae_metadata(saes),
         "method": cfg.method, "metric": cfg.metric, "n_pairs": batch.n, "aggregation": cfg.aggregation,
         "node_threshold": cfg.node_threshold, "top_k": cfg.top_k, "top_k_per_layer": cfg.top_k_per_layer,
