@@ -13,6 +13,11 @@ import streamlit as st  # noqa: E402
 
 from pages._shared import display as S  # noqa: E402
 from pages._shared import panel, ui  # noqa: E402
+from sfc_core.errors import SFCError  # noqa: E402
+
+#: What this page does with pairs the tokenizer cannot patch as given (it has no pair options of its own).
+PAIRS_AS_GIVEN = ("The Feature page runs the pairs with the default options (answers of several tokens refused, "
+                  "pairs of different token lengths skipped): edit those pairs in the explorer's table.")
 
 ui.setup_page("Feature", "🔎")
 ss = st.session_state
@@ -46,10 +51,20 @@ pairs = None
 with ui.guard("Preparing the current prompt pairs", warn=True):
     pairs = ui.current_pairs()
 if pairs:
-    st.caption(f"Ablation runs on the current prompt pairs ({len(pairs)}: the explorer's table, or the IOI "
-               "preset if you have not been there).")
     with ui.guard("Running the current pairs", warn=True):
-        runs = ui.runs_for(m, sae_dict, pairs, [hook])
+        try:
+            runs = ui.runs_for(m, sae_dict, pairs, [hook])
+        except SFCError as exc:
+            # This page has no pair options (it tokenizes with the engine's defaults), so a fix naming one
+            # would point at nothing here: say what the page does instead.
+            text = S.screen_message(exc, controls=())
+            pair_fix = exc.fix is not None and exc.fix.option in ("multi_token", "length_mismatch")
+            st.warning(f"{S.as_sentence(text)} {PAIRS_AS_GIVEN}" if pair_fix else text, icon="⚠️")
+    kept = runs.n if runs is not None else 0
+    st.caption(f"Ablation runs on {kept} of the {len(pairs)} current prompt pairs (the explorer's table, or the "
+               "IOI preset if you have not been there).")
+    for w in (runs.batch.warnings if runs is not None else [])[:3]:
+        st.caption(f"⚠️ {S.screen_message(w, controls=())}")
 
 with st.container(border=True):
     panel.feature_panel(m, loaded, int(feature), runs=runs, key=f"fp_{hook}",

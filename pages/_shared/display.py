@@ -9,7 +9,10 @@ Everything here is deterministic and cheap so it can run on every rerun:
   (so slider moves re-select from cached effects and never recompute);
 * node descriptions for the node list and panel (read through :mod:`sfc_core.nodes`, which owns node
   ids), feature labels for the graph hover, activation highlighting as HTML, slider steps;
-* tables of ablation / steering / logit-effect results and of the bundle's quality figures.
+* tables of ablation / steering / logit-effect results and of the bundle's quality figures;
+* the words of the screen: an engine error's or warning's fix worded as the control the app shows
+  (:data:`UI_CONTROLS`, :func:`screen_message`), and sentences that read a number back to the learner
+  (faithfulness, completeness, AtP against exact patching, the metric, an SAE's encoding, error nodes).
 """
 
 from __future__ import annotations
@@ -40,6 +43,77 @@ PANEL_KINDS = {k: "feature" if k == "latent" else k for k in nodes.KINDS}
 MAX_UPLOAD_BYTES = 5_000_000
 #: Largest number of pairs the app runs at once (CPU budget).
 MAX_APP_PAIRS = 200
+
+
+#: The app's control for each engine option an error or warning can name as its fix (``exc.fix``,
+#: :mod:`sfc_core.errors`): option -> ``(control label, {engine value: choice label})``, in the order the
+#: choices are offered. The explorer's sidebar builds its controls from these, so a fix and the control it
+#: points at always read the same. A control whose choices are ``on`` / ``off`` is a toggle.
+UI_CONTROLS: dict[str, tuple[str, dict[str, str]]] = {
+    "multi_token": ("Answers longer than one token", {"reject": "refuse them (error)",
+                                                      "truncate": "use the first token"}),
+    "length_mismatch": ("Pairs whose prompts differ in token length", {"skip": "skip them",
+                                                                       "align_last": "align at the last token"}),
+    "aggregation": ("Aggregate over positions", {"sum": "on", "none": "off"}),
+}
+
+
+def fix_words(fix, where: str | None = "in the sidebar", controls: Iterable[str] | None = None) -> str | None:
+    """A fix ``(option, value)`` as an instruction about the app's control, e.g.
+    ``"Fix: in the sidebar, set *Answers longer than one token* to *use the first token*."``; a toggle reads
+    ``"Fix: in the sidebar, switch *Aggregate over positions* on."``.
+
+    Args:
+        fix: an :class:`~sfc_core.errors.Fix` or ``(option, value)`` pair, or ``None``.
+        where: where the control is on the page showing the message (``"in the sidebar"``, ``"above"``), or
+            ``None`` to leave the place out.
+        controls: the options the page showing the message has a control for (``None``: every option of
+            :data:`UI_CONTROLS`, as on the explorer); a fix for any other option is left out.
+
+    Returns:
+        The sentence, or ``None`` when there is no fix or the page has no control for it (then no instruction
+        is better than one the user cannot follow).
+    """
+    if fix is None:
+        return None
+    option, value = fix
+    if controls is not None and option not in set(controls):
+        return None
+    control = UI_CONTROLS.get(option)
+    if control is None or value not in control[1]:
+        return None
+    label, choices = control
+    lead = f"Fix: {where}, " if where else "Fix: "
+    if set(choices.values()) == {"on", "off"}:
+        return f"{lead}switch *{label}* {choices[value]}."
+    return f"{lead}set *{label}* to *{choices[value]}*."
+
+
+def screen_message(exc, where: str | None = "in the sidebar", controls: Iterable[str] | None = None) -> str:
+    """The text the app shows for an engine error or warning: its message, then its fix in the screen's
+    words (:func:`fix_words`) when it carries one the app has a control for.
+
+    Args:
+        exc: an :class:`~sfc_core.errors.SFCError`, a :class:`~sfc_core.errors.Notice` (a batch warning) or
+            any string; the fix is read from its ``fix`` attribute.
+        where, controls: where the control is, and which options the page has controls for, as for
+            :func:`fix_words` (a page without the control passes ``controls=()``: no fix is named).
+
+    Returns:
+        ``"multi-token answers in row 3: ' Christopher' -> 2 tokens; … first token. Fix: in the sidebar, set
+        *Answers longer than one token* to *use the first token*."``; the bare message when there is no fix.
+    """
+    text = str(exc).strip()
+    fix = fix_words(getattr(exc, "fix", None), where, controls)
+    if not fix:
+        return text
+    return f"{as_sentence(text)} {fix}"
+
+
+def as_sentence(text: str) -> str:
+    """``text`` ending with a full stop (engine messages are one line without one), to append a sentence to."""
+    text = str(text).strip()
+    return text if not text or text.endswith((".", "!", "?")) else text + "."
 
 
 # ------------------------------------------------------------------ prompt pairs
@@ -132,8 +206,23 @@ def _toks(tokens: Sequence[str]) -> str:
     return " | ".join(repr(t)[1:-1] for t in tokens)
 
 
+def align_drop_text(entry: dict) -> str:
+    """What aligning a pair at its last token drops (a :func:`~sfc_core.pairs.pair_report` entry's
+    ``align_drop``): ``"corrupted: 'The', ' key'"``; ``""`` when its prompts have the same length."""
+    drop = entry.get("align_drop")
+    if not drop:
+        return ""
+    return f"{drop['prompt']}: " + ", ".join(repr(t) for t in drop["tokens"])
+
+
+#: Columns of :func:`report_table`.
+REPORT_COLUMNS = ["row", "ok", "clean tokens", "corrupted tokens", "answer", "wrong answer", "problem",
+                  "aligning drops"]
+
+
 def report_table(report: Sequence[dict]) -> pd.DataFrame:
-    """:func:`~sfc_core.pairs.pair_report` as a display table (one row per pair)."""
+    """:func:`~sfc_core.pairs.pair_report` as a display table (one row per pair); ``aligning drops`` names the
+    prompt and the tokens that aligning at the last token would remove (:func:`align_drop_text`)."""
     rows = []
     for r in report:
         rows.append({
@@ -144,14 +233,26 @@ def report_table(report: Sequence[dict]) -> pd.DataFrame:
             "answer": _toks(r["answer_tokens"]),
             "wrong answer": _toks(r["wrong_tokens"]),
             "problem": r["problem"] or "",
+            "aligning drops": align_drop_text(r),
         })
-    return pd.DataFrame(rows, columns=["row", "ok", "clean tokens", "corrupted tokens", "answer", "wrong answer",
-                                       "problem"])
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
 def report_problems(report: Sequence[dict]) -> list[str]:
-    """One line per invalid pair: ``"row 3: answer ' Christopher' is 2 tokens"``."""
-    return [f"row {r['row']}: {r['problem']}" for r in report if not r["valid"]]
+    """One line per invalid pair: ``"row 3: answer ' Christopher' is 2 tokens"``; a length mismatch also says
+    what aligning it would drop: ``"row 2: length mismatch: clean 5 tokens, corrupted 7 (aligning at the last
+    token drops the corrupted prompt's 'The', ' key')"``."""
+    lines = []
+    for r in report:
+        if r["valid"]:
+            continue
+        line = f"row {r['row']}: {r['problem']}"
+        drop = r.get("align_drop")
+        if drop:
+            line += (f" (aligning at the last token drops the {drop['prompt']} prompt's "
+                     + ", ".join(repr(t) for t in drop["tokens"]) + ")")
+        lines.append(line)
+    return lines
 
 
 # ------------------------------------------------------------------ cache keys
@@ -372,19 +473,27 @@ def ablation_help(kinds, lead: str = "", tail: str = "") -> str:
     return " ".join(part for part in (lead, body + ".", tail) if part)
 
 
+#: Columns of :func:`ablation_table`, key columns first (a narrow panel cuts the last ones off, never the numbers).
+ABLATION_COLUMNS = ["pair", "before", "after", "change", "prompt"]
+
+
 def ablation_table(result: dict, pairs: Sequence[PromptPair] | None = None) -> pd.DataFrame:
-    """Per pair: metric before → after one feature's ablation, and the change."""
+    """Per pair: metric before → after one feature's ablation and the change (metric units, 3 decimals), then
+    the clean prompt; a last ``mean`` row over the pairs.
+
+    Columns: :data:`ABLATION_COLUMNS`. The numbers come first because the panel's column is narrow: with the
+    prompt first, the numbers were cut off at the right and the ``mean`` row, whose prompt cell is its only
+    text, looked blank. That row's prompt cell now says what it is (``"mean of 6 pairs"``).
+    """
     rows = []
     for i, (b, a) in enumerate(zip(result["before"], result["after"])):
-        row = {"pair": str(i + 1)}
-        if pairs is not None and i < len(pairs):
-            row["clean prompt"] = pairs[i].clean
-        row.update({"before": round(float(b), 4), "after": round(float(a), 4), "change": round(float(a) - float(b), 4)})
-        rows.append(row)
-    rows.append({"pair": "mean", **({"clean prompt": ""} if pairs is not None else {}),
-                 "before": round(result["mean_before"], 4), "after": round(result["mean_after"], 4),
-                 "change": round(result["mean_after"] - result["mean_before"], 4)})
-    return pd.DataFrame(rows)
+        rows.append({"pair": str(i + 1), "before": round(float(b), 3), "after": round(float(a), 3),
+                     "change": round(float(a) - float(b), 3),
+                     "prompt": pairs[i].clean if pairs is not None and i < len(pairs) else ""})
+    mb, ma = float(result["mean_before"]), float(result["mean_after"])
+    rows.append({"pair": "mean", "before": round(mb, 3), "after": round(ma, 3), "change": round(ma - mb, 3),
+                 "prompt": f"mean of {len(result['before'])} pairs"})
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
 
 def ablation_summary(result: dict) -> str:
@@ -394,18 +503,22 @@ def ablation_summary(result: dict) -> str:
             f"{len(result['before'])} pairs, {result.get('ablation', 'zero')} ablation)")
 
 
+#: Columns of :func:`token_change_table` (short: it shares the panel's width with the ablation table).
+TOKEN_CHANGE_COLUMNS = ["more likely", "Δ up", "less likely", "Δ down"]
+
+
 def token_change_table(result: dict) -> pd.DataFrame:
-    """The ablation's largest next-token log-prob rises and falls side by side."""
+    """The ablation's largest next-token log-prob rises and falls side by side (nats, 3 decimals)."""
     up, down = result.get("promoted", []), result.get("suppressed", [])
     rows = []
     for i in range(max(len(up), len(down))):
         row = {}
         if i < len(up):
-            row.update({"more likely": repr(up[i][0]), "Δ log-prob (up)": round(up[i][1], 4)})
+            row.update({"more likely": repr(up[i][0]), "Δ up": round(up[i][1], 3)})
         if i < len(down):
-            row.update({"less likely": repr(down[i][0]), "Δ log-prob (down)": round(down[i][1], 4)})
+            row.update({"less likely": repr(down[i][0]), "Δ down": round(down[i][1], 3)})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=TOKEN_CHANGE_COLUMNS)
 
 
 def steering_table(result: dict) -> pd.DataFrame:
@@ -475,3 +588,305 @@ def parse_layers(text: str) -> list[int]:
 
 def fmt_seconds(s: float) -> str:
     return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
+
+
+# ------------------------------------------------------------------ numbers read back to the learner
+# Each function turns numbers the page has just shown into a sentence built from those numbers, so the
+# words can never disagree with the figure beside them. Percentages are written "8 %".
+def num(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, never ``"-0.00"`` (a tiny negative reads as zero, as it is shown)."""
+    text = f"{float(x):.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def pct(x: float) -> str:
+    """``0.0812`` → ``"8 %"`` (whole percent; ``"<1 %"`` for small non-zero shares)."""
+    v = 100.0 * float(x)
+    if 0 < abs(v) < 0.5:
+        return "<1 %"
+    return f"{v:.0f} %"
+
+
+def short_node(node_id: str) -> str:
+    """A node id as the Tour names it: ``"ε at L7"`` for an error node, ``"L7 #1234"`` for a latent
+    (``"@pos"`` added for a position-resolved node); the raw id when it describes no node."""
+    try:
+        node = nodes.parse_id(node_id)
+    except InputError:
+        return str(node_id)
+    layer = hooks.layer_of(node.hook_name)
+    where = f"L{layer}" if layer >= 0 else node.hook_name
+    pos = f" @{node.position}" if node.position is not None else ""
+    if node.is_error:
+        return f"ε at {where}{pos}"
+    if node.is_latent:
+        return f"{where} #{node.index}{pos}"
+    return f"{node.kind} at {where}{pos}" if node.hook_name else f"{node.kind}{pos}"
+
+
+def _is_error(node_id: str) -> bool:
+    """Whether a node id names an error node ε (``False`` for an id that names no node)."""
+    try:
+        return nodes.parse_id(node_id).is_error
+    except InputError:
+        return False
+
+
+def next_token_sentence(top: Sequence[tuple[str, float]], answer: str) -> str:
+    """Read the model's next-token table back: where the expected answer ranks and with what probability.
+
+    Args:
+        top: ``[(token, probability)]``, most likely first.
+        answer: the expected next token (e.g. ``" Mary"``).
+    """
+    if not top:
+        return "The model gave no next tokens."
+    ranks = [i for i, (tok, _) in enumerate(top) if tok == answer]
+    first, p_first = top[0]
+    if not ranks:
+        return (f"The expected answer {answer!r} is not among the model's top {len(top)}: its first choice is "
+                f"{first!r} ({pct(p_first)}).")
+    i = ranks[0]
+    p = top[i][1]
+    if i == 0:
+        runner = f"; the runner-up {top[1][0]!r} gets {pct(top[1][1])}" if len(top) > 1 else ""
+        return f"The model's first choice is the expected answer {answer!r}, with {pct(p)} of the probability{runner}."
+    return (f"The expected answer {answer!r} is the model's choice number {i + 1} ({pct(p)}); it prefers {first!r} "
+            f"({pct(p_first)}).")
+
+
+def faithfulness_sentence(f: float | None, n_nodes: int, metric: str = "logit difference") -> str:
+    """What a faithfulness ``f`` of a circuit of ``n_nodes`` nodes means, from ``f`` itself.
+
+    Faithfulness is ``(m(C) − m(∅)) / (m(M) − m(∅))`` (DESIGN.md): the share of the way from the fully
+    ablated model to the full model that the circuit alone (every other node ablated) recovers.
+
+    Returns:
+        e.g. ``"0.08: the 30 nodes alone recover 8 % of the clean-vs-corrupted logit difference; the rest of
+        the behaviour (92 %) runs through nodes outside them."``; negative, above-1 and undefined (``None``)
+        values get their own reading.
+    """
+    one = n_nodes == 1
+    nodes_txt = f"the {n_nodes:,} node{'' if one else 's'}"
+    s_ = "s" if one else ""  # verb ending: "the 1 node recovers", "the 30 nodes recover"
+    if f is None or not math.isfinite(float(f)):
+        return ("Faithfulness is undefined here: the full model and the fully ablated one give the same "
+                f"{metric}, so there is no behaviour to recover.")
+    f = float(f)
+    head = f"{num(f)}: {nodes_txt} alone"
+    if abs(f) < 0.005:
+        return (f"{head} recover{s_} none of the clean-vs-corrupted {metric}: the behaviour runs through nodes "
+                f"outside {'it' if one else 'them'}.")
+    if f < 0:
+        return (f"{head} do{'es' if one else ''} worse than ablating every node: {'it pushes' if one else 'they push'} "
+                f"the {metric} away from the full model's value, and the behaviour runs through nodes outside "
+                f"{'it' if one else 'them'}.")
+    if f > 1.05:
+        return (f"{head} overshoot{s_} the full model by {pct(f - 1)}: nodes outside {'it' if one else 'them'} pull "
+                f"the {metric} back, so the circuit leaves out parts that work against the behaviour.")
+    if f >= 0.95:
+        return (f"{head} recover{s_} {pct(min(f, 1.0))} of the clean-vs-corrupted {metric}: nearly all of the "
+                f"behaviour runs through {'it' if one else 'them'}.")
+    return (f"{head} recover{s_} {pct(f)} of the clean-vs-corrupted {metric}; the rest of the behaviour "
+            f"({pct(1 - f)}) runs through nodes outside {'it' if one else 'them'}.")
+
+
+def completeness_sentence(c: float | None, n_nodes: int) -> str:
+    """What a completeness ``c`` (the same score for the circuit's complement; lower is better) means.
+
+    Returns:
+        e.g. ``"0.12: with these 30 nodes ablated and every other node intact, the model keeps 12 % of the
+        behaviour, so the circuit holds most of what matters."``
+    """
+    if c is None or not math.isfinite(float(c)):
+        return "Completeness is undefined here: there is no behaviour to measure it against."
+    c = float(c)
+    head = f"{num(c)}: with these {n_nodes:,} nodes ablated and every other node intact, the model keeps"
+    if c <= 0:
+        return f"{head} none of the behaviour, so the circuit holds all of what matters."
+    if c < 0.25:
+        return f"{head} {pct(c)} of the behaviour, so the circuit holds most of what matters."
+    if c < 0.75:
+        return f"{head} {pct(c)} of the behaviour: other routes outside the circuit carry a good part of it."
+    return (f"{head} {pct(min(c, 1.0)) if c <= 1 else 'more than all'} of the behaviour: the model mostly does "
+            "without these nodes, through other routes.")
+
+
+def _miss(atp: float, exact: float) -> str:
+    """How AtP's estimate relates to the exact effect of one node, as words with the factor read from both."""
+    if exact == 0 and atp == 0:
+        return "both see no effect"
+    if atp == 0:
+        return f"AtP sees no effect at all, exact patching {exact:+.3f}"
+    if exact == 0:
+        return f"AtP gives {atp:+.3f}, exact patching no effect at all"
+    if (atp > 0) != (exact > 0):
+        return f"AtP gets its sign wrong ({atp:+.3f} against an exact {exact:+.3f})"
+    f = abs(exact) / abs(atp)
+    if f >= 1:
+        return f"AtP's linear approximation misses it by a factor {f:.1f} ({atp:+.3f} against an exact {exact:+.3f})"
+    return f"AtP overstates it by a factor {1 / f:.1f} ({atp:+.3f} against an exact {exact:+.3f})"
+
+
+def atp_exact_sentences(rows: Sequence[tuple[str, float, float]]) -> list[str]:
+    """Read an AtP-vs-exact table back: sign agreement, the node AtP misses most, and why a large error node
+    that AtP underrates matters.
+
+    Args:
+        rows: ``(node id, AtP effect, exact effect)`` per node (metric units).
+
+    Returns:
+        Sentences (Markdown), e.g. ``["AtP gets the sign right for 9 of 10 nodes.", "The largest miss is ε at
+        L7: AtP's linear approximation misses it by a factor 4.0 (−0.300 against an exact −1.200).", "An error
+        node …"]``; ``[]`` for no rows.
+    """
+    rows = [(str(n), float(a), float(e)) for n, a, e in rows]
+    if not rows:
+        return []
+    n = len(rows)
+    agree = sum(1 for _, a, e in rows if (a > 0) == (e > 0) or (a == 0 and e == 0))
+    out = [f"AtP gets the sign right for {agree} of {n} nodes."]
+    worst = max(rows, key=lambda r: abs(r[2] - r[1]))
+    out.append(f"The largest miss is **{short_node(worst[0])}**: {_miss(worst[1], worst[2])}.")
+    # An error node whose exact effect is large but AtP's small is the case a learner must not overlook.
+    under = [r for r in rows if _is_error(r[0]) and abs(r[2]) > abs(r[1]) and
+             (r[1] > 0) == (r[2] > 0) and r[1] != 0]
+    err = max(under, key=lambda r: abs(r[2]) / abs(r[1]), default=None)
+    if err is not None and abs(err[2]) / abs(err[1]) >= 1.5:
+        f = abs(err[2]) / abs(err[1])
+        lead = ("It is an error node" if err is worst else
+                f"The error node **{short_node(err[0])}** is underrated too: AtP misses it by a factor {f:.1f}")
+        out.append(f"{lead}. ε holds everything the SAE has not learned at that layer, and its effect runs "
+                   "through non-linear steps (attention patterns, layer norms) that AtP's one linear step cannot "
+                   f"see: ranked by AtP, a node {f:.1f}× more important than it looks can fall out of a circuit, "
+                   "and the circuit then hides how much of the behaviour the features do not explain. Exact "
+                   "patching (`sfc verify`) measures it.")
+    elif any(_is_error(r[0]) for r in rows):
+        out.append("AtP does not underrate any error node here by a factor of 1.5 or more.")
+    return out
+
+
+def metric_sentence(m_clean: Sequence[float], m_corrupted: Sequence[float]) -> str:
+    """Read the logit difference on clean and corrupted prompts back: mean values, what they mean as odds
+    between the two answer tokens (``m`` logits is ``p(answer) / p(wrong answer) = e^m``), how many pairs the
+    model gets right, and the gap patching moves across.
+
+    Args:
+        m_clean, m_corrupted: the metric per pair ``[n]`` (logits).
+    """
+    mc = [float(v) for v in m_clean]
+    mk = [float(v) for v in m_corrupted]
+    if not mc or not mk:
+        return "No pairs to measure."
+    a, b = sum(mc) / len(mc), sum(mk) / len(mk)
+
+    def odds(m: float) -> str:
+        r = math.exp(min(abs(m), 50.0))
+        return f"{r:,.0f} to 1" if r >= 10 else f"{r:.1f} to 1"
+
+    clean = (f"on the clean prompts the model prefers the answer by {a:.2f} logits (odds of about {odds(a)} "
+             "between the two tokens)" if a > 0 else
+             f"on the clean prompts the model prefers the wrong answer by {-a:.2f} logits: it fails the task")
+    corr = (f"on the corrupted prompts it prefers the wrong answer, the corrupted prompt's own, by {-b:.2f} logits "
+            f"(odds of about {odds(b)})" if b < 0 else
+            f"on the corrupted prompts it still prefers the answer, by {b:.2f} logits")
+    return (f"On average m(clean) = {a:+.2f}: {clean}. m(corrupted) = {b:+.2f}: {corr}. It is right on "
+            f"{sum(1 for v in mc if v > 0)} of {len(mc)} clean prompts (m > 0) and {sum(1 for v in mk if v < 0)} of "
+            f"{len(mk)} corrupted ones (m < 0). " + (
+                f"Running the corrupted activations through the clean prompt moves m across this whole gap of "
+                f"{a - b:.2f} logits; a node's indirect effect is how far patching that node alone moves it."
+                if a > b else "There is no gap from clean to corrupted here: these pairs do not test the behaviour."))
+
+
+def sae_sentence(active: int, d_sae: int, fve: float, d_model: int | None = None) -> str:
+    """Read an SAE's encoding of a prompt back: how many features are active at the last token, and how much of
+    the residual's variance the reconstruction explains (the rest is the error node ε)."""
+    vec = f"this {d_model}-number vector" if d_model else "this residual vector"
+    share = f" ({pct(active / d_sae)} of them)" if d_sae else ""
+    head = (f"{active} of the SAE's {d_sae:,} features are active at the last token{share}: the SAE writes {vec} "
+            f"as a sum of {active} learned direction{'s' if active != 1 else ''}.")
+    if not math.isfinite(float(fve)):
+        return head
+    if fve <= 0:
+        return head + (" Over the prompt's tokens their reconstruction explains none of the residual's variance: "
+                       "the error node ε carries all of it.")
+    return head + (f" Over the prompt's tokens they explain {pct(min(fve, 1.0))} of the residual's variance; the "
+                   f"other {pct(max(1 - fve, 0.0))} is the error node ε.")
+
+
+def error_share(effects: dict[str, float]) -> tuple[int, float]:
+    """``(number of error nodes, their share of the total |effect|)`` of a circuit's nodes (id -> effect)."""
+    total = sum(abs(float(v)) for v in effects.values())
+    err = [abs(float(v)) for n, v in effects.items() if _is_error(n)]
+    return len(err), (sum(err) / total if total else 0.0)
+
+
+def error_nodes_sentence(effects: dict[str, float], task: str = "the task") -> str:
+    """How much of a circuit is error nodes: their count, their share of the circuit's total |effect| and
+    their layers (largest |effect| first).
+
+    Args:
+        effects: node id -> effect (metric units), feature and error nodes of the circuit.
+        task: the behaviour's name, as the sentence says it (``"SVA"``).
+    """
+    n = len(effects)
+    n_err, share = error_share(effects)
+    if not n_err:
+        return ((f"None of the {n} nodes is an error node" if n != 1 else "The one node is not an error node")
+                + ": at this size the SAE features carry what the circuit shows.")
+    err = {k: float(v) for k, v in effects.items() if _is_error(k)}
+    are = "is an error node" if n_err == 1 else "are error nodes"
+    return (f"{n_err} of the {n} nodes {are} (ε), with {pct(share)} of the circuit's total |effect|: that share of "
+            f"what these nodes do for {task} passes through directions the SAEs have not learned, at "
+            + ", ".join(short_node(k).removeprefix("ε at ") for k in sorted(err, key=lambda k: -abs(err[k])))
+            + ".")
+
+
+def error_comparison_sentence(a: tuple[str, dict[str, float]], b: tuple[str, dict[str, float]]) -> str:
+    """Which of two circuits leans more on error nodes, by their share of |effect| (:func:`error_share`).
+
+    Args:
+        a, b: ``(task name, node id -> effect)`` of each circuit.
+    """
+    (na, ea), (nb, eb) = a, b
+    sa, sb = error_share(ea)[1], error_share(eb)[1]
+    if abs(sa - sb) < 0.05:
+        return (f"Error nodes carry about the same share in both: {pct(sa)} of {na}'s |effect|, {pct(sb)} of "
+                f"{nb}'s.")
+    more, less = (na, nb) if sa > sb else (nb, na)
+    return (f"Error nodes carry {pct(sa)} of {na}'s |effect| against {pct(sb)} of {nb}'s: {more} leans more on what "
+            f"the SAEs have not learned than {less} does.")
+
+
+def layers_sentence(nodes_per_layer: dict[int, int]) -> str:
+    """Where a circuit's nodes sit: the layer holding most of them and the span of layers used."""
+    if not nodes_per_layer:
+        return "The circuit has no nodes."
+    total = sum(nodes_per_layer.values())
+    top = max(nodes_per_layer, key=lambda k: (nodes_per_layer[k], -k))
+    lo, hi = min(nodes_per_layer), max(nodes_per_layer)
+    return (f"Most nodes sit at L{top} ({nodes_per_layer[top]} of {total}); the circuit spans "
+            + (f"L{lo}–L{hi}." if lo != hi else f"L{lo} alone."))
+
+
+def baseline_sentence(m_full: float, m_empty: float, metric: str = "logit difference") -> str:
+    """The two ends of the faithfulness scale: ``m(full)`` is faithfulness 1, ``m(∅)`` faithfulness 0."""
+    return (f"m(full) = {m_full:.3f} and m(∅) = {m_empty:.3f} ({metric}): faithfulness 1 means a circuit alone "
+            f"brings m back to {m_full:.3f}, the full model's value; 0 means it leaves m at {m_empty:.3f}, the "
+            "value with every node ablated.")
+
+
+def curve_sentence(method: str, sizes: Sequence[int], faithfulness: Sequence[float | None],
+                   random_faithfulness: Sequence[float | None] | None = None) -> str:
+    """Read one method's faithfulness curve back at its largest scored size, against random circuits of that
+    size."""
+    pts = [(int(s), f) for s, f in zip(sizes, faithfulness) if f is not None]
+    if not pts:
+        return f"{method}: no size could be scored."
+    n, f = pts[-1]
+    text = f"**{method}**, top {n:,} nodes: " + faithfulness_sentence(f, n)
+    rnd = dict(zip([int(s) for s in sizes], random_faithfulness or []))
+    r = rnd.get(n)
+    if r is not None and math.isfinite(float(r)):
+        text += f" Random circuits of {n:,} nodes reach {num(r)}."
+    return text

@@ -153,10 +153,21 @@ def ablation_section(runs, loaded, feature: int, key: str, default_kind: str = "
             cache[ck] = ablate_feature(runs, hooks.index(loaded.hook_name), int(feature), kind)
         res = cache[ck]
         st.markdown(f"**{S.ablation_summary(res)}**")
-        c1, c2 = st.columns([3, 2])
-        c1.dataframe(S.ablation_table(res, runs.batch.pairs), hide_index=True)
-        c2.caption("Next-token log-prob changes at the last position (nats, mean over pairs)")
-        c2.dataframe(S.token_change_table(res), hide_index=True)
+        # Stacked, not side by side, and the numbers first in narrow columns: the panel often sits in a narrow
+        # column of the explorer, where a wide prompt column used to push before / after / change off screen.
+        value, delta = {"width": "small", "format": "%.3f"}, {"width": "small", "format": "%+.3f"}
+        st.dataframe(S.ablation_table(res, runs.batch.pairs), hide_index=True, column_config={
+            "pair": st.column_config.TextColumn("pair", width="small", pinned=True),
+            "before": st.column_config.NumberColumn("before", help="metric on the clean prompt", **value),
+            "after": st.column_config.NumberColumn("after", help="metric with the feature ablated", **value),
+            "change": st.column_config.NumberColumn("change", help="after − before", **delta),
+            "prompt": st.column_config.TextColumn("clean prompt", width="large"),
+        })
+        st.caption("Next-token log-prob changes at the last position (Δ in nats, mean over pairs)")
+        st.dataframe(S.token_change_table(res), hide_index=True, column_config={
+            "Δ up": st.column_config.NumberColumn("Δ up", **delta),
+            "Δ down": st.column_config.NumberColumn("Δ down", **delta),
+        })
 
 
 def steering_section(m, loaded, feature: int, key: str, default_prompt: str, default_alpha: float) -> None:

@@ -142,7 +142,18 @@ def test_ablation_and_steering_tables():
     assert text == "logit difference: 2.000 → 0.750 (change -1.250; mean over 2 pairs, zero ablation)"
     table = S.ablation_table(res, P)
     assert list(table["pair"]) == ["1", "2", "mean"] and table["change"].iloc[-1] == -1.25
-    assert len(S.token_change_table(res)) == 1
+    # key columns first (a narrow panel cuts the last column, never the numbers), short headers
+    assert list(table.columns) == ["pair", "before", "after", "change", "prompt"]
+    # the mean row was blank on screen: its only text cell (the prompt) was empty and its numbers were cut off
+    # at the right; now every cell of it has a value
+    mean = table.iloc[-1].to_dict()
+    assert mean == {"pair": "mean", "before": 2.0, "after": 0.75, "change": -1.25, "prompt": "mean of 2 pairs"}
+    assert table.iloc[0]["prompt"] == P[0].clean and table.iloc[0]["change"] == -2.0
+    odd = dict(res, before=[1.23456], after=[0.5], mean_before=1.23456, mean_after=0.5)
+    assert S.ablation_table(odd).iloc[0]["before"] == 1.235  # rounded to 3 decimals
+    assert S.ablation_table(odd).iloc[0]["prompt"] == ""     # no pairs given: no prompt, still the column
+    changes = S.token_change_table(res)
+    assert list(changes.columns) == ["more likely", "Δ up", "less likely", "Δ down"] and len(changes) == 1
     steer = {"before": [(" x", 0.5)], "after": [(" y", 0.7)]}
     assert S.steering_table(steer).iloc[0]["after"] == "' y'"
 
@@ -175,3 +186,156 @@ def test_quality_table_and_links():
     assert list(df["passes bar"]) == ["yes", "no"] and "FVE" in df.attrs["bar"]
     assert S.neuronpedia_url("gpt2-small/0-res-jb", 12) == "https://www.neuronpedia.org/gpt2-small/0-res-jb/12"
     assert S.neuronpedia_url(None, 12) is None
+
+
+# ------------------------------------------------------------------ the words of the screen
+def test_screen_message_words_a_fix_as_the_apps_control():
+    from sfc_core.errors import InputError, Notice
+
+    exc = InputError("multi-token answers in row 3: ' Christopher' -> 2 tokens", fix=("multi_token", "truncate"))
+    assert S.screen_message(exc) == ("multi-token answers in row 3: ' Christopher' -> 2 tokens. Fix: in the "
+                                     "sidebar, set *Answers longer than one token* to *use the first token*.")
+    warn = Notice("row 2 skipped: lengths differ", fix=("length_mismatch", "align_last"))
+    assert S.screen_message(warn, where=None).endswith(
+        "Fix: set *Pairs whose prompts differ in token length* to *align at the last token*.")
+    agg = InputError("position-resolved nodes need one template", fix=("aggregation", "sum"))
+    assert S.screen_message(agg).endswith("Fix: in the sidebar, switch *Aggregate over positions* on.")
+    # no control for the option, or none on this page, or no fix: the bare message, never a dead instruction
+    assert S.screen_message(InputError("bad metric", fix=("metric", "logit_diff"))) == "bad metric"
+    assert S.screen_message(exc, controls=()) == str(exc)
+    assert S.screen_message(exc, controls=["length_mismatch"]) == str(exc)
+    assert S.screen_message(InputError("plain.")) == "plain."
+    assert S.screen_message("a string") == "a string"
+
+
+def test_ui_controls_cover_the_engines_choices():
+    """Every choice the engine accepts has the app's words, in the order the engine lists them."""
+    import typing
+
+    from sfc_core.pairs import LengthMismatch, MultiToken
+
+    assert list(S.UI_CONTROLS["multi_token"][1]) == list(typing.get_args(MultiToken))
+    assert list(S.UI_CONTROLS["length_mismatch"][1]) == list(typing.get_args(LengthMismatch))
+    from sfc_core.discovery import AGGREGATIONS
+
+    assert set(S.UI_CONTROLS["aggregation"][1]) == set(AGGREGATIONS)
+    assert S.UI_CONTROLS["length_mismatch"][0] == "Pairs whose prompts differ in token length"
+
+
+def test_report_table_and_problems_show_what_aligning_drops():
+    report = [
+        {"row": 1, "clean_tokens": ["A", " b"], "corrupted_tokens": ["A", " c"], "answer_tokens": [" x"],
+         "wrong_tokens": [" y"], "valid": True, "problem": None, "align_drop": None},
+        {"row": 2, "clean_tokens": [" to", " the"], "corrupted_tokens": ["The", " key", " to", " the"],
+         "answer_tokens": [" is"], "wrong_tokens": [" are"], "valid": False,
+         "problem": "length mismatch: clean 2 tokens, corrupted 4",
+         "align_drop": {"prompt": "corrupted", "tokens": ["The", " key"]}},
+    ]
+    table = S.report_table(report)
+    assert list(table["aligning drops"]) == ["", "corrupted: 'The', ' key'"]
+    assert list(table.columns)[-1] == "aligning drops"
+    assert S.report_problems(report) == ["row 2: length mismatch: clean 2 tokens, corrupted 4 (aligning at the last "
+                                         "token drops the corrupted prompt's 'The', ' key')"]
+    old = [dict(report[1])]
+    del old[0]["align_drop"]  # a report without the field still renders
+    assert S.report_table(old)["aligning drops"].tolist() == [""]
+
+
+def test_report_table_from_a_real_pair_report():
+    """pair_report on a real tokenizer feeds report_table: the column names the tokens align_last drops."""
+    from sfc_core.pairs import pair_report
+    from tests.unit.test_pairs import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    pair = PromptPair("When John talked to", "The friend and John talked to", " the", " Mary")
+    assert S.report_table(pair_report(tok, [pair]))["aligning drops"].tolist() == ["corrupted: 'The', ' friend'"]
+
+
+@pytest.mark.parametrize("f, n, want", [
+    (0.0812, 30, "0.08: the 30 nodes alone recover 8 % of the clean-vs-corrupted logit difference; the rest of the "
+                 "behaviour (92 %) runs through nodes outside them."),
+    (0.8, 1268, "0.80: the 1,268 nodes alone recover 80 % of the clean-vs-corrupted logit difference; the rest of the "
+                "behaviour (20 %) runs through nodes outside them."),
+    (-0.03, 60, "-0.03: the 60 nodes alone do worse than ablating every node"),
+    (1.25, 5, "1.25: the 5 nodes alone overshoot the full model by 25 %"),
+    (0.97, 1, "0.97: the 1 node alone recovers 97 %"),
+    (0.5, 1, "0.50: the 1 node alone recovers 50 % of the clean-vs-corrupted logit difference; the rest of the "
+             "behaviour (50 %) runs through nodes outside it."),
+    (-0.5, 1, "-0.50: the 1 node alone does worse than ablating every node: it pushes"),
+    (None, 5, "Faithfulness is undefined here"),
+    (-0.002, 5, "0.00: the 5 nodes alone recover none of the clean-vs-corrupted logit difference"),
+])
+def test_faithfulness_sentence_reads_the_number(f, n, want):
+    assert S.faithfulness_sentence(f, n).startswith(want)
+
+
+def test_completeness_sentence():
+    assert S.completeness_sentence(0.12, 30) == ("0.12: with these 30 nodes ablated and every other node intact, the "
+                                                 "model keeps 12 % of the behaviour, so the circuit holds most of what "
+                                                 "matters.")
+    assert "other routes outside the circuit" in S.completeness_sentence(0.5, 30)
+    assert "none of the behaviour" in S.completeness_sentence(-0.1, 30)
+
+
+def test_atp_exact_sentences_read_the_factor_from_the_data():
+    rows = [("blocks.7.hook_resid_post/error", -0.3, -1.2), ("blocks.3.hook_resid_post/12", -0.5, -0.45),
+            ("blocks.11.hook_resid_post/5", 0.1, -0.05)]
+    out = S.atp_exact_sentences(rows)
+    assert out[0] == "AtP gets the sign right for 2 of 3 nodes."
+    assert out[1] == ("The largest miss is **ε at L7**: AtP's linear approximation misses it by a factor 4.0 "
+                      "(-0.300 against an exact -1.200).")
+    assert out[2].startswith("It is an error node.") and "4.0× more important than it looks" in out[2]
+    # the error node is not the largest miss: it is still named, with its own factor
+    rows2 = [("blocks.7.hook_resid_post/error", -0.1, -0.25), ("blocks.3.hook_resid_post/12", 2.0, -1.0)]
+    out2 = S.atp_exact_sentences(rows2)
+    assert out2[1] == "The largest miss is **L3 #12**: AtP gets its sign wrong (+2.000 against an exact -1.000)."
+    assert out2[2].startswith("The error node **ε at L7** is underrated too: AtP misses it by a factor 2.5")
+    # AtP overstating, error nodes well estimated
+    out3 = S.atp_exact_sentences([("blocks.7.hook_resid_post/error", -1.0, -1.1), ("blocks.3.hook_resid_post/2", -2.0, -0.5)])
+    assert "AtP overstates it by a factor 4.0" in out3[1]
+    assert out3[2] == "AtP does not underrate any error node here by a factor of 1.5 or more."
+    assert S.atp_exact_sentences([]) == []
+
+
+def test_metric_and_sae_and_circuit_sentences():
+    text = S.metric_sentence([3.0, 1.0], [-2.0, -1.0])
+    assert text.startswith("On average m(clean) = +2.00: on the clean prompts the model prefers the answer by 2.00 "
+                           "logits (odds of about 7.4 to 1 between the two tokens).")
+    assert "It is right on 2 of 2 clean prompts (m > 0) and 2 of 2 corrupted ones (m < 0)." in text
+    assert "this whole gap of 3.50 logits" in text
+    assert "do not test the behaviour" in S.metric_sentence([-1.0], [0.5])
+    assert S.sae_sentence(34, 4096, 0.93, 576) == (
+        "34 of the SAE's 4,096 features are active at the last token (1 % of them): the SAE writes this 576-number "
+        "vector as a sum of 34 learned directions. Over the prompt's tokens they explain 93 % of the residual's "
+        "variance; the other 7 % is the error node ε.")
+    effects = {"blocks.7.hook_resid_post/error": -1.0, "blocks.3.hook_resid_post/12": -0.5,
+               "blocks.11.hook_resid_post/error": 0.5}
+    assert S.error_nodes_sentence(effects, "SVA") == (
+        "2 of the 3 nodes are error nodes (ε), with 75 % of the circuit's total |effect|: that share of what these "
+        "nodes do for SVA passes through directions the SAEs have not learned, at L7, L11.")
+    assert S.error_share(effects) == (2, 0.75)
+    latents = {"blocks.3.hook_resid_post/1": 3.0, "blocks.3.hook_resid_post/error": 1.0}
+    assert S.error_comparison_sentence(("SVA", latents), ("IOI", effects)) == (
+        "Error nodes carry 25 % of SVA's |effect| against 75 % of IOI's: IOI leans more on what the SAEs have not "
+        "learned than SVA does.")
+    assert S.error_comparison_sentence(("A", effects), ("B", effects)).startswith("Error nodes carry about the same")
+    assert S.error_nodes_sentence({"blocks.3.hook_resid_post/1": 1.0}).startswith("The one node is not an error node")
+    assert S.error_nodes_sentence({"blocks.3.hook_resid_post/1": 1.0, "blocks.3.hook_resid_post/2": 1.0}).startswith(
+        "None of the 2 nodes is an error node: at this size")
+    assert S.layers_sentence({3: 6, 7: 4, 11: 5}) == "Most nodes sit at L3 (6 of 15); the circuit spans L3–L11."
+    assert S.next_token_sentence([(" Mary", 0.43), (" John", 0.2)], " Mary") == (
+        "The model's first choice is the expected answer ' Mary', with 43 % of the probability; the runner-up "
+        "' John' gets 20 %.")
+    assert "choice number 2 (20 %)" in S.next_token_sentence([(" the", 0.43), (" Mary", 0.2)], " Mary")
+    assert S.short_node("blocks.7.hook_resid_post/12@3") == "L7 #12 @3"
+    assert S.pct(0.004) == "<1 %" and S.pct(0.5) == "50 %"
+    assert S.num(-0.002) == "0.00" and S.num(-0.02) == "-0.02" and S.num(0.1234, 3) == "0.123"
+
+
+def test_evaluate_page_sentences():
+    assert S.baseline_sentence(3.2, 0.1).startswith("m(full) = 3.200 and m(∅) = 0.100 (logit difference): "
+                                                    "faithfulness 1 means a circuit alone brings m back to 3.200")
+    text = S.curve_sentence("atp", [5, 20], [0.1, 0.45], [0.0, 0.01])
+    assert text.startswith("**atp**, top 20 nodes: 0.45: the 20 nodes alone recover 45 %")
+    assert text.endswith("Random circuits of 20 nodes reach 0.01.")
+    assert S.curve_sentence("ig", [5], [None]) == "ig: no size could be scored."
