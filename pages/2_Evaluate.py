@@ -16,7 +16,7 @@ import streamlit as st  # noqa: E402
 from pages._shared import display as S  # noqa: E402
 from pages._shared import ui  # noqa: E402
 from sfc_core import defaults  # noqa: E402
-from sfc_core.errors import InputError  # noqa: E402
+from sfc_core.errors import InputError, SFCError  # noqa: E402
 
 ui.setup_page("Evaluate", "📈")
 ss = st.session_state
@@ -25,8 +25,8 @@ st.markdown(
     "**Faithfulness** of a circuit C is `(m(C) − m(∅)) / (m(M) − m(∅))`: the metric with every node *outside* C "
     "ablated, relative to the full model M and to everything ablated (∅). **Completeness** is the same score of the "
     "complement of C — how much of the behaviour is left once C is removed (lower is better). Each curve ranks the "
-    "nodes of one method by |effect| and scores its top-n for every size n; dotted grey lines are random circuits "
-    "of the same sizes.")
+    "nodes of one method by |effect| and scores its top-n for every size n, beside random circuits of the same "
+    "sizes as a baseline.")
 
 with ui.guard("Loading the model and SAEs") as g:
     m = ui.model()
@@ -41,8 +41,10 @@ from sfc_core.discovery import DiscoverConfig, evaluate  # noqa: E402
 from sfc_core.metrics import metric_label  # noqa: E402
 
 pairs = None
-with ui.guard("Reading the current prompt pairs"):
+with ui.guard("Reading the current prompt pairs") as gp:
     pairs = ui.current_pairs()
+if not gp.ok:
+    st.info("This page evaluates the explorer page's prompt-pair table: fix the rows named above there.")
 if not pairs:
     st.stop()
 st.caption(f"{len(pairs)} prompt pairs: the explorer's table (or the IOI preset). First clean prompt: "
@@ -60,28 +62,59 @@ ablation = c3.selectbox("Ablation", list(ABLATIONS), key="eval_ablation",
 hooks = st.multiselect("SAE hook points", list(sae_dict), default=list(sae_dict),
                        key=f"eval_hooks_{S.input_key(s=S.sae_signature(sae_dict))}")
 
+# How pairs the tokenizer cannot patch as given are treated: the same controls, in the same words, as the
+# explorer's sidebar (display.UI_CONTROLS), so a fix named in a message points at a control on this page too.
+with st.sidebar:
+    st.header("Prompt pairs")
+    pair_options = {}
+    for option in ("multi_token", "length_mismatch"):
+        label, choices = S.UI_CONTROLS[option]
+        pair_options[option] = st.selectbox(label, list(choices), format_func=choices.get, key=f"eval_{option}")
+
+
+def _config(method: str, sizes: list[int]) -> DiscoverConfig:
+    """The discovery behind one curve: ``method``'s node effects on these pairs, top ``max(sizes)`` kept."""
+    return DiscoverConfig(method=method, top_k=max(sizes), edges=False, budget=max(sizes), **pair_options)
+
+
 curves = ss.setdefault("eval_curves", {})
+
+
+def _compute() -> None:
+    """Score every chosen method's curve on the current pairs (node effects cached per input) and remember
+    which curves to show.
+
+    Raises:
+        SFCError: bad sizes, no method or hook point, pairs the options cannot use.
+    """
+    sizes = S.parse_sizes(sizes_text)
+    if not methods:
+        raise InputError("choose at least one method to evaluate")
+    if not hooks:
+        raise InputError("select at least one SAE hook point")
+    sub = {h: sae_dict[h] for h in hooks}
+    for method in methods:
+        cfg = _config(method, sizes)
+        key = ui.discovery_key(m, sub, pairs, cfg)
+        d = ui.run_discovery(m, sub, pairs, cfg, key, label=f"Node effects with {method}")
+        ss["eval_warnings"] = list(d.runs.batch.warnings)  # skipped / aligned pairs: the same for every method
+        with st.spinner(f"Scoring the {method} curve…"):
+            t0 = time.perf_counter()
+            G = d.select(top_k=max(sizes))
+            res = evaluate(d.runs, G, sizes=sizes, ablation=ablation)
+            res["seconds"] = time.perf_counter() - t0
+        curves[S.input_key(k=key, sizes=sizes, ablation=ablation)] = (method, sizes, ablation, res)
+    ss["eval_shown"] = [S.input_key(k=ui.discovery_key(m, sub, pairs, _config(mm, sizes)), sizes=sizes,
+                                    ablation=ablation) for mm in methods]
+
+
 if st.button("Compute curves", type="primary", key="eval_run"):
-    with ui.guard("Evaluating") as g:
-        sizes = S.parse_sizes(sizes_text)
-        if not methods:
-            raise InputError("choose at least one method to evaluate")
-        if not hooks:
-            raise InputError("select at least one SAE hook point")
-        sub = {h: sae_dict[h] for h in hooks}
-        for method in methods:
-            cfg = DiscoverConfig(method=method, top_k=max(sizes), edges=False, budget=max(sizes))
-            key = ui.discovery_key(m, sub, pairs, cfg)
-            d = ui.run_discovery(m, sub, pairs, cfg, key, label=f"Node effects with {method}")
-            with st.spinner(f"Scoring the {method} curve…"):
-                t0 = time.perf_counter()
-                G = d.select(top_k=max(sizes))
-                res = evaluate(d.runs, G, sizes=sizes, ablation=ablation)
-                res["seconds"] = time.perf_counter() - t0
-            curves[S.input_key(k=key, sizes=sizes, ablation=ablation)] = (method, sizes, ablation, res)
-        ss["eval_shown"] = [S.input_key(k=ui.discovery_key(m, sub, pairs, DiscoverConfig(
-            method=mm, top_k=max(sizes), edges=False, budget=max(sizes))), sizes=sizes, ablation=ablation)
-            for mm in methods]
+    with ui.guard("Evaluating"):
+        try:
+            _compute()
+        except SFCError as exc:
+            # A pair error's fix names a control of this page's sidebar: word it as that control.
+            st.error(S.screen_message(exc), icon="🚫")
 
 shown = [curves[k] for k in ss.get("eval_shown", []) if k in curves]
 if shown:
@@ -90,6 +123,8 @@ if shown:
     fig = curve_figure({method: res["curve"] for method, _, _, res in shown},
                        title=f"faithfulness / completeness vs circuit size ({shown[0][2]} ablation)")
     st.plotly_chart(fig, key="eval_curve")
+    for w in ss.get("eval_warnings", [])[:6]:
+        st.warning(S.screen_message(w))
     rows = []
     for method, sizes, abl, res in shown:
         c = res["curve"]
@@ -97,14 +132,20 @@ if shown:
             rows.append({"method": method, "size": n, "faithfulness": c["faithfulness"][i],
                          "completeness": c["completeness"][i], "random faithfulness": c["random_faithfulness"][i],
                          "random completeness": c["random_completeness"][i]})
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
-    st.caption("m(full) = {:.3f}, m(∅) = {:.3f} ({})".format(shown[0][3]["curve"]["m_full"],
-                                                            shown[0][3]["curve"]["m_empty"],
-                                                            metric_label("logit_diff", long=True)))
+    score = st.column_config.NumberColumn(format="%.3f")
+    st.dataframe(pd.DataFrame(rows), hide_index=True,
+                 column_config={k: score for k in ("faithfulness", "completeness", "random faithfulness",
+                                                   "random completeness")})
+    first = shown[0][3]["curve"]
+    st.caption(S.baseline_sentence(first["m_full"], first["m_empty"], metric_label("logit_diff", long=True)))
+    for method, _, _, res in shown:
+        c = res["curve"]
+        st.markdown(S.curve_sentence(method, c.get("n_nodes") or c["sizes"], c["faithfulness"],
+                                     c.get("random_faithfulness")))
     best = max((f for _, _, _, res in shown for f in res["curve"]["faithfulness"] if f is not None), default=None)
     if best is not None and best < defaults.APP_LOW_FAITHFULNESS:
-        st.info(f"Faithfulness stays below {defaults.APP_LOW_FAITHFULNESS} at these sizes. When the answer is a "
-                "token that changes from pair to pair (IOI's names), every SAE depth spreads it over many latents, so a "
-                "faithful circuit needs hundreds of nodes: try larger sizes or the mask method.")
+        st.info(f"Faithfulness stays below {defaults.APP_LOW_FAITHFULNESS} at these sizes (best {S.num(best)}). When "
+                "the answer is a token that changes from pair to pair (IOI's names), every SAE depth spreads it over "
+                "many latents, so a faithful circuit needs hundreds of nodes: try larger sizes or the mask method.")
 else:
     st.info("Choose methods and sizes, then click **Compute curves**.")

@@ -62,12 +62,13 @@ def _pairs(task: str):
     return ui.task_pairs(task, N_PAIRS)
 
 
-def _next_tokens(prompt: str, k: int = 8) -> pd.DataFrame:
+def _next_tokens(prompt: str, k: int = 8) -> tuple[pd.DataFrame, list]:
+    """The model's top ``k`` next tokens after ``prompt``: as a table, and as ``[(token, probability)]``."""
     from sfc_core.features import next_tokens
 
     top = next_tokens(m, prompt, k)
     return pd.DataFrame({"next token": [repr(tok) for tok, _ in top],
-                         "probability": [round(p, 4) for _, p in top]})
+                         "probability": [round(p, 4) for _, p in top]}), top
 
 
 def _discover(task: str, top_k: int, edges: bool, n: int = N_PAIRS):
@@ -77,6 +78,11 @@ def _discover(task: str, top_k: int, edges: bool, n: int = N_PAIRS):
     cfg = DiscoverConfig(method="atp", top_k=top_k, edges=edges)
     key = ui.discovery_key(m, sae_dict, pairs, cfg)
     return ui.run_discovery(m, sae_dict, pairs, cfg, key, label=f"AtP on {len(pairs)} {task.upper()} pairs")
+
+
+def _effects(G) -> dict[str, float]:
+    """Node id -> effect of a circuit's feature and error nodes (metric units)."""
+    return {n: float(G.nodes[n].get("effect") or 0.0) for n in S.inner_node_ids(G)}
 
 
 # ------------------------------------------------------------------ steps
@@ -89,14 +95,16 @@ if step == STEPS[0]:
     with ui.guard("Running the model"):
         pair = _pairs("ioi")[0]
         st.markdown(f"Prompt: `{pair.clean}`  → expected answer `{pair.answer}`")
-        st.dataframe(_next_tokens(pair.clean), hide_index=True)
+        table, top = _next_tokens(pair.clean)
+        st.dataframe(table, hide_index=True)
+        st.markdown(S.next_token_sentence(top, pair.answer))
         st.caption("Computed live: one forward pass of the model.")
 
 elif step == STEPS[1]:
     st.markdown(
         "The residual stream after a block is a 576-dimensional vector per token, and its coordinates mean "
         "nothing on their own. A **sparse autoencoder** (SAE) rewrites it as a sparse sum of learned directions: "
-        "`x ≈ Σᵢ fᵢ(x) · dᵢ + b`, with only a few of the thousands of **features** fᵢ active at once (a TopK SAE "
+        "`x ≈ Σᵢ fᵢ(x) · dᵢ + b`, with only a few of its many **features** fᵢ active at once (a TopK SAE "
         "keeps exactly k). Each feature tends to mean one thing — a name, a plural noun, a closing quote — which we "
         "read off the texts where it fires most. What the SAE misses, `ε = x − x̂`, is the **error node**.")
     hooks = list(sae_dict)
@@ -115,6 +123,7 @@ elif step == STEPS[1]:
         c[0].metric("active features at the last token", active)
         c[1].metric("of", loaded.d_sae)
         c[2].metric("variance explained on this prompt", f"{fve:.1%}")
+        st.markdown(S.sae_sentence(active, loaded.d_sae, fve, m.cfg.d_model))
         feats = [int(i) for i, v in zip(top.indices.tolist(), top.values.tolist()) if v > 0]
         st.dataframe(pd.DataFrame({"feature": feats, "activation": [round(float(last[i]), 3) for i in feats]}),
                      hide_index=True)
@@ -142,8 +151,7 @@ elif step == STEPS[2]:
                            "m(clean)": [round(v, 3) for v in runs.m_clean.tolist()],
                            "m(corrupted)": [round(v, 3) for v in runs.m_corrupted.tolist()]})
         st.dataframe(df, hide_index=True)
-        st.markdown(f"Mean over {runs.n} pairs: **m(clean) = {runs.m_clean.mean():.3f}**, "
-                    f"**m(corrupted) = {runs.m_corrupted.mean():.3f}** (logits).")
+        st.markdown(S.metric_sentence(runs.m_clean.tolist(), runs.m_corrupted.tolist()))
 
 elif step == STEPS[3]:
     st.markdown(
@@ -167,6 +175,8 @@ elif step == STEPS[3]:
         df = pd.DataFrame({"node": ids, "AtP effect": [round(G.nodes[n]["effect"], 4) for n in ids],
                            "exact effect": [round(exact[n], 4) for n in ids]})
         st.dataframe(df, hide_index=True)
+        for sentence in S.atp_exact_sentences([(n, G.nodes[n]["effect"], exact[n]) for n in ids]):
+            st.markdown(sentence)
         st.caption(f"AtP took {d.metadata['timings_s'].get('nodes', 0):.2f} s for every node of every SAE.")
 
 elif step == STEPS[4]:
@@ -186,20 +196,22 @@ elif step == STEPS[4]:
         attach_auto_labels(G, auto_label_lookup(sae_dict))
         s_full, search = d.scores(G, "mean"), G.graph["target_search"]
         c = st.columns(3)
-        c[0].metric("faithfulness of the top 15 nodes", f"{s_small['faithfulness']:.2f}")
+        c[0].metric("faithfulness of the top 15 nodes", S.num(s_small["faithfulness"]))
         c[1].metric(f"nodes to reach {search['target']:g}", search["n_nodes"])
-        c[2].metric("their faithfulness", f"{s_full['faithfulness']:.2f}")
+        c[2].metric("their faithfulness", S.num(s_full["faithfulness"]))
+        n_target = search["n_nodes"]
+        st.markdown("**The top 15 nodes.** " + S.faithfulness_sentence(s_small["faithfulness"], 15)
+                    + (" IOI is spread over many features." if (s_small["faithfulness"] or 0) < 0.5 else ""))
+        lead = (f"**The smallest top-n reaching {search['target']:g}** (where the explorer starts): "
+                if search["reached"] else
+                f"**No top-n of the {search['pool']} nodes with an effect reaches {search['target']:g}**; the best: ")
+        st.markdown(lead + S.faithfulness_sentence(s_full["faithfulness"], n_target)
+                    + " Completeness " + S.completeness_sentence(s_full["completeness"], n_target))
         st.markdown(
-            f"The 15 strongest nodes explain only **{s_small['faithfulness']:.0%}** of the behaviour on these "
-            f"{d.runs.n} pairs: IOI is spread over many features. The explorer therefore starts from the smallest "
-            f"top-n that reaches faithfulness {search['target']:g} — here **{search['n_nodes']} nodes** "
-            f"({s_full['faithfulness']:.2f}). To stay readable, the graph draws the {MAX_NODES} largest and groups "
-            "the rest of each layer into one grey “other k” circle; each feature carries its automatic label (the "
-            "tokens it fires on, from held-out text), and ⚠ marks a latent that looks like an artefact. The "
-            "faithfulness is always the whole circuit's.")
-        if search["reached"]:
-            st.caption(f"Completeness {s_full['completeness']:.2f}: ablating just these nodes leaves that share of "
-                       "the behaviour (lower means the circuit holds most of what matters).")
+            f"To stay readable, the graph draws the {MAX_NODES} largest and groups the rest of each layer into one "
+            "grey “other k” circle; each feature carries its automatic label (the tokens it fires on, from "
+            "held-out text), and ⚠ marks a latent that looks like an artefact. The faithfulness is always the "
+            "whole circuit's.")
         drawn = collapse(G, MAX_NODES)
         st.plotly_chart(circuit_figure(drawn, S.feature_labels(G, panel.logit_token_lookup(m, sae_dict),
                                                                 panel.flag_lookup(sae_dict)), height=520),
@@ -224,5 +236,12 @@ elif step == STEPS[5]:
         stats = circuit_stats(d.graph)
         st.markdown("Nodes per layer: " + ", ".join(f"L{k}: {v}" for k, v in stats["nodes_per_layer"].items())
                     + f" · error nodes: {stats['error_nodes']}")
+        st.markdown(S.layers_sentence(stats["nodes_per_layer"]) + " "
+                    + S.error_nodes_sentence(_effects(d.graph), "SVA"))
+        ioi = _discover("ioi", 10, edges=False).select(top_k=15)  # step 4's AtP run, re-selected: no recompute
+        st.markdown("For comparison, IOI's top 15 nodes on the same SAEs: "
+                    + S.layers_sentence(circuit_stats(ioi)["nodes_per_layer"]) + " "
+                    + S.error_nodes_sentence(_effects(ioi), "IOI"))
+        st.markdown(S.error_comparison_sentence(("SVA", _effects(d.graph)), ("IOI", _effects(ioi))))
     st.success("That's the tour. The explorer (main page) does all of this on your own prompt pairs, with "
                "every knob exposed; the Feature page inspects any feature.")
