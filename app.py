@@ -3,17 +3,19 @@
 Run with ``make app`` (or ``streamlit run app.py``). Inputs: a task preset or an editable table of
 prompt pairs (or a JSONL upload), the SAE hook points, the attribution method and selection
 thresholds. **Find circuit** runs :func:`sfc_core.discovery.discover` once per distinct input
-(cached in this session); sliders re-select nodes and edges from the cached effects without
-recomputing (:meth:`sfc_core.discovery.Discovery.select`). Click a node (or pick it in the list under
-the graph) to inspect its feature.
+(cached in this session; *Stop* ends it at its next progress step). The circuit view is a Streamlit
+fragment: its selection sliders re-select nodes and edges from the cached effects without recomputing
+(:meth:`sfc_core.discovery.Discovery.select`) and rerun only the view, not the page. Click a node (or pick
+it in the list beside the graph) to inspect its feature; the graph highlights its edges and neighbours.
 
 The page is one function per section, run in order by :func:`main`: each gathers its widgets' values,
-calls the engine and renders.
+calls the engine and renders. Widget values outlive page changes (:mod:`pages._shared.state`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -28,7 +30,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from pages._shared import display as S  # noqa: E402
-from pages._shared import panel, ui  # noqa: E402
+from pages._shared import panel, state, ui  # noqa: E402
 from sfc_core import defaults, nodes  # noqa: E402
 from sfc_core import methods as registry  # noqa: E402
 from sfc_core.errors import InputError, SFCError  # noqa: E402
@@ -52,8 +54,7 @@ class Options:
     extra: dict
     aggregate: bool
     length_mode: str
-    sel_mode: str
-    sel_box: Any  # the sidebar container the selection sliders go into once a circuit exists
+    multi_token: str
     ablation: str
 
 
@@ -63,6 +64,7 @@ class Pairs:
 
     pairs: list | None
     error: str | None
+    n_tokens: int = 0  # clean + corrupted tokens of the valid pairs (the run-time estimate's unit)
 
 
 @dataclass
@@ -76,12 +78,22 @@ class Shown:
     render_s: float | None = None
     scores: dict | None = None  # faithfulness / completeness of exactly this circuit (found circuits)
     n_grouped: int = 0  # inner nodes drawn inside "other k" markers (G itself is never collapsed)
+    hidden: dict | None = None  # nodes the view toggles left out of the drawing: {"errors": n, "disconnected": m}
 
 
 # ------------------------------------------------------------------ callbacks (run before the script)
 def _set_table(pairs) -> None:
     ss["pairs_df"] = S.table_from_pairs(pairs)
     ss["pairs_version"] = ss.get("pairs_version", 0) + 1
+    state.remember_records(ss, S.records_from_table(ss["pairs_df"]))
+
+
+def _table_from_records(records: list[dict]):
+    """The editor table of remembered rows: text cells (as :func:`display.table_from_pairs` builds it)."""
+    import pandas as pd
+
+    rows = [{c: None if r.get(c) is None else str(r[c]) for c in S.TABLE_COLUMNS} for r in records]
+    return pd.DataFrame(rows, columns=list(S.TABLE_COLUMNS), dtype="object") if rows else S.empty_table()
 
 
 def _on_pairs_upload() -> None:
@@ -91,11 +103,12 @@ def _on_pairs_upload() -> None:
     try:
         pairs = S.parse_pairs_upload(f.getvalue(), f"'{f.name}'")
     except SFCError as exc:
-        ss["_flash_pairs"] = ("error", str(exc))
+        ss["_flash_pairs"] = ("error", f"{exc} — the table below is unchanged.")
         return
     except Exception as exc:  # noqa: BLE001
         ui.log.exception("pair upload failed")
-        ss["_flash_pairs"] = ("error", f"could not read '{f.name}' ({type(exc).__name__})")
+        ss["_flash_pairs"] = ("error", f"could not read '{f.name}' ({type(exc).__name__}) — the table below is "
+                                       "unchanged.")
         return
     _set_table(pairs)
     ss["task_preset"] = ui.CUSTOM
@@ -122,11 +135,12 @@ def _on_circuit_upload() -> None:
         for n in G.nodes:
             nodes.parse_id(n)  # InputError on an id that is not a node id
     except SFCError as exc:
-        ss["_flash_circuit"] = ("error", f"{exc}")
+        ss["_flash_circuit"] = ("error", f"{exc} — the circuit on screen is unchanged.")
         return
     except Exception as exc:  # noqa: BLE001
         ui.log.exception("circuit upload failed")
-        ss["_flash_circuit"] = ("error", f"could not read '{f.name}' as a circuit ({type(exc).__name__})")
+        ss["_flash_circuit"] = ("error", f"could not read '{f.name}' as a circuit ({type(exc).__name__}) — the "
+                                         "circuit on screen is unchanged.")
         return
     ss["uploaded_graph"] = G
     ss["uploaded_name"] = f.name
@@ -218,7 +232,7 @@ def header_section() -> tuple[Any, dict]:
 
 
 def sidebar_options(sae_dict: dict) -> Options:
-    """**Circuit options**: hook points, method and its knobs, aggregation, selection mode, ablation, circuit upload."""
+    """**Circuit options**: hook points, method and its knobs, aggregation, pair handling, ablation, upload."""
     from sfc_core.ablation import ABLATIONS
 
     with st.sidebar:
@@ -230,10 +244,10 @@ def sidebar_options(sae_dict: dict) -> Options:
         methods = list(registry.names())
         method = st.selectbox("Method", methods, index=methods.index("atp") if "atp" in methods else 0,
                               format_func=registry.label, key="method")
-        ig_steps, extra = 10, {}
+        ig_steps, extra = defaults.IG_STEPS, {}
         options = registry.get(method).options
         if "steps" in options:
-            ig_steps = int(st.number_input("IG steps", 2, 50, 10, key="ig_steps"))
+            ig_steps = int(st.number_input("IG steps", 2, 50, defaults.IG_STEPS, key="ig_steps"))
         if "mask_lambda" in options:
             extra["mask_lambda"] = float(st.number_input("Mask sparsity λ", min_value=0.0, value=defaults.MASK_LAMBDA,
                                                          step=1e-3, format="%.4f", key="mask_lambda"))
@@ -242,17 +256,9 @@ def sidebar_options(sae_dict: dict) -> Options:
             extra["budget"] = int(st.number_input("Budget K (nodes the method picks)", 1, 200, 30, key="fap_budget"))
         aggregate = st.toggle("Aggregate over positions", value=True, key="aggregate",
                               help="On: one node per feature (summed over token positions). Off: one node per "
-                                   "(feature, position).")
-        length_mode = st.selectbox("Pairs whose prompts differ in token length",
-                                   ["skip", "align_last"], key="length_mismatch",
-                                   format_func=lambda k: {"skip": "skip them",
-                                                          "align_last": "align at the last token"}[k])
-        st.subheader("Selection (no recompute)")
-        sel_mode = st.radio("Select nodes by", SELECTION_MODES, index=SELECTION_MODES.index(SELECTION_DEFAULT),
-                            horizontal=True, key="sel_mode",
-                            help="target faithfulness: the smallest top-n by |effect| whose faithfulness reaches "
-                                 "the target (real evaluations, under the ablation chosen below)")
-        sel_box = st.container()
+                                   "(feature, position), drawn on a layer × token grid.")
+        length_mode = _choice("length_mismatch", "skip")
+        multi_token = _choice("multi_token", "reject")
         ablation = st.selectbox("Ablation for scores", list(ABLATIONS), key="ablation",
                                 help=S.ablation_help(ABLATIONS, "How nodes outside the circuit are removed when "
                                                                 "scoring it:"))
@@ -262,7 +268,14 @@ def sidebar_options(sae_dict: dict) -> Options:
                          key="circuit_upload",
                          on_change=_on_circuit_upload)
         _flash("_flash_circuit")
-    return Options(hooks, method, ig_steps, extra, aggregate, length_mode, sel_mode, sel_box, ablation)
+    return Options(hooks, method, ig_steps, extra, aggregate, length_mode, multi_token, ablation)
+
+
+def _choice(option: str, default: str) -> str:
+    """A selectbox for an engine option the app names in its own words (:data:`display.UI_CONTROLS`)."""
+    title, words = S.UI_CONTROLS[option]
+    values = list(words)
+    return st.selectbox(title, values, index=values.index(default), key=option, format_func=words.get)
 
 
 def pairs_section(m, opts: Options) -> Pairs:
@@ -276,6 +289,8 @@ def pairs_section(m, opts: Options) -> Pairs:
         st.warning("The built-in tasks are not available; type pairs into the table or upload a JSONL file.")
     if "task_preset" not in ss or ss["task_preset"] not in options:
         ss["task_preset"] = "ioi" if "ioi" in options else ui.CUSTOM
+    # the editor's own edits are gone after a visit to another page: put the last rows back
+    state.restore_table(ss, f"pairs_editor_{ss['pairs_version']}", _table_from_records)
     c1, c2, c3 = st.columns([2, 1, 3])
     preset = c1.selectbox("Task preset", options, key="task_preset",
                           format_func=ui.task_label)
@@ -308,13 +323,13 @@ def pairs_section(m, opts: Options) -> Pairs:
         },
     )
     records = S.records_from_table(edited)
-    ss["current_records"] = records
+    state.remember_records(ss, records)
 
     pairs, pairs_error = None, None
     try:
         pairs = S.pairs_from_table(records)
     except InputError as exc:
-        pairs_error = str(exc)
+        pairs_error = S.screen_message(exc)
     filled = [(i, r) for i, r in enumerate(records) if any(v not in (None, "") for v in r.values())]
     report = []
     with ui.guard("Tokenizing the pairs"):
@@ -329,31 +344,49 @@ def pairs_section(m, opts: Options) -> Pairs:
         st.error(f"Fix the pairs table: {pairs_error}")
     elif problems:
         shown = "; ".join(problems[:4]) + (f"; … ({len(problems) - 4} more)" if len(problems) > 4 else "")
-        st.warning(f"{len(problems)} pair(s) have problems — length mismatches are "
-                   f"{'skipped' if opts.length_mode == 'skip' else 'aligned at the last token'}, multi-token answers "
-                   f"are rejected: {shown}")
-    return Pairs(pairs, pairs_error)
+        length_words = S.UI_CONTROLS["length_mismatch"]
+        st.warning(f"{len(problems)} pair(s) have problems: {shown}. Pairs whose prompts differ in token length "
+                   f"are handled as the sidebar's *{length_words[0]}* says "
+                   f"(*{length_words[1][opts.length_mode]}*); multi-token answers as *"
+                   f"{S.UI_CONTROLS['multi_token'][0]}* says (*{S.UI_CONTROLS['multi_token'][1][opts.multi_token]}*).")
+    n_tokens = sum(len(e["clean_tokens"]) + len(e["corrupted_tokens"]) for e in report if e.get("valid"))
+    return Pairs(pairs, pairs_error, n_tokens)
 
 
 def find_section(m, sae_dict: dict, opts: Options, pp: Pairs) -> str | None:
-    """**2 · Circuit**: the *Find circuit* button (one discovery per distinct input). Returns the inputs' key."""
+    """**2 · Circuit**: the *Find circuit* button (one discovery per distinct input), its run-time estimate and
+    a *Stop* control while it runs. Returns the inputs' key."""
     from sfc_core.discovery import DiscoverConfig
 
     st.header("2 · Circuit")
     cfg = DiscoverConfig(method=opts.method, aggregation="sum" if opts.aggregate else "none", top_k=TOP_K_DEFAULT,
-                         edges=True, steps=opts.ig_steps, length_mismatch=opts.length_mode, **opts.extra)
+                         edges=True, steps=opts.ig_steps, length_mismatch=opts.length_mode,
+                         multi_token=opts.multi_token, **opts.extra)
     key_cfg = replace(cfg, top_k=None, node_threshold=None, edge_threshold=0.0)
     sub_saes = {h: sae_dict[h] for h in opts.hooks}
     input_key = ui.discovery_key(m, sub_saes, pp.pairs, key_cfg) if pp.pairs else None
+    estimate = registry.estimate_seconds(cfg, pp.n_tokens, len(sub_saes)) if pp.pairs else None
+    cached = input_key in ss.get("results", {})
 
-    if st.button("Find circuit", type="primary", key="find_circuit"):
+    c1, c2 = st.columns([1, 4], vertical_alignment="center")
+    clicked = c1.button("Find circuit", type="primary", key="find_circuit")
+    if estimate is not None and not cached:
+        note = (f"Estimated run time on this machine: about {S.fmt_seconds(estimate)} "
+                f"({registry.label(opts.method)}, {len(pp.pairs)} pairs, {pp.n_tokens} tokens, {len(sub_saes)} SAEs).")
+        if estimate > defaults.APP_LONG_RUN_S:
+            c2.warning(note + " It reports progress and can be stopped with *Stop* while it runs.", icon="⏱️")
+        else:
+            c2.caption(note)
+    ui.stopped_notice()
+    if clicked:
         if not opts.hooks:
-            st.error("Select at least one SAE hook point in the sidebar.")
+            st.error("Select at least one SAE hook point in the sidebar (*SAE hook points*).")
         elif pp.error or not pp.pairs:
-            st.error(f"Cannot find a circuit: {pp.error or 'no prompt pairs'}. Fix the table above.")
+            st.error(f"Cannot find a circuit: {pp.error or 'the pairs table is empty'}. Fix the table above, pick a "
+                     "*Task preset* or upload pairs.")
         else:
             with ui.guard("Finding the circuit"):
-                ui.run_discovery(m, sub_saes, pp.pairs, cfg, input_key)
+                ui.run_discovery(m, sub_saes, pp.pairs, cfg, input_key, estimate_s=estimate)
                 ss["current_key"] = input_key
                 ss["view"] = "discovery"
     return input_key
@@ -375,126 +408,218 @@ def _choose_view(d) -> str | None:
     return view
 
 
-def _selection_sliders(d, opts: Options) -> dict:
-    """The sidebar's selection sliders for discovery ``d``:
-    ``{"node_threshold", "top_k", "target_faithfulness", "edge_threshold"}``."""
+def _default_node_threshold(d, step: float) -> float:
+    """The threshold slider's start: the |effect| of the :data:`TOP_K_DEFAULT`-th strongest *feature* (error
+    nodes, often the largest effects, would otherwise take the whole default and leave no feature)."""
+    import torch
+
+    values = torch.cat([e[..., :-1].abs().flatten() for e in d.attribution.effects if e.numel()]) \
+        if d.attribution.effects else torch.zeros(0)
+    values = values[values > 0]
+    if not values.numel():
+        return 0.0
+    k = min(TOP_K_DEFAULT, values.numel())
+    kth = float(values.topk(k).values[-1])
+    return max(step * math.floor(kth / step), 0.0)
+
+
+def _node_pool(d) -> int:
+    """How many nodes (features and error nodes) of discovery ``d`` have a non-zero effect."""
+    return int(sum(int((e != 0).sum()) for e in d.attribution.effects))
+
+
+def _selection_controls(d) -> dict:
+    """The selection controls above the graph: ``{"node_threshold", "top_k", "target_faithfulness",
+    "edge_threshold"}`` for :meth:`~sfc_core.discovery.Discovery.select`."""
     emax, wmax = S.effect_range(d)
-    target = None
-    with opts.sel_box:
-        if d.chosen_by_method:
-            st.caption(f"{d.metadata.get('method')} chose its own {len(S.inner_node_ids(d.graph))} nodes: the node "
-                       "sliders apply to AtP / IG / exact circuits.")
-            k, thr = None, None
-        elif opts.sel_mode == "top-k":
-            k = st.slider("Nodes: top-k by |effect|", 1, ui.EDGE_POOL, TOP_K_DEFAULT, key="top_k")
-            thr = None
-        elif opts.sel_mode == "target faithfulness":
-            target = st.slider("Target faithfulness", 0.05, 1.0, defaults.TARGET_FAITHFULNESS, step=0.05,
-                               key="target_faithfulness")
-            k, thr = None, None
+    target, k, thr = None, None, None
+    c_mode, c_node, c_edge = st.columns([2, 3, 3])
+    if d.chosen_by_method:
+        c_mode.caption(f"{d.metadata.get('method')} chose its own {len(S.inner_node_ids(d.graph))} nodes: the "
+                       "node controls apply to AtP / IG / exact circuits.")
+    else:
+        sel_mode = c_mode.radio("Select nodes by", SELECTION_MODES, index=SELECTION_MODES.index(SELECTION_DEFAULT),
+                                key="sel_mode",
+                                help="target faithfulness: the smallest top-n by |effect| whose faithfulness "
+                                     "reaches the target (real evaluations, under the sidebar's ablation)")
+        if sel_mode == "top-k":
+            pool = _node_pool(d)
+            k = c_node.slider("Nodes: top-k by |effect|", 1, max(ui.EDGE_POOL, 2), TOP_K_DEFAULT, key="top_k",
+                              help=f"{pool} nodes have a non-zero effect; edges are known among the top "
+                                   f"{ui.EDGE_POOL}")
+            if k > pool:
+                c_node.caption(f"only {pool} nodes have an effect: all of them are shown")
+        elif sel_mode == "target faithfulness":
+            target = c_node.slider("Target faithfulness", 0.05, 1.0, defaults.TARGET_FAITHFULNESS, step=0.05,
+                                   key="target_faithfulness")
         else:
             step = S.nice_step(emax)
-            thr = st.slider("Nodes: |effect| ≥", 0.0, S.round_up(emax, step), S.round_up(emax / 10, step),
-                            step=step, format="%.4f", key=f"node_thr_{ss['current_key']}")
-            k = None
-        estep = S.nice_step(wmax)
-        ethr = st.slider("Edges: |weight| ≥", 0.0, S.round_up(wmax, estep), 0.0, step=estep, format="%.4f",
+            thr = c_node.slider("Nodes: |effect| ≥", 0.0, S.round_up(emax, step), _default_node_threshold(d, step),
+                                step=step, format="%.4f", key=f"node_thr_{ss['current_key']}")
+    estep = S.nice_step(wmax)
+    ethr = c_edge.slider("Edges: |weight| ≥", 0.0, S.round_up(wmax, estep), 0.0, step=estep, format="%.4f",
                          key=f"edge_thr_{ss['current_key']}")
     return {"node_threshold": thr, "top_k": k, "target_faithfulness": target, "edge_threshold": ethr}
 
 
-def _draw(m, sae_dict: dict, G) -> tuple[Any, int]:
-    """The figure of ``G`` (its supernodes one marker each; collapsed to its :data:`~sfc_core.collapse.MAX_NODES`
-    largest nodes plus one "other k" marker per hook point when larger) and the number of nodes grouped into
-    "other k" markers."""
-    from sfc_core.collapse import MAX_NODES, collapse
+def _view_toggles() -> tuple[bool, bool]:
+    """Display-only toggles: hide error nodes, hide nodes without an edge (scores stay the whole circuit's)."""
+    a, b, _ = st.columns([1, 1, 2])
+    hide_errors = a.toggle("Hide error nodes (ε)", key="hide_errors")
+    hide_disconnected = b.toggle("Hide nodes without edges", key="hide_disconnected")
+    return hide_errors, hide_disconnected
+
+
+def _draw(m, sae_dict: dict, G, highlight: str | None, hide_errors: bool, hide_disconnected: bool):
+    """The figure of ``G`` as the view toggles ask (supernodes one marker each; collapsed to its
+    :data:`~sfc_core.collapse.MAX_NODES` largest nodes plus one "other k" marker per hook point when larger), the
+    number of nodes grouped into "other k" markers and the view's ``hidden`` counts."""
+    from sfc_core.collapse import MAX_NODES, collapse, filter_view
     from sfc_core.viz import circuit_figure
 
-    drawn = collapse(G, MAX_NODES)  # a copy of G when it is small enough
+    view = filter_view(G, hide_errors=hide_errors, hide_disconnected=hide_disconnected)
+    drawn = collapse(view, MAX_NODES)  # a copy when it is small enough
     n_grouped = int((drawn.graph.get("collapsed") or {}).get("n_grouped", 0))
     labels = S.feature_labels(G, panel.logit_token_lookup(m, sae_dict), panel.flag_lookup(sae_dict))
-    return circuit_figure(drawn, labels), n_grouped
+    return circuit_figure(drawn, labels, highlight=highlight), n_grouped, view.graph.get("hidden") or {}
 
 
-def circuit_section(m, sae_dict: dict, opts: Options, input_key: str | None) -> Shown | None:
-    """The circuit to show: the found one re-selected by the sliders (no recompute), or an uploaded one.
-    ``Shown.G`` is always the whole circuit (scores, node list, exports); only the figure may be collapsed."""
+def _select(d, selection: dict, ablation: str, sae_dict: dict) -> Any:
+    """The found circuit for ``selection`` (no recompute), annotated, or ``None`` (error shown)."""
+    G = None
+    with ui.guard("Selecting the circuit"):
+        G = d.select(**selection, ablation=ablation)
+        G.graph["task"] = ss.get("_loaded_preset", (None, None))[1] if ss.get("_loaded_preset") else "custom"
+        _annotate(G, sae_dict, "discovery")
+    return G
+
+
+def _sync_pick(G) -> str | None:
+    """The node to inspect: a new click in the graph wins over the list; ``None`` when nothing is picked."""
+    from sfc_core.viz import node_id_from_selection
+
+    node_ids = S.ranked_node_ids(G)
+    clicked = node_id_from_selection(ss.get("circuit_graph"))
+    if clicked not in node_ids:  # an "other k" marker of the collapsed view, embed / metric, or nothing
+        clicked = None
+    if clicked and clicked != ss.get("_last_click"):
+        ss["node_pick"] = clicked
+    ss["_last_click"] = clicked
+    if ss.get("node_pick") not in [""] + node_ids:
+        ss["node_pick"] = ""
+    return ss.get("node_pick") or None
+
+
+@st.fragment
+def circuit_view(m, sae_dict: dict, opts: Options, input_key: str | None, pp: Pairs) -> None:
+    """The circuit on screen: selection controls, graph, scores, node panel, supernodes, scores curve and exports.
+    A fragment, so a slider, toggle or click reruns only this view (the page above it stays as it is)."""
     d = ss["results"].get(ss.get("current_key")) if ss.get("current_key") else None
     view = _choose_view(d)
+    if view is None:
+        st.info("Choose prompt pairs and click **Find circuit** (the IOI preset is ready), or load a saved circuit "
+                "in the sidebar.")
+        return
+    t0 = time.perf_counter()
     if view == "discovery":
-        selection = _selection_sliders(d, opts)
+        selection = _selection_controls(d)
         if input_key != ss.get("current_key"):
             st.info("The inputs changed since this circuit was found — click **Find circuit** to recompute. "
                     "Showing the last circuit.")
         for w in d.runs.batch.warnings[:6]:
-            st.warning(w)
-        shown = None
-        with ui.guard("Selecting the circuit"):
-            t0 = time.perf_counter()
-            G = d.select(**selection, ablation=opts.ablation)
-            G.graph["task"] = ss.get("_loaded_preset", (None, None))[1] if ss.get("_loaded_preset") else "custom"
-            _annotate(G, sae_dict, "discovery")
-            fig, n_grouped = _draw(m, sae_dict, G)
-            shown = Shown("discovery", G, fig, d.runs, time.perf_counter() - t0, n_grouped=n_grouped)
-            shown.scores = d.scores(G, opts.ablation)  # one ablated forward per new selection, then cached
-            G.graph["scores"] = {k: shown.scores[k] for k in ("faithfulness", "completeness", "ablation", "metric")}
-        return shown
-    if view == "uploaded":
+            st.warning(S.screen_message(w))
+        G = _select(d, selection, opts.ablation, sae_dict)
+        runs = d.runs
+    else:
         G = ss["uploaded_graph"]
-        shown = None
-        with ui.guard("Drawing the uploaded circuit"):
+        with ui.guard("Reading the uploaded circuit's labels"):
             _annotate(G, sae_dict, "uploaded")
-            fig, n_grouped = _draw(m, sae_dict, G)
-            shown = Shown("uploaded", G, fig, None, n_grouped=n_grouped)
-        return shown
-    st.info("Choose prompt pairs and click **Find circuit** (the IOI preset is ready), or load a saved circuit "
-            "in the sidebar.")
-    return None
+        runs = None
+    if G is None:
+        return
+    hide_errors, hide_disconnected = _view_toggles()
+    pick = _sync_pick(G)
+    shown = None
+    with ui.guard("Drawing the circuit"):
+        fig, n_grouped, hidden = _draw(m, sae_dict, G, pick, hide_errors, hide_disconnected)
+        shown = Shown(view, G, fig, runs, time.perf_counter() - t0, n_grouped=n_grouped, hidden=hidden)
+    if shown is None:
+        return
+    col_graph, col_panel = st.columns([3, 2])
+    with col_graph:
+        score_box = st.container()
+        graph_section(shown)
+        with score_box:
+            if view == "discovery":
+                with ui.guard("Scoring the circuit"):
+                    shown.scores = d.scores(G, opts.ablation)  # one ablated forward per new selection, cached
+                    G.graph["scores"] = {k: shown.scores[k] for k in ("faithfulness", "completeness", "ablation",
+                                                                      "metric")}
+            _score_summary(shown)
+        stats_section(G)
+    with col_panel:
+        node_panel_section(m, sae_dict, shown, pp)
+    supernode_section(shown)
+    score_key = scores_section(m, sae_dict, shown, pp, opts.ablation)
+    export_section(shown, score_key)
 
 
-def graph_section(shown: Shown):
-    """The graph (click to select a node) and its statistics. Returns the graph's selection event."""
+def graph_section(shown: Shown) -> None:
+    """The graph (click a node to inspect it) and what it leaves out."""
+    st.plotly_chart(shown.fig, on_select="rerun", selection_mode="points", key="circuit_graph",
+                    config={"displaylogo": False, "scrollZoom": True})
+    cap = ("Click a node to inspect it and highlight its edges (drag pans, scroll zooms). Features: red = negative "
+           "effect (carries the clean behaviour), blue = positive; error nodes ε are grey, their effect in the "
+           "hover.")
+    if shown.render_s is not None:
+        cap += f" Selected and drawn in {shown.render_s * 1000:.0f} ms."
+    st.caption(cap)
+    if shown.n_grouped:
+        from sfc_core.collapse import MAX_NODES
+
+        st.info(f"{len(S.inner_node_ids(shown.G))} nodes are too many to draw one by one: the {MAX_NODES} largest "
+                f"are drawn and {shown.n_grouped} more are grouped per layer into the grey open circles "
+                "(“other k”). Faithfulness is the whole circuit's; the node list and the exports hold every node.",
+                icon="🗂️")
+    hidden = {k: v for k, v in (shown.hidden or {}).items() if v}
+    if hidden:
+        st.caption("Hidden from the drawing (not from the scores): "
+                   + ", ".join(f"{v} {'error nodes' if k == 'errors' else 'nodes without edges'}"
+                               for k, v in hidden.items()) + ".")
+
+
+def _score_summary(shown: Shown) -> None:
+    """The circuit's faithfulness: computed (found circuits), saved in the file, or a warning."""
+    G = shown.G
+    if shown.scores is not None:
+        _faithfulness_box(shown.scores, G.graph.get("target_search"))
+    elif (G.graph.get("scores") or {}).get("faithfulness") is not None:
+        saved = G.graph["scores"]
+        a, b = st.columns(2)
+        a.metric("faithfulness", f"{saved['faithfulness']:.3f}", help="as saved in the file")
+        if saved.get("completeness") is not None:
+            b.metric("completeness", f"{saved['completeness']:.3f}", help="as saved in the file")
+        st.caption(f"saved in the file ({saved.get('ablation', '?')} ablation, the pairs it was found on); "
+                   "score it on the current pairs under *3 · Scores*")
+    else:
+        st.warning("This circuit file carries no faithfulness: score it under *3 · Scores* before reading "
+                   "the graph as an explanation.")
+
+
+def stats_section(G) -> None:
+    """Size, density, nodes per layer, hubs, metric values and timings of the circuit (folded)."""
     from sfc_core.circuit import circuit_stats
     from sfc_core.metrics import metric_label
 
-    G = shown.G
-    col_graph, col_stats = st.columns([3, 1])
-    with col_graph:
-        event = st.plotly_chart(shown.fig, on_select="rerun", selection_mode="points", key="circuit_graph",
-                                config={"displaylogo": False, "scrollZoom": True})
-        cap = "Click a node to inspect it (drag pans, scroll zooms). Red: negative effect (carries the clean behaviour)."
-        if shown.render_s is not None:
-            cap += f" Re-selected and drawn in {shown.render_s * 1000:.0f} ms from cached effects."
-        st.caption(cap)
-        if shown.n_grouped:
-            from sfc_core.collapse import MAX_NODES
-
-            st.caption(f"showing the {MAX_NODES} largest nodes individually; {shown.n_grouped} more grouped per "
-                       "layer; faithfulness is the whole circuit's. The grey open circles (“other k”) are the "
-                       "groups; the node list and the exports hold every node.")
-    with col_stats:
-        if shown.scores is not None:
-            _faithfulness_box(shown.scores, G.graph.get("target_search"))
-        elif (G.graph.get("scores") or {}).get("faithfulness") is not None:
-            saved = G.graph["scores"]
-            a, b = st.columns(2)
-            a.metric("faithfulness", f"{saved['faithfulness']:.3f}", help="as saved in the file")
-            if saved.get("completeness") is not None:
-                b.metric("completeness", f"{saved['completeness']:.3f}", help="as saved in the file")
-            st.caption(f"saved in the file ({saved.get('ablation', '?')} ablation, the pairs it was found on); "
-                       "score it on the current pairs under *3 · Scores*")
-        else:
-            st.warning("This circuit file carries no faithfulness: score it under *3 · Scores* before reading "
-                       "the graph as an explanation.")
-        st.markdown("**Circuit statistics**")
-        stats = circuit_stats(G)
-        a, b = st.columns(2)
-        a.metric("nodes", stats["nodes"])
-        b.metric("edges", stats["edges"])
-        a.metric("features", stats["features"])
-        b.metric("error nodes", stats["error_nodes"])
-        a.metric("density", f"{stats['density']:.3f}")
-        b.metric("components", stats["weakly_connected_components"])
+    stats = circuit_stats(G)
+    with st.expander(f"Circuit statistics — {stats['nodes']} nodes ({stats['features']} features, "
+                     f"{stats['error_nodes']} error nodes), {stats['edges']} edges"):
+        cols = st.columns(3)
+        for col, (label, value) in zip(cols * 2, [("nodes", stats["nodes"]), ("features", stats["features"]),
+                                                  ("error nodes", stats["error_nodes"]), ("edges", stats["edges"]),
+                                                  ("density", f"{stats['density']:.3f}"),
+                                                  ("components", stats["weakly_connected_components"])]):
+            col.metric(label, value)
         meta = G.graph
         if meta.get("metric_clean") is not None:
             st.markdown(f"metric clean → corrupted: **{meta['metric_clean']:.3f} → {meta['metric_corrupted']:.3f}** "
@@ -511,7 +636,6 @@ def graph_section(shown: Shown):
             st.caption("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
                        + (f"; total {meta['wall_s']:.1f} s" if meta.get("wall_s") else ""))
         st.caption(f"method {meta.get('method')}, aggregation {meta.get('aggregation')}")
-    return event
 
 
 def _faithfulness_box(scores: dict, search: dict | None) -> None:
@@ -529,28 +653,20 @@ def _faithfulness_box(scores: dict, search: dict | None) -> None:
     elif search is not None:
         st.caption(f"target {search['target']:g}: reached with {search['n_nodes']} of {search['pool']} nodes")
     elif scores["faithfulness"] is not None and scores["faithfulness"] < defaults.APP_LOW_FAITHFULNESS:
-        st.warning(f"This circuit explains {scores['faithfulness']:.0%} of the behaviour. Select nodes by "
+        st.warning(S.faithfulness_sentence(scores["faithfulness"], scores["n_nodes"]) + " Select nodes by "
                    "*target faithfulness* to find how many nodes it takes.")
 
 
-def node_panel_section(m, sae_dict: dict, shown: Shown, event, pp: Pairs) -> None:
-    """The node list (synced with clicks in the graph) and the picked node's panel. Runs the current pairs for an
-    uploaded circuit when its feature panel needs them (``shown.runs`` then holds them)."""
-    from sfc_core.viz import node_id_from_selection
-
+def node_panel_section(m, sae_dict: dict, shown: Shown, pp: Pairs) -> None:
+    """The node list (synced with clicks in the graph, see :func:`_sync_pick`) and the picked node's panel. Runs
+    the current pairs for an uploaded circuit when its feature panel needs them (``shown.runs`` then holds them)."""
     G = shown.G
     node_ids = S.ranked_node_ids(G)
-    clicked = node_id_from_selection(event)
-    if clicked not in node_ids:  # an "other k" marker of the collapsed view, embed / metric, or nothing
-        clicked = None
-    if clicked and clicked != ss.get("_last_click"):
-        ss["node_pick"] = clicked
-    ss["_last_click"] = clicked
-    if ss.get("node_pick") not in [""] + node_ids:
-        ss["node_pick"] = ""
     pick = st.selectbox("Inspect a node (or click one in the graph)", [""] + node_ids, key="node_pick",
                         format_func=lambda n: "— choose a node —" if not n else S.node_label(G, n))
     if not pick:
+        st.caption("The picked node's feature panel opens here: its label, top activating examples, logit effects, "
+                   "and what ablating or steering it does to the current prompts.")
         return
     info = S.node_info(G, pick)
     with st.container(border=True):
@@ -560,7 +676,7 @@ def node_panel_section(m, sae_dict: dict, shown: Shown, event, pp: Pairs) -> Non
             return
         loaded = sae_dict.get(info["hook_name"])
         if loaded is None:
-            st.warning(f"No SAE is loaded at {info['hook_name']}; load it on the Model and SAEs page to "
+            st.warning(f"No SAE is loaded at {info['hook_name']}; load it on the *Model and SAEs* page to "
                        "inspect this feature.")
             return
         if shown.runs is None and pp.pairs:
@@ -669,22 +785,25 @@ def export_section(shown: Shown, score_key: str) -> None:
     meta = G.graph
     base = "sfc-{}-{}-{}-{}nodes".format(meta.get("model") or "model", meta.get("task") or "circuit",
                                           meta.get("method") or "", len(S.inner_node_ids(G)))
+    # Every file is built when its button is clicked (callables), not on each slider move of the view.
     with ui.guard("Preparing the exports"):
-        doc_bytes = json.dumps(to_json(G), indent=1, default=float).encode()
-        nodes_csv, edges_csv = to_csv(G)
         cols = st.columns(4)
-        cols[0].download_button("Circuit JSON (sfc-circuit/2)", doc_bytes, file_name=safe_filename(base, "json"),
-                                mime="application/json", key="dl_json", on_click="ignore")
-        cols[1].download_button("GraphML", to_graphml(G), file_name=safe_filename(base, "graphml"),
+        cols[0].download_button("Circuit JSON (sfc-circuit/2)",
+                                lambda: json.dumps(to_json(G), indent=1, default=float).encode(),
+                                file_name=safe_filename(base, "json"), mime="application/json", key="dl_json",
+                                on_click="ignore")
+        cols[1].download_button("GraphML", lambda: to_graphml(G), file_name=safe_filename(base, "graphml"),
                                 mime="application/xml", key="dl_graphml", on_click="ignore")
-        cols[2].download_button("Nodes CSV", nodes_csv.encode(), file_name=safe_filename(base + "-nodes", "csv"),
-                                mime="text/csv", key="dl_nodes", on_click="ignore")
-        cols[3].download_button("Edges CSV", edges_csv.encode(), file_name=safe_filename(base + "-edges", "csv"),
-                                mime="text/csv", key="dl_edges", on_click="ignore")
+        cols[2].download_button("Nodes CSV", lambda: to_csv(G)[0].encode(),
+                                file_name=safe_filename(base + "-nodes", "csv"), mime="text/csv", key="dl_nodes",
+                                on_click="ignore")
+        cols[3].download_button("Edges CSV", lambda: to_csv(G)[1].encode(),
+                                file_name=safe_filename(base + "-edges", "csv"), mime="text/csv", key="dl_edges",
+                                on_click="ignore")
         cols = st.columns(4)
         cols[0].download_button("Standalone HTML", lambda: to_html(fig).encode(), file_name=safe_filename(base, "html"),
                                 mime="text/html", key="dl_html", on_click="ignore")
-        cols[1].download_button("Neuronpedia JSON", json.dumps(to_neuronpedia(G, slug=base), indent=1).encode(),
+        cols[1].download_button("Neuronpedia JSON", lambda: json.dumps(to_neuronpedia(G, slug=base), indent=1).encode(),
                                 file_name=safe_filename(base + "-neuronpedia", "json"), mime="application/json",
                                 key="dl_np", on_click="ignore")
         img_key = S.input_key(img=score_key, nodes=sorted(G.nodes), edges=G.number_of_edges())
@@ -704,21 +823,14 @@ def export_section(shown: Shown, score_key: str) -> None:
 
 
 def main() -> None:
-    ui.setup_page("Circuit explorer")
+    ui.setup_page("Circuit explorer", controls=None)
     ss.setdefault("pairs_version", 0)
     ss.setdefault("view", None)
     m, sae_dict = header_section()
     opts = sidebar_options(sae_dict)
     pp = pairs_section(m, opts)
     input_key = find_section(m, sae_dict, opts, pp)
-    shown = circuit_section(m, sae_dict, opts, input_key)
-    if shown is None:
-        return
-    event = graph_section(shown)
-    node_panel_section(m, sae_dict, shown, event, pp)
-    supernode_section(shown)
-    score_key = scores_section(m, sae_dict, shown, pp, opts.ablation)
-    export_section(shown, score_key)
+    circuit_view(m, sae_dict, opts, input_key, pp)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,24 @@ the Plotly figure; the app adds its feature labels and the browser's drawing).
 target-faithfulness selection (0.8, mean ablation, real evaluations), automatic labels, the collapsed
 figure; and reports the circuit's size, faithfulness and the number of markers drawn.
 
+``view_redraw_ms`` (issue 13, point 3) times what the explorer's circuit-view fragment does on a top-k slider
+move before the graph is sent (re-selection of a 100-node circuit, labels, display filter, collapse, figure
+with a highlighted node, figure JSON); the faithfulness of the new selection follows the graph
+(``score_after_redraw_s``, one ablated forward pass).
+
     .venv/bin/python bench/bench_app.py [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 from _report import emit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the app's pages package, for its label lookups
 
 
 def main() -> None:
@@ -48,8 +57,38 @@ def main() -> None:
     t = time.perf_counter()
     circuit_figure(G)
     out["figure_s"] = round(time.perf_counter() - t, 4)
+    out.update(view_redraw(model, saes, d))
     out["first_screen"] = first_screen(model, saes, pairs)
     emit(out)
+
+
+def view_redraw(model, saes, d, moves: tuple[int, ...] = (100, 99, 100, 99, 100)) -> dict:
+    """Milliseconds of the circuit view's work before the graph is sent, per top-k slider move (median, all)."""
+    import statistics
+
+    from pages._shared import display as S
+    from pages._shared import panel
+    from sfc_core.annotations import attach_auto_labels
+    from sfc_core.collapse import MAX_NODES, collapse, filter_view
+    from sfc_core.features import auto_label_lookup
+    from sfc_core.viz import circuit_figure
+
+    logit_tokens, flags, auto = panel.logit_token_lookup(model, saes), panel.flag_lookup(saes), auto_label_lookup(saes)
+    times, score_s = [], []
+    for k in moves:
+        t = time.perf_counter()
+        G = d.select(top_k=k, ablation="mean")
+        attach_auto_labels(G, auto)
+        pick = S.ranked_node_ids(G)[0]
+        fig = circuit_figure(collapse(filter_view(G), MAX_NODES), S.feature_labels(G, logit_tokens, flags),
+                             highlight=pick)
+        fig.to_json()
+        times.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        d.scores(G, "mean")
+        score_s.append(time.perf_counter() - t)
+    return {"view_redraw_ms": round(statistics.median(times[1:]), 1), "view_redraw_all_ms": [round(x, 1) for x in times],
+            "score_after_redraw_s": round(statistics.median(score_s), 2)}
 
 
 def first_screen(model, saes, pairs) -> dict:

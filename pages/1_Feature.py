@@ -16,8 +16,8 @@ from pages._shared import panel, ui  # noqa: E402
 from sfc_core.errors import SFCError  # noqa: E402
 
 #: What this page does with pairs the tokenizer cannot patch as given (it has no pair options of its own).
-PAIRS_AS_GIVEN = ("The Feature page runs the pairs with the default options (answers of several tokens refused, "
-                  "pairs of different token lengths skipped): edit those pairs in the explorer's table.")
+PAIRS_AS_GIVEN = ("The Feature page runs the pairs with the explorer's choices for such pairs: change them in the "
+                  "explorer's sidebar, or edit those pairs in its table.")
 
 ui.setup_page("Feature", "🔎")
 ss = st.session_state

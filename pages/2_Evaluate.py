@@ -69,7 +69,7 @@ with st.sidebar:
     pair_options = {}
     for option in ("multi_token", "length_mismatch"):
         label, choices = S.UI_CONTROLS[option]
-        pair_options[option] = st.selectbox(label, list(choices), format_func=choices.get, key=f"eval_{option}")
+        pair_options[option] = st.selectbox(label, list(choices), format_func=choices.get, key=option)
 
 
 def _config(method: str, sizes: list[int]) -> DiscoverConfig:

@@ -12,12 +12,21 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from pages._shared import display as S  # noqa: E402
-from pages._shared import ui  # noqa: E402
+from pages._shared import state, ui  # noqa: E402
 from sfc_core import defaults  # noqa: E402
 from sfc_core.errors import InputError  # noqa: E402
 
 ui.setup_page("Model and SAEs", "🧠")
 ss = st.session_state
+
+
+def _changed(message: str | None, unchanged: str) -> None:
+    """Say what a model / SAE change did to the found circuit (or that nothing changed)."""
+    if message:
+        st.warning(message) if "cleared" in message else st.success(message)
+    else:
+        st.info(unchanged)
+
 st.title("Model and SAEs")
 
 # ------------------------------------------------------------------ what is loaded
@@ -62,10 +71,10 @@ if submitted:
             raise InputError("type a model name (or 'bundled' for the offline default)")
         new = ui._model(name.strip())
     if g.ok:
-        ss["model_name"] = name.strip()
+        chosen = defaults.BUNDLED_MODEL_NAME if name.strip() in defaults.BUNDLED_MODEL_ALIASES else name.strip()
+        _changed(state.set_model_and_saes(ss, model_name=chosen), f"Already using {new.cfg.model_name}.")
         if new.cfg.model_name != defaults.BUNDLED_MODEL_NAME and ss.get("sae_spec", {}).get("kind") == "bundled":
             st.warning("The bundled SAEs only fit the bundled model: choose SAEs for this model below.")
-        st.success(f"Loaded {new.cfg.model_name}.")
 
 kind = st.radio("SAEs", ["bundled", "SAE Lens release", "local SAE folder"], horizontal=True, key="sae_kind")
 with st.form("sae_form"):
@@ -92,11 +101,10 @@ if sae_submitted:
             spec = {"kind": "bundled"}
         loaded = ui.load_saes_for_spec(ss.get("model_name", defaults.BUNDLED_MODEL_NAME), spec)
     if g.ok:
-        ss["sae_spec"] = spec
+        _changed(state.set_model_and_saes(ss, sae_spec=spec), "These SAEs are already loaded.")
         st.success(f"Loaded {len(loaded)} SAE(s): {', '.join(loaded)}.")
         st.dataframe(S.sae_table(loaded), hide_index=True, width="stretch")
 
 if st.button("Back to the offline default", key="reset_default"):
-    ss["model_name"] = defaults.BUNDLED_MODEL_NAME
-    ss["sae_spec"] = {"kind": "bundled"}
-    st.success("Using the bundled model and SAEs.")
+    _changed(state.set_model_and_saes(ss, defaults.BUNDLED_MODEL_NAME, {"kind": "bundled"}),
+             "Already on the offline default (the bundled model and SAEs): nothing changed, the circuit is kept.")

@@ -49,6 +49,12 @@ APP_N_PAIRS = 8
 APP_EDGE_POOL = 100
 #: Below this best faithfulness the Evaluate page explains why a circuit can need many nodes.
 APP_LOW_FAITHFULNESS = 0.3
+#: The app warns before a discovery whose estimated run time exceeds this many seconds.
+APP_LONG_RUN_S = 60.0
+#: Tokens per second of one forward+backward pass of the bundled model with the SAEs spliced in, on the 2-core
+#: CPU this project is built on (bench/bench_engine.py: 20 IOI pairs = 720 tokens in 1.1–1.5 s): the unit of
+#: the run-time estimates (:func:`sfc_core.methods.estimate_seconds`).
+FWD_BWD_TOKENS_PER_S = 550.0
 #: Mask optimisation's sparsity weight λ and the default λ sweep (the loss's faithfulness term is
 #: in logits): on the bundled SAEs with 20 pairs, λ = 0.03 keeps ~40 latents on SVA across a PP.
 MASK_LAMBDA = 3e-2

@@ -42,6 +42,8 @@ class Method:
             metric whose gradient is zero there (:data:`sfc_core.metrics.ZERO_GRADIENT_AT_CLEAN`).
         frontier: the method's own circuit sizes are what it finds (a λ sweep), so it runs first in a
             comparison and the other methods are also scored at its sizes.
+        passes: ``passes(cfg, n_sites) -> float``: the method's cost in forward+backward passes over the pairs
+            (measured on 20 IOI pairs, README's benchmark tables), for :func:`estimate_seconds`.
     """
 
     name: str
@@ -54,6 +56,27 @@ class Method:
     frontier: bool = False
     options: tuple[str, ...] = ()
     clean_gradient: bool = False
+    passes: Callable = lambda cfg, n_sites: 1.0
+
+
+#: What every discovery adds to its method: the clean and corrupted spliced runs and the edges among the app's
+#: edge pool, in forward+backward passes (the default AtP circuit of 8 IOI pairs: 5.4 s, ≈ 11 passes in all).
+DISCOVERY_PASSES = 10.0
+#: Latents per SAE site that exact patching patches one by one (≈ 480 active on 20 IOI pairs: 3,364 over 7 sites).
+EXACT_NODES_PER_SITE = 480
+
+
+def estimate_seconds(cfg, n_tokens: int, n_sites: int) -> float:
+    """Rough run time in seconds of :func:`~sfc_core.discovery.discover` with ``cfg`` on pairs of ``n_tokens``
+    clean + corrupted tokens and ``n_sites`` SAEs, on this project's CPU (:data:`~sfc_core.defaults.
+    FWD_BWD_TOKENS_PER_S`): (:data:`DISCOVERY_PASSES` + the method's ``passes``) × one forward+backward pass.
+    An estimate to warn before long runs, within about a factor of two; the progress bar's ETA is measured.
+
+    Raises:
+        InputError: unknown method.
+    """
+    method = get(cfg.method)
+    return (DISCOVERY_PASSES + method.passes(cfg, n_sites)) * n_tokens / defaults.FWD_BWD_TOKENS_PER_S
 
 
 METHODS: dict[str, Method] = {}
@@ -190,20 +213,24 @@ def _compare_mask(runs, sizes, ctx):
 
 register(Method("atp", "AtP — attribution patching (fast)", "attribution", "fast",
                 "Marks et al. 2024, eq. 2 (Nanda 2023; Syed et al. 2023)", _atp, _compare_by_effect("atp"),
-                clean_gradient=True))
+                clean_gradient=True, passes=lambda cfg, n_sites: 1.0))
 register(Method("atp_star", "AtP* — attribution patching with GradDrop", "attribution", "medium",
                 "Kramár et al. 2024, AtP*: GradDrop (QK fix n/a to residual SAE nodes)", _atp_star,
-                _compare_by_effect("atp_star"), clean_gradient=True))
+                _compare_by_effect("atp_star"), clean_gradient=True, passes=lambda cfg, n_sites: 3.0))
 register(Method("ig", "IG — integrated gradients", "attribution", "medium",
                 "Marks et al. 2024, eq. 3 (Sundararajan et al. 2017)", _ig, _compare_by_effect("ig"),
-                options=("steps",)))
+                options=("steps",), passes=lambda cfg, n_sites: 1.6 * cfg.steps))
 register(Method("exact", "exact patching (slow: one run per node)", "attribution", "slow",
-                "activation patching (Vig et al. 2020; Meng et al. 2022)", _exact))
+                "activation patching (Vig et al. 2020; Meng et al. 2022)", _exact,
+                passes=lambda cfg, n_sites: 0.15 * EXACT_NODES_PER_SITE * n_sites))
 register(Method("mask", "mask — binary mask optimisation (slow)", "selection", "slow",
                 "Nainani et al., continuous sparsification (Savarese et al. 2020)", _select_mask, _compare_mask,
-                frontier=True, options=("mask_lambda", "mask_steps", "mask_t_max")))
+                frontier=True, options=("mask_lambda", "mask_steps", "mask_t_max"),
+                passes=lambda cfg, n_sites: 1.0 + 1.2 * cfg.mask_steps))
 register(Method("fap", "FAP — gradient × activation, top-K", "selection", "fast", "PIE (FAP score)",
-                _select_fap, _compare_fap, options=("budget",), clean_gradient=True))
+                _select_fap, _compare_fap, options=("budget",), clean_gradient=True,
+                passes=lambda cfg, n_sites: 1.0))
 register(Method("fap-synergy", "FAP-Synergy — greedy with synergy", "selection", "slow",
                 "PIE (FAP-Synergy greedy selection)", _select_fap_synergy, _compare_fap_synergy,
-                options=("budget", "synergy_pool"), clean_gradient=True))
+                options=("budget", "synergy_pool"), clean_gradient=True,
+                passes=lambda cfg, n_sites: 1.0 + 0.31 * cfg.synergy_pool * (cfg.synergy_pool - 1) / 2))

@@ -587,6 +587,9 @@ def parse_layers(text: str) -> list[int]:
 
 
 def fmt_seconds(s: float) -> str:
+    """``3.21 s``, ``42.0 s``, ``4 min 10 s`` (minutes from 2 minutes on)."""
+    if s >= 120:
+        return f"{int(s // 60)} min {int(round(s % 60))} s"
     return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
 
 

@@ -212,12 +212,13 @@ def feature_panel(m, loaded, feature: int, runs=None, key: str = "panel", defaul
     if not g.ok:
         return
     st.subheader(f"Feature {feature} at {loaded.hook_name}")
-    cols = st.columns(4)
-    cols[0].metric("layer", loaded.layer)
-    cols[1].metric("SAE width", loaded.d_sae)
+    # two metrics per row: the panel sits in a narrow column beside the explorer's graph
+    figures = [("layer", loaded.layer), ("SAE width", loaded.d_sae)]
     if node is not None and node.get("effect") is not None:
-        cols[2].metric("effect (IE)", f"{node['effect']:+.4g}")
-        cols[3].metric("activation", f"{(node.get('activation') or 0.0):.4g}")
+        figures += [("effect (IE)", f"{node['effect']:+.4g}"), ("activation", f"{(node.get('activation') or 0.0):.4g}")]
+    for i in range(0, len(figures), 2):
+        for col, (label, value) in zip(st.columns(2), figures[i:i + 2]):
+            col.metric(label, value)
     url = S.neuronpedia_url(getattr(loaded, "neuronpedia_id", None), feature)
     if url:
         st.markdown(f"[Open this feature on Neuronpedia ↗]({url})")

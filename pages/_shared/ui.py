@@ -17,6 +17,7 @@ from sfc_core import defaults
 from sfc_core.errors import InputError, SFCError
 
 from . import display as S
+from . import state
 
 log = logging.getLogger("sfc_app")
 
@@ -35,8 +36,10 @@ SIGN_CONVENTION = (
 
 
 # ------------------------------------------------------------------ page setup and errors
-def setup_page(title: str, icon: str = "🔬") -> None:
-    """``st.set_page_config`` (wide) and the session defaults every page relies on."""
+def setup_page(title: str, icon: str = "🔬", controls: tuple[str, ...] | None = ()) -> None:
+    """``st.set_page_config`` (wide) and the session defaults every page relies on. ``controls``: the engine
+    options this page has a sidebar control for (``None``: all of :data:`display.UI_CONTROLS`), so that an
+    error's fix names only controls the user can see (:func:`display.screen_message`)."""
     try:
         st.set_page_config(page_title=f"SFC Explorer · {title}", page_icon=icon, layout="wide")
     except Exception:  # noqa: BLE001 - already configured in this run
@@ -46,6 +49,8 @@ def setup_page(title: str, icon: str = "🔬") -> None:
     ss.setdefault("sae_spec", {"kind": "bundled"})
     ss.setdefault("results", {})
     ss.setdefault("panel_cache", {})
+    state.keep_widgets(ss)
+    ss["_page_controls"] = controls
 
 
 class guard:
@@ -67,7 +72,8 @@ class guard:
             return False  # st.stop / st.rerun
         out = self.where if self.where is not None else st
         if isinstance(exc, SFCError):
-            (out.warning if self.warn else out.error)(str(exc), icon="⚠️" if self.warn else "🚫")
+            text = S.screen_message(exc, controls=st.session_state.get("_page_controls", ()))
+            (out.warning if self.warn else out.error)(text, icon="⚠️" if self.warn else "🚫")
         else:
             log.error("%s failed", self.what, exc_info=(exc_type, exc, tb))
             out.error(f"{self.what} failed unexpectedly ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
@@ -214,38 +220,75 @@ def store_result(key: str, d) -> None:
         results.pop(next(iter(results)))
 
 
-def run_discovery(m, sae_dict: dict, pairs: list, cfg, key: str, label: str = "Finding the circuit"):
-    """The cached :class:`Discovery` for ``key`` or a fresh one (with a live progress bar).
+#: Session key of the discovery in progress: set when it starts, removed when it ends; still there on the next
+#: run means it was stopped (*Stop*, Streamlit's own stop, or a control changed while it ran).
+RUNNING = "_running_discovery"
+
+
+def progress_text(stage: str, frac: float, elapsed_s: float, estimate_s: float | None = None) -> str:
+    """The progress bar's text: stage, share done, seconds elapsed and an ETA (from the rate so far once 5 % is
+    done, else from the pre-run estimate)."""
+    if frac >= 0.05:
+        left = elapsed_s * (1.0 - frac) / frac
+    elif estimate_s is not None:
+        left = max(estimate_s - elapsed_s, 0.0)
+    else:
+        left = None
+    eta = f" · about {S.fmt_seconds(left)} left" if left is not None else ""
+    return f"{stage} · {frac:.0%} · {S.fmt_seconds(elapsed_s)} elapsed{eta}"
+
+
+def stopped_notice() -> None:
+    """Say that the last discovery was stopped, where and after how long (once, then forget it)."""
+    run = st.session_state.pop(RUNNING, None)
+    if run:
+        st.warning(f"{run['label']}: stopped after {S.fmt_seconds(run['elapsed'])} at {run['stage']} "
+                   f"({run['frac']:.0%} done). Nothing was kept; click **Find circuit** to run it again.", icon="⏹️")
+
+
+def run_discovery(m, sae_dict: dict, pairs: list, cfg, key: str, label: str = "Finding the circuit",
+                  estimate_s: float | None = None):
+    """The cached :class:`Discovery` for ``key`` or a fresh one, with a live progress bar (stage, share done, ETA)
+    and a *Stop* button. *Stop* (or any control changed meanwhile) makes Streamlit interrupt the run at its next
+    progress update; the next run then says "stopped" (:func:`stopped_notice`).
 
     Raises:
         SFCError (bad pairs, options, SAEs); the status box ends in the error state.
     """
     from sfc_core.discovery import discover
 
-    results = st.session_state.setdefault("results", {})
+    ss = st.session_state
+    results = ss.setdefault("results", {})
     if key in results:
         return results[key]
     t0 = time.perf_counter()
+    run = ss[RUNNING] = {"label": label, "stage": "tokenizing the pairs", "frac": 0.0, "elapsed": 0.0}
     with st.status(f"{label}…", expanded=True) as status:
-        bar = st.progress(0.0, text="tokenizing the pairs")
+        st.button("Stop", key=f"stop_{key}", icon="⏹️",
+                  help="Stops at the next progress step (within seconds); nothing is kept.")
+        bar = st.progress(0.0, text=progress_text(run["stage"], 0.0, 0.0, estimate_s))
 
         def progress(stage: str, frac: float) -> None:
-            bar.progress(min(max(float(frac), 0.0), 1.0), text=f"{stage} ({time.perf_counter() - t0:.1f} s)")
+            run.update(stage=stage, frac=min(max(float(frac), 0.0), 1.0), elapsed=time.perf_counter() - t0)
+            bar.progress(run["frac"], text=progress_text(stage, run["frac"], run["elapsed"], estimate_s))
 
         try:
             d = discover(m, sae_dict, pairs, cfg, progress=progress, edge_pool=EDGE_POOL if cfg.edges else None)
-        except BaseException:
+        except Exception:
+            ss.pop(RUNNING, None)
             status.update(label=f"{label} failed", state="error", expanded=False)
             raise
         dt = time.perf_counter() - t0
         d.metadata["wall_s"] = round(dt, 3)
         status.update(label=f"{label}: done in {S.fmt_seconds(dt)}", state="complete", expanded=False)
+    ss.pop(RUNNING, None)
     store_result(key, d)
     return d
 
 
 def runs_for(m, sae_dict: dict, pairs: list, hooks: list[str]):
-    """Spliced clean/corrupted runs of ``pairs`` with the SAEs at ``hooks`` (cached per session).
+    """Spliced clean/corrupted runs of ``pairs`` with the SAEs at ``hooks`` (cached per session), tokenized with
+    the explorer's pair options (:func:`state.pair_options`).
 
     Raises:
         InputError: a hook point without a loaded SAE; bad pairs.
@@ -257,12 +300,13 @@ def runs_for(m, sae_dict: dict, pairs: list, hooks: list[str]):
     if missing:
         raise InputError(f"no SAE loaded at {', '.join(missing)}; load it on the Model and SAEs page")
     sub = {h: sae_dict[h] for h in sae_dict if h in hooks}
+    options = state.pair_options(st.session_state)  # the explorer's choices, on every page
     key = S.input_key(kind="runs", model=m.cfg.model_name, saes=S.sae_signature(sub),
-                      pairs=[p.to_record() for p in pairs])
+                      pairs=[p.to_record() for p in pairs], options=options)
     cache = st.session_state.setdefault("runs_cache", {})
     if key not in cache:
         with st.spinner("Running the clean and corrupted prompts…"):
-            batch = tokenize_pairs(m, pairs)
+            batch = tokenize_pairs(m, pairs, **options)
             cache[key] = prepare_runs(m, sub, batch)
         while len(cache) > 3:
             cache.pop(next(iter(cache)))

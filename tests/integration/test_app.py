@@ -102,7 +102,6 @@ def test_explorer_loads_with_ioi_preselected():
     assert at.toggle(key="aggregate").value is True
     assert at.selectbox(key="ablation").value == "mean"
     assert at.selectbox(key="ablation").options == list(ABLATIONS)
-    assert at.radio(key="sel_mode").value == "target faithfulness"
     assert [b.label for b in at.button if b.key == "find_circuit"] == ["Find circuit"]
     assert len(at.file_uploader) == 2  # pairs (JSONL) and a saved circuit
     assert any("Tokenization and validity" in e.label for e in at.expander)
@@ -113,6 +112,7 @@ def test_find_circuit_shows_graph_and_stats(found):
     from sfc_core.circuit import circuit_stats
 
     at = found
+    assert at.radio(key="sel_mode").value == "target faithfulness"  # the selection controls sit above the graph
     assert len(at.get("plotly_chart")) >= 1
     labels = _metrics(at)
     d = at.session_state["results"][at.session_state["current_key"]]
@@ -138,7 +138,7 @@ def test_find_circuit_shows_graph_and_stats(found):
     assert 0 < sum(len(t["customdata"]) for t in drawn) <= MAX_NODES + len(d.runs.sites)
     features = [t for t in fig["data"] if t.get("name") == "features"][0]
     assert all(features["text"]), "a latent drawn without a label"
-    assert any("Circuit statistics" in t for t in _texts(at))
+    assert any(e.label.startswith(f"Circuit statistics — {stats['nodes']} nodes") for e in at.expander)
     shown = [t for t in _texts(at) if t.startswith("metric clean → corrupted")]
     assert len(shown) == 1 and BEFORE_AFTER.search(shown[0])
     assert (f"**{d.metadata['metric_clean']:.3f} → {d.metadata['metric_corrupted']:.3f}** "
@@ -165,7 +165,7 @@ def test_sliders_reselect_without_recompute(found):
     assert _metrics(at)["faithfulness"] == f"{search.scores.faithfulness:.3f}"
     from sfc_core.collapse import MAX_NODES
 
-    grouped = [c.value for c in at.caption if c.value.startswith(f"showing the {MAX_NODES} largest nodes")]
+    grouped = [i.value for i in at.info if f"the {MAX_NODES} largest are drawn" in i.value]
     assert bool(grouped) == (search.n_nodes > MAX_NODES), grouped  # the figure is collapsed, the scores are not
     if search.reached:
         assert any(f"reached with {search.n_nodes} of {search.pool} nodes" in c.value for c in at.caption)

@@ -57,7 +57,7 @@ def test_evaluate_page_words_fixes_as_its_sidebar_controls():
     at.session_state["current_records"] = [GOOD, MISMATCH, MULTI]
     at.run()
     _ok(at)
-    assert at.sidebar.selectbox(key="eval_multi_token").label == UI_CONTROLS["multi_token"][0]
+    assert at.sidebar.selectbox(key="multi_token").label == UI_CONTROLS["multi_token"][0]
     at.text_input(key="eval_sizes").set_value("5")
     at.button(key="eval_run").click().run()
     _ok(at)
@@ -65,7 +65,7 @@ def test_evaluate_page_words_fixes_as_its_sidebar_controls():
         "Fix: in the sidebar, set *Answers longer than one token* to *use the first token*.") for e in at.error), _said(at)
     assert not any("multi_token=" in e.value or "--multi-token" in e.value for e in at.error)
     # the fix, applied: the run goes on, and the skipped pair names its own fix and what aligning would drop
-    at.sidebar.selectbox(key="eval_multi_token").set_value("truncate")
+    at.sidebar.selectbox(key="multi_token").set_value("truncate")
     at.button(key="eval_run").click().run()
     _ok(at)
     assert not at.error, _said(at)
@@ -77,7 +77,7 @@ def test_evaluate_page_words_fixes_as_its_sidebar_controls():
                             "the last token*.")
     assert any(t.value.startswith("**atp**, top 5 nodes: ") for t in at.markdown)
     assert any(c.value.startswith("m(full) = ") for c in at.caption)
-    at.sidebar.selectbox(key="eval_length_mismatch").set_value("align_last")
+    at.sidebar.selectbox(key="length_mismatch").set_value("align_last")
     at.button(key="eval_run").click().run()
     _ok(at)
     assert any(w.value.startswith("row 2: aligned at the last token: the clean prompt loses its first")

@@ -1,11 +1,14 @@
 """End-to-end: the real app in headless Chromium (Playwright), as a user would drive it.
 
-Starts ``streamlit run app.py`` on a free port, keeps the IOI preset, clicks **Find circuit**,
-waits for the graph, clicks a feature node *in the Plotly graph* (its pixel position is read
+Starts the app as ``make app`` does (``streamlit run app.py --server.headless true``, so with the repo's
+``.streamlit/config.toml`` and its file-watcher setting) on a free port, keeps the IOI preset, clicks
+**Find circuit**, waits for the graph, measures the idle CPU of the server, switches to top-k 100 and times a
+slider move from release to redraw, clicks a feature node *in the Plotly graph* (its pixel position is read
 from the figure), checks the feature panel (top activating examples, ablation before → after), finds the
 faithfulness and node labels on the page, renames the node, makes a supernode, downloads Neuronpedia JSON
-and sfc-circuit/2 JSON, re-imports the latter and finds the label and the supernode again. Screenshots and
-timings go to ``test-artifacts/``.
+(prompt and tokens included) and sfc-circuit/2 JSON, re-imports the latter and finds the label and the
+supernode again; then uploads pairs, visits every other page and finds them still there, and stops a mask
+run with *Stop*. Screenshots and timings go to ``test-artifacts/``.
 
 Needs Debian's Chromium at ``/usr/bin/chromium`` (``make browser`` installs it); without it the
 test fails with that instruction instead of skipping.
@@ -69,10 +72,63 @@ SUPERNODE_JS = """
 (name) => Array.from(document.querySelectorAll('.js-plotly-plot')).some(
   gd => (gd._fullData || []).some(t => t.name === 'supernode' && Array.isArray(t.text) && t.text.includes(name)))
 """
+# A signature of what the circuit figure draws (node ids and texts per trace): changes when it is redrawn.
+GRAPH_SIGNATURE_JS = """
+() => {
+  const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find(
+    g => (g._fullData || []).some(t => t.name === 'features'));
+  if (!gd) return null;
+  return JSON.stringify(gd._fullData.map(t => [t.name, t.customdata || null, t.text || null]));
+}
+"""
 GRAPH_READY_JS = """
 () => Array.from(document.querySelectorAll('.js-plotly-plot')).some(
   gd => (gd._fullData || []).some(t => t.name === 'features' && t.x && t.x.length > 0))
 """
+
+
+IDLE_S = 10.0
+IDLE_CPU_MAX = 10.0  # percent of one core
+SLIDER_REDRAW_TARGET_S = 0.3
+PAIRS = [  # three IOI-like pairs of equal token length, uploaded as a user's own file
+    {"clean": "When Mary and John went to the store, John gave a drink to", "corrupted":
+     "When Mary and John went to the store, Mary gave a drink to", "answer": " Mary", "wrong_answer": " John"},
+    {"clean": "When Anna and Tom went to the park, Tom gave a ball to", "corrupted":
+     "When Anna and Tom went to the park, Anna gave a ball to", "answer": " Anna", "wrong_answer": " Tom"},
+    {"clean": "When Sarah and James went to the shop, James gave a book to", "corrupted":
+     "When Sarah and James went to the shop, Sarah gave a book to", "answer": " Sarah", "wrong_answer": " James"},
+]
+OTHER_PAGES = ("Feature", "Evaluate", "Model and SAEs", "Tour")
+
+
+def _wait_idle(page, timeout_s: float = EDIT_TIMEOUT_S) -> None:
+    """Wait until the app's script is not running (Streamlit's "Running…" status widget is gone)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                           timeout=timeout_s * 1000)
+
+
+def _go_to(page, name: str) -> None:
+    """Open a page from the sidebar's navigation."""
+    page.locator("[data-testid='stSidebarNav'] a").filter(has_text=re.compile(f"^{re.escape(name)}$")).first.click()
+    _wait_idle(page)
+
+
+def _choose(page, label: str, option: str | re.Pattern) -> None:
+    """Pick ``option`` in the selectbox labelled ``label``."""
+    page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
+    page.get_by_role("option", name=option).first.click()
+    _wait_idle(page)
+
+
+def _redraw_seconds(page, act) -> float:
+    """Seconds from ``act()`` (a slider release) until the circuit figure draws something else."""
+    before = page.evaluate(GRAPH_SIGNATURE_JS)
+    t0 = time.perf_counter()
+    act()
+    page.wait_for_function(f"(b) => {{ const s = ({GRAPH_SIGNATURE_JS})(); return s !== null && s !== b; }}",
+                           arg=before, polling="raf", timeout=EDIT_TIMEOUT_S * 1000)
+    return time.perf_counter() - t0
 
 
 def _pick_first_option(page, combobox, tries: int = 5) -> None:
@@ -90,6 +146,10 @@ def _pick_first_option(page, combobox, tries: int = 5) -> None:
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
     raise AssertionError(f"the multiselect showed no option after {tries} tries")
+
+
+def _rounded(v):
+    return round(v, 3) if isinstance(v, float) else [round(x, 3) for x in v]
 
 
 def _free_port() -> int:
@@ -122,15 +182,15 @@ def server():
     port = _free_port()
     log = open(ARTIFACTS / "streamlit-server.log", "w")
     t0 = time.time()
+    # as `make app` starts it (Makefile), plus only the address to listen on
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, START_TIMEOUT_S)
-        yield url, t0
+        yield url, t0, proc
     finally:
         proc.terminate()
         try:
@@ -146,7 +206,7 @@ def test_find_circuit_click_node_download(server):
 
     from sfc_core.nodes import parse_id
 
-    url, t_start = server
+    url, t_start, proc = server
     timings: dict[str, float] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -169,6 +229,34 @@ def test_find_circuit_click_node_download(server):
             graph.scroll_into_view_if_needed()
             page.wait_for_timeout(500)  # let plotly finish its layout
             graph.screenshot(path=str(ARTIFACTS / "graph.png"))
+
+            # idle: nobody touches the app, and the server must not spin a core (config.toml: no file watcher)
+            import psutil
+
+            _wait_idle(page)
+            timings["idle_cpu_percent"] = psutil.Process(proc.pid).cpu_percent(interval=IDLE_S)
+            assert timings["idle_cpu_percent"] < IDLE_CPU_MAX, f"idle server at {timings['idle_cpu_percent']} % CPU"
+
+            # live controls: top-k 100, then single steps; only the circuit view reruns
+            page.get_by_text("top-k", exact=True).click()
+            _wait_idle(page)
+            thumb = page.locator("[data-testid='stSlider']").filter(has_text="Nodes: top-k").get_by_role("slider")
+            thumb.focus()
+            timings["slider_to_top100_s"] = _redraw_seconds(page, lambda: thumb.press("End"))
+            _wait_idle(page)
+            redraws, server = [], []
+            for key in ("ArrowLeft", "ArrowRight", "ArrowLeft", "ArrowRight", "ArrowLeft"):
+                thumb.focus()
+                redraws.append(_redraw_seconds(page, lambda k=key: thumb.press(k)))
+                _wait_idle(page)
+                drawn = page.get_by_text(re.compile(r"Selected and drawn in \d+ ms")).first.inner_text()
+                server.append(int(re.search(r"drawn in (\d+) ms", drawn).group(1)) / 1000)
+            timings["slider_redraw_s"] = sorted(redraws)[len(redraws) // 2]
+            timings["slider_redraw_all_s"] = redraws
+            timings["slider_server_side_s"] = server  # the fragment's select + draw, of the redraw time above
+            # a full-page rerun takes 1.7-2.1 s here; the fragment must stay well under it even on a loaded CI
+            assert timings["slider_redraw_s"] < 1.5, f"slider redraws took {redraws} s"
+            graph.screenshot(path=str(ARTIFACTS / "graph_top100.png"))
 
             # click the strongest feature node in the graph itself
             point = page.evaluate(FEATURE_POINT_JS)
@@ -200,6 +288,8 @@ def test_find_circuit_click_node_download(server):
             assert BEFORE_AFTER.search(summary.inner_text())
             heading.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "feature_panel.png"), full_page=True)
+            graph.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "graph_highlight.png"))
 
             page.set_default_timeout(EDIT_TIMEOUT_S * 1000)  # nothing below recomputes a circuit
             # the graph says how much of the behaviour it explains, and its nodes carry labels as text
@@ -236,6 +326,7 @@ def test_find_circuit_click_node_download(server):
                 docs[name] = Path(dl.value.path()).read_text()
                 (ARTIFACTS / dl.value.suggested_filename).write_text(docs[name])
             npd = json.loads(docs["Neuronpedia JSON"])
+            assert npd["metadata"]["prompt"] and npd["metadata"]["prompt_tokens"], "Neuronpedia JSON without prompt"
             assert any(n["clerp"] == "my name mover" for n in npd["nodes"])
             assert [s[0] for s in npd["qParams"]["supernodes"]] == ["movers"]
             doc = json.loads(docs["Circuit JSON (sfc-circuit/2)"])
@@ -254,8 +345,39 @@ def test_find_circuit_click_node_download(server):
                                    timeout=120_000)
             expect(page.get_by_role("heading", name="Supernodes (1)")).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "reimported.png"), full_page=True)
+
+            # the user's own pairs and choices survive a visit to every other page
+            pairs_file = ARTIFACTS / "browser-pairs.jsonl"
+            pairs_file.write_text("".join(json.dumps(r) + "\n" for r in PAIRS))
+            page.locator("[data-testid='stFileUploader']").filter(has_text="upload prompt pairs") \
+                .locator("input[type='file']").set_input_files(str(pairs_file))
+            page.get_by_text(f"Loaded {len(PAIRS)} pairs from 'browser-pairs.jsonl'").wait_for()
+            _wait_idle(page)
+            _choose(page, "Method", re.compile("^mask"))
+            steps = page.get_by_label("Mask training steps")
+            steps.fill("2000")
+            steps.press("Enter")
+            _wait_idle(page)
+            for name in OTHER_PAGES:
+                _go_to(page, name)
+            _go_to(page, "app")
+            expect(page.get_by_text(f"Tokenization and validity — {len(PAIRS)} pairs").first).to_be_visible()
+            expect(page.get_by_role("combobox", name="Task preset")).to_have_value("(custom table / upload)")
+            expect(page.get_by_role("combobox", name="Method")).to_have_value(re.compile("^mask"))
+            expect(page.get_by_label("Mask training steps")).to_have_value("2000")
+            expect(page.get_by_text("Estimated run time").first).to_be_visible()
+
+            # a long mask run: progress with an ETA, then Stop leaves a "stopped" status
+            page.get_by_role("button", name="Find circuit").click()
+            page.get_by_text(re.compile(r"mask · \d+% · .* elapsed · about .* left")).first.wait_for(
+                timeout=COMPUTE_TIMEOUT_S * 1000)
+            t_stop = time.time()
+            page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop").click()
+            page.get_by_text(re.compile(r"Finding the circuit: stopped after")).first.wait_for(timeout=120_000)
+            timings["stop_s"] = time.time() - t_stop
+            page.screenshot(path=str(ARTIFACTS / "stopped.png"), full_page=True)
         finally:
             browser.close()
-    (ARTIFACTS / "browser-timings.json").write_text(json.dumps({k: round(v, 2) for k, v in timings.items()},
-                                                               indent=1))
-    print("browser timings:", timings)
+            rounded = {k: _rounded(v) for k, v in timings.items()}
+            (ARTIFACTS / "browser-timings.json").write_text(json.dumps(rounded, indent=1))
+            print("browser timings:", json.dumps(rounded))
