@@ -353,6 +353,72 @@ def _edit(at, edits: dict) -> None:
     at.run()
 
 
+def test_control_extremes_keep_the_app_usable(found):
+    """Threshold mode starts on features; threshold 0 draws a collapsed graph with a note; top-k at the slider's
+    end, the edge threshold at its end and both view toggles leave a usable page (issue 13, bad input)."""
+    from sfc_core.collapse import MAX_NODES
+
+    at = found
+    at.radio(key="sel_mode").set_value("threshold").run()
+    _ok(at)
+    assert int(_metrics(at)["features"]) > 0  # the default threshold shows features, not only error nodes
+    thr = [s for s in at.slider if s.label.startswith("Nodes: |effect|")][0]
+    thr.set_value(0.0).run()
+    _ok(at)
+    n_nodes = int(_metrics(at)["nodes"])
+    assert n_nodes > MAX_NODES
+    assert any(f"{n_nodes} nodes are too many to draw one by one" in i.value for i in at.info)
+    fig = _figure(at, "circuit_graph")
+    drawn = [t for t in fig["data"] if t.get("customdata") and t.get("name") != "embed / metric"]
+    assert sum(len(t["customdata"]) for t in drawn) <= MAX_NODES + 7  # never a tangle of every node
+    at.radio(key="sel_mode").set_value("top-k").run()
+    top = at.slider(key="top_k")
+    top.set_value(top.max).run()
+    _ok(at)
+    edge = [s for s in at.slider if s.label.startswith("Edges:")][0]
+    edge.set_value(edge.max).run()
+    at.toggle(key="hide_errors").set_value(True).run()
+    at.toggle(key="hide_disconnected").set_value(True).run()
+    _ok(at)
+    assert not at.error, _errors(at)
+    names = {t.get("name") for t in _figure(at, "circuit_graph")["data"]}
+    assert "error nodes (ε)" not in names
+    assert any(c.value.startswith("Hidden from the drawing (not from the scores)") for c in at.caption)
+    edge.set_value(0.0).run()
+    at.toggle(key="hide_errors").set_value(False).run()
+    at.toggle(key="hide_disconnected").set_value(False).run()
+    top.set_value(30).run()
+    _ok(at)
+
+
+def test_pairs_and_choices_survive_other_pages():
+    """Uploaded pairs, the method and the found circuit outlive a visit to every other page; going back to the
+    offline default with nothing changed keeps the circuit (issue 13, point 2)."""
+    at = _explorer()
+    rows = [{"clean": "When Anna and Tom went to the park, Tom gave a ball to",
+             "corrupted": "When Anna and Tom went to the park, Anna gave a ball to", "answer": " Anna",
+             "wrong_answer": " Tom"}] * 2
+    _upload_pairs(at, rows)
+    at.selectbox(key="method").set_value("atp_star").run()
+    at.button(key="find_circuit").click().run()
+    _ok(at)
+    key = at.session_state["current_key"]
+    for page in ("pages/1_Feature.py", "pages/2_Evaluate.py", "pages/3_Model_and_SAEs.py", "pages/4_Tour.py"):
+        at.switch_page(page).run()
+        _ok(at)
+        if page == "pages/3_Model_and_SAEs.py":
+            at.button(key="reset_default").click().run()
+            _ok(at)
+            assert any("nothing changed, the circuit is kept" in i.value for i in at.info)
+    at.switch_page("app.py").run()
+    _ok(at)
+    assert at.selectbox(key="task_preset").value.startswith("(custom")
+    assert at.data_editor[0].value["clean"].tolist() == [r["clean"] for r in rows]
+    assert at.selectbox(key="method").value == "atp_star"
+    assert at.session_state["current_key"] == key and at.get("plotly_chart")
+    assert not any("inputs changed" in i.value for i in at.info)  # the same inputs: the same circuit
+
+
 def test_empty_prompt_is_reported():
     at = _explorer()
     _edit(at, {0: {"clean": ""}})
