@@ -107,8 +107,7 @@ def _on_pairs_upload() -> None:
         return
     except Exception as exc:  # noqa: BLE001
         ui.log.exception("pair upload failed")
-        ss["_flash_pairs"] = ("error", f"could not read '{f.name}' ({type(exc).__name__}) — the table below is "
-                                       "unchanged.")
+        ss["_flash_pairs"] = ("error", f"could not read '{f.name}' ({type(exc).__name__}) — the table below is unchanged.")
         return
     _set_table(pairs)
     ss["task_preset"] = ui.CUSTOM
@@ -139,8 +138,8 @@ def _on_circuit_upload() -> None:
         return
     except Exception as exc:  # noqa: BLE001
         ui.log.exception("circuit upload failed")
-        ss["_flash_circuit"] = ("error", f"could not read '{f.name}' as a circuit ({type(exc).__name__}) — the "
-                                         "circuit on screen is unchanged.")
+        ss["_flash_circuit"] = ("error", (f"could not read '{f.name}' as a circuit ({type(exc).__name__}) — "
+                                          "the circuit on screen is unchanged."))
         return
     ss["uploaded_graph"] = G
     ss["uploaded_name"] = f.name
