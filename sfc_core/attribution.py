@@ -270,6 +270,8 @@ def _site_effects(runs: PairRuns, i: int, grad: torch.Tensor, aggregation: str) 
     grad_f = grad @ runs.decoder(i).T
     ie_f = grad_f * (corr.f - clean.f)
     ie_e = (grad * (corr.err - clean.err)).sum(-1, keepdim=True)
+    if not runs.space.has_error(i):  # a neuron site: column d is the rest of the stream, no node
+        ie_e = torch.zeros_like(ie_e)
     ie = torch.cat([ie_f, ie_e], dim=-1) * runs.mask[..., None]
     return _aggregate(ie, aggregation)
 
@@ -583,7 +585,7 @@ def _patch_delta(runs: PairRuns, node: Node) -> torch.Tensor:
     """``a_corr − a_clean`` of ``node`` written into the residual stream ``[n, pos, d_model]``."""
     site, col = runs.space.site(node), runs.space.column(node)
     clean, corr = runs.clean[site], runs.corrupted[site]
-    if node.is_error:
+    if node.is_error:  # column() refused ε at a neuron site
         delta = corr.err - clean.err
     else:
         df = corr.f[..., col] - clean.f[..., col]

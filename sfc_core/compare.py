@@ -113,3 +113,108 @@ def _random_baseline(runs: PairRuns, sizes: list[int], ablation: str, draws: int
     return {"sizes": sizes, "n_latents": sizes, "n_nodes": sizes,
             "faithfulness": [mean("faithfulness", k) for k in range(len(sizes))],
             "completeness": [mean("completeness", k) for k in range(len(sizes))]}
+
+
+# ------------------------------------------------------------------ neurons vs features (Marks et al. 2024, §4)
+#: Circuit sizes (nodes) of the neurons-vs-features curves when none are given.
+NEURON_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+#: Faithfulness targets whose node counts :func:`neurons_vs_features` reports.
+NEURON_TARGETS = (0.5, 0.8)
+
+
+def _unit_side(runs: PairRuns, method: str, sizes: list[int], ablation: str, targets, random_seeds: int) -> dict:
+    """One side of :func:`neurons_vs_features`: attribution, the top-n curve and the node counts per target."""
+    from .attribution import attribute
+    from .evaluation import faithfulness_curve, smallest_faithful
+
+    t = time.perf_counter()
+    att = attribute(runs, method)
+    t_att = time.perf_counter() - t
+    curve = faithfulness_curve(runs, att.effects, sizes, ablation, random_seeds=random_seeds)
+    ranked = runs.space.ranked(att.effects)
+    tried: dict = {}
+    searches = {}
+    for target in targets:
+        s = smallest_faithful(runs, ranked, target, ablation, tried=tried)
+        searches[str(target)] = s.as_dict()
+    return {"curve": curve, "pool": len(ranked), "n_for": {k: (v["n_nodes"] if v["reached"] else None)
+                                                           for k, v in searches.items()},
+            "searches": searches, "seconds": round(time.perf_counter() - t, 2), "attribution_s": round(t_att, 2)}
+
+
+def neurons_vs_features(model, saes: dict, batch, sizes=NEURON_SIZES, method: str = "atp", ablation: str = "mean",
+                        targets=NEURON_TARGETS, metric: str = "logit_diff", random_seeds: int = 0,
+                        feature_runs: PairRuns | None = None, progress=None) -> dict:
+    """Faithfulness against circuit size for a neuron circuit and a feature circuit on the same pairs (Marks et
+    al. 2024, §4 and their appendix on neurons: features reach a faithfulness with far fewer nodes).
+
+    Both sides rank their nodes by ``|IE|`` of the same attribution ``method`` on the same pairs and score the
+    top-n with the same ``ablation`` (mean ablation: the corrupted prompts' mean per template-aligned position,
+    :mod:`sfc_core.ablation`), each normalised by its own ``m(∅)``:
+
+    * **features**: SAE latents and error nodes ε at the SAEs' hook points (:func:`~sfc_core.attribution.
+      prepare_runs`); ``m(∅)`` ablates every latent and ε there;
+    * **neurons**: the MLP neurons ``blocks.L.mlp.hook_post`` of the same layers L (:mod:`sfc_core.neurons`), no
+      error node; ``m(∅)`` ablates every neuron of those MLPs (attention and the other MLPs run as usual).
+
+    Node counts for each target are found by real evaluations (:func:`~sfc_core.evaluation.smallest_faithful`:
+    the smallest top-n that reaches it while the size below does not), ``None`` when no size does.
+
+    Args:
+        saes: ``{hook_name: LoadedSAE | SAE}`` at residual hook points; the neurons sit at their layers.
+        batch: a :class:`~sfc_core.pairs.PairBatch` (``n`` pairs).
+        sizes: circuit sizes (nodes) of the two curves.
+        method: a node attribution method (``atp`` | ``atp_star`` | ``ig`` | ``exact``).
+        targets: faithfulness targets (unitless) in ``(0, 1.5]``.
+        random_seeds: random-circuit draws per size in the curves (0: no random baseline).
+        feature_runs: the SAE runs of these pairs if already made.
+        progress: optional ``callable(stage, fraction)``.
+
+    Returns:
+        ``{"method", "ablation", "metric", "n_pairs", "sizes", "targets", "curves": {"neurons": curve,
+        "features": curve}, "n_for": {"neurons": {"0.5": n | None, ...}, "features": {...}}, "pool": {...},
+        "seconds": {...}, "searches": {...}}``; curves are :func:`~sfc_core.evaluation.faithfulness_curve` dicts
+        (:func:`sfc_core.viz.curve_figure` draws ``curves``), scores unitless, ``m_full`` / ``m_empty`` in metric
+        units, seconds wall-clock.
+
+    Raises:
+        InputError: no SAE, empty or non-positive sizes, an unknown method / ablation / metric, a target outside
+            ``(0, 1.5]``, or no node with a non-zero effect.
+        NumericalError: NaN or inf in activations or gradients.
+    """
+    from .ablation import check_ablation
+    from .attribution import prepare_runs
+    from .evaluation import check_target
+    from .hooks import parse
+    from .neurons import prepare_neuron_runs
+
+    sizes = sorted({int(s) for s in sizes})
+    if not sizes or sizes[0] <= 0:
+        raise InputError("sizes must be a non-empty list of positive integers")
+    if not saes:
+        raise InputError("select at least one SAE hook point")
+    check_ablation(ablation)
+    targets = [check_target(t) for t in targets]
+    registry.get(method, kind="attribution")
+    say = progress or (lambda stage, frac: None)
+    out: dict = {"method": method, "ablation": ablation, "metric": metric, "sizes": sizes, "targets": targets,
+                 "curves": {}, "n_for": {}, "pool": {}, "seconds": {}, "searches": {}}
+    layers = sorted({parse(h).layer for h in saes})
+    for j, unit in enumerate(("features", "neurons")):
+        say(unit, j / 2)
+        t = time.perf_counter()
+        if unit == "features":
+            runs = feature_runs if feature_runs is not None else prepare_runs(model, saes, batch, metric)
+        else:
+            runs = prepare_neuron_runs(model, layers, batch, metric)
+        side = _unit_side(runs, method, sizes, ablation, targets, random_seeds)
+        out["n_pairs"] = runs.n
+        out["curves"][unit] = side["curve"]
+        out["n_for"][unit] = side["n_for"]
+        out["pool"][unit] = side["pool"]
+        out["searches"][unit] = side["searches"]
+        out["seconds"][unit] = round(time.perf_counter() - t, 2)
+        del runs
+    out["layers"] = layers
+    say("done", 1.0)
+    return out

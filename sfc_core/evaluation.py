@@ -77,11 +77,11 @@ def score_circuits(runs: PairRuns, circuits: list[list[Node]], ablation: str = "
     values = ablation_values(runs, ablation)
     per_position = aggregation == "none"
     none = runs.space.keep_masks([], per_position)
-    every = [m | True for m in none]
+    every = runs.space.keep_masks([], per_position, complement=True)
     keeps = [every, none]
     for nodes in circuits:
-        k = runs.space.keep_masks(nodes, per_position)
-        keeps += [k, [~m for m in k]]
+        keeps += [runs.space.keep_masks(nodes, per_position),
+                  runs.space.keep_masks(nodes, per_position, complement=True)]
     ms = circuit_metric(runs, keeps, values).tolist()
     m_full, m_empty = ms[0], ms[1]
     out = []
@@ -140,7 +140,7 @@ def check_target(target: float) -> float:
 
 
 def smallest_faithful(runs: PairRuns, ranked: list[Node], target: float, ablation: str = "mean",
-                      aggregation: str = "sum", per_round: int = 7) -> TargetSearch:
+                      aggregation: str = "sum", per_round: int = 7, tried: dict | None = None) -> TargetSearch:
     """The smallest top-n of ``ranked`` whose faithfulness reaches ``target``, found with real evaluations.
 
     Sizes 1, 2, 4, … up to the pool are scored first; between the last size below the target and the first at
@@ -152,6 +152,8 @@ def smallest_faithful(runs: PairRuns, ranked: list[Node], target: float, ablatio
     Args:
         ranked: nodes by |effect|, largest first (:meth:`~sfc_core.nodes.NodeSpace.ranked`).
         target: faithfulness to reach, in ``(0, 1.5]``.
+        tried: optional ``{size: faithfulness}`` cache shared by searches for several targets over the same
+            ``runs``, ``ranked`` and ``ablation`` (filled in place; sizes in it are not evaluated again).
     Returns:
         A :class:`TargetSearch`; when no size reaches the target, the best size tried with ``reached=False``.
     Raises:
@@ -163,8 +165,9 @@ def smallest_faithful(runs: PairRuns, ranked: list[Node], target: float, ablatio
     values = ablation_values(runs, ablation)
     per_position = aggregation == "none"
     none = runs.space.keep_masks([], per_position)
-    m_full, m_empty = circuit_metric(runs, [[m | True for m in none], none], values).tolist()
-    tried: dict[int, float | None] = {}
+    m_full, m_empty = circuit_metric(runs, [runs.space.keep_masks([], per_position, complement=True), none],
+                                     values).tolist()
+    tried = {} if tried is None else tried
 
     def evaluate(sizes: list[int]) -> None:
         sizes = [n for n in sorted(set(sizes)) if n not in tried]
@@ -192,24 +195,27 @@ def smallest_faithful(runs: PairRuns, ranked: list[Node], target: float, ablatio
     else:
         chosen = max(tried, key=lambda n: (tried[n] is not None, tried[n] if tried[n] is not None else 0.0, -n))
     scores = score_circuits(runs, [ranked[:chosen]], ablation, aggregation)[0]
-    return TargetSearch(target, bool(hits), chosen, scores, tried, pool)
+    return TargetSearch(target, bool(hits), chosen, scores, dict(tried), pool)
 
 
 def random_nodes(runs: PairRuns, size: int, seed: int, aggregation: str = "sum") -> list[Node]:
     """``size`` nodes (fewer if the pool is smaller) drawn uniformly from the active ones (features active on
-    some real clean token, and every ε; per position with ``aggregation="none"``) — the random-circuit baseline
+    some real clean token, and every ε; neurons non-zero on some real clean token; per position with ``aggregation="none"``) — the random-circuit baseline
     of Marks et al. 2024, §4. Deterministic in ``seed``."""
     space = runs.space
     pool = []
     for i, rec in enumerate(runs.clean):
-        active = ((rec.f * runs.mask[..., None]) > 0)
+        # latents are active when positive; neurons (GELU/SiLU can be negative) when non-zero
+        act = rec.f * runs.mask[..., None]
+        active = act > 0 if space.has_error(i) else act != 0
+        errs = space.has_error(i)
         if aggregation == "sum":
             pool += [space.node_at(i, k) for k in torch.nonzero(active.any((0, 1))).flatten().tolist()]
-            pool.append(space.node_at(i, space.d_sae[i]))
+            pool += [space.node_at(i, space.d_sae[i])] if errs else []
         else:
             pos_feat = torch.nonzero(active.any(0)).tolist()
             pool += [space.node_at(i, k, p) for p, k in pos_feat]
-            pool += [space.node_at(i, space.d_sae[i], p) for p in range(1, rec.f.shape[1])]
+            pool += [space.node_at(i, space.d_sae[i], p) for p in range(1, rec.f.shape[1])] if errs else []
     rng = random.Random(seed)
     return rng.sample(pool, min(size, len(pool)))
 

@@ -74,6 +74,27 @@ def resid_post(layer: int) -> str:
     return get_act_name("resid_post", layer)
 
 
+def mlp_post(layer: int) -> str:
+    """``blocks.{layer}.mlp.hook_post``: the MLP's neuron activations after the nonlinearity (for a gated MLP,
+    ``act(x W_gate) ⊙ (x W_in)``), ``[batch, pos, d_mlp]``; the engine's neuron sites (:mod:`sfc_core.neurons`).
+
+    Raises:
+        InputError: a negative layer.
+    """
+    if layer < 0:
+        raise InputError(f"layer must be ≥ 0, not {layer}")
+    return HookPoint(int(layer), "post", "mlp").name
+
+
+def is_neuron_hook(hook_name: str) -> bool:
+    """Whether a hook name is an MLP's neuron activations ``blocks.{L}.mlp.hook_post`` (a neuron site)."""
+    try:
+        hp = parse(hook_name)
+    except InputError:
+        return False
+    return hp.module == "mlp" and hp.kind == "post" and hp.layer >= 0
+
+
 def parse(hook_name: str) -> HookPoint:
     """:class:`HookPoint` of a hook name.
 
@@ -107,11 +128,12 @@ def short_kind(hook_name: str) -> str:
 
 
 def blocks_before(hook_name: str, n_layers: int) -> int:
-    """Number of transformer blocks that run before a residual hook point (``resid_post`` L → L+1,
-    ``resid_pre`` L → L, ``hook_embed`` → 0).
+    """Number of transformer blocks that run before a site's hook point is edited (``resid_post`` L → L+1,
+    ``resid_pre`` L → L, ``hook_embed`` → 0; a neuron site ``blocks.L.mlp.hook_post`` → L+1: its neurons are
+    edited exactly through their write ``post @ W_out`` into the residual stream after block L).
 
     Raises:
-        InputError: not a residual-stream hook point of a model with ``n_layers`` layers.
+        InputError: not a residual-stream (or MLP neuron) hook point of a model with ``n_layers`` layers.
     """
     if hook_name == EMBED_HOOK:
         return 0
@@ -119,6 +141,8 @@ def blocks_before(hook_name: str, n_layers: int) -> int:
         hp = parse(hook_name)
     except InputError:
         hp = None
+    if hp is not None and is_neuron_hook(hook_name) and hp.layer < n_layers:
+        return hp.layer + 1
     if hp is not None and not hp.module and 0 <= hp.layer < n_layers:
         if hp.kind == "resid_post":
             return hp.layer + 1

@@ -7,14 +7,21 @@ kind      id                     meaning                                        
 ========  =====================  ===================================================  =========
 latent    ``{hook}/{k}``         SAE feature / latent ``k`` at a hook point            column k
 error     ``{hook}/error``       the SAE's error node ε = x − x̂ (Marks et al. 2024)    column d_sae
+neuron    ``{hook}/n{k}``        MLP neuron ``k`` at ``blocks.L.mlp.hook_post``          column k
 embed     ``embed``              the token (and position) embedding: edges start here  —
 metric    ``metric``             the metric (logit difference …): edges end here        —
 ========  =====================  ===================================================  =========
 
 Ids of nodes resolved by position carry ``@{position}`` (``blocks.7.hook_resid_post/12@5``). A new kind
-(MLP neuron, attention head, transcoder feature, supernode) is one :class:`NodeKind` registered here with its
-own id prefix (e.g. ``n`` → ``blocks.3.mlp.hook_post/n17``) and, if it has one, its column rule in
+(attention head, transcoder feature, supernode) is one :class:`NodeKind` registered here with its
+own id prefix (as ``n`` for neurons: ``blocks.3.mlp.hook_post/n17``) and, if it has one, its column rule in
 :meth:`NodeSpace.column`. Nothing else in the engine builds or parses an id.
+
+**Unit kind of a site.** A site's columns hold one kind of unit, read off its hook point by
+:func:`unit_kind`: MLP neurons at ``blocks.L.mlp.hook_post`` (:mod:`sfc_core.neurons`; Marks et al. 2024's
+neuron baseline), SAE latents everywhere else. A neuron site has **no error node**: its column ``d`` holds the
+rest of the residual stream (everything but the neurons' write), which is never a node, never ranked and never
+ablated.
 
 **Per-site tensors.** The engine keeps one tensor per SAE site (sites sorted by depth): ``[d_sae + 1]``
 for whole-prompt nodes (``aggregation="sum"``) or ``[pos, d_sae + 1]`` per position (``"none"``), with the
@@ -63,6 +70,7 @@ class NodeKind:
 KINDS: dict[str, NodeKind] = {k.name: k for k in (
     NodeKind("latent", "features", id_prefix=""),
     NodeKind("error", "error nodes (ε)", id_word="error"),
+    NodeKind("neuron", "MLP neurons", id_prefix="n"),
     NodeKind("embed", "embedding", id_word="embed", at_hook=False),
     NodeKind("metric", "metric", id_word="metric", at_hook=False),
 )}
@@ -134,6 +142,17 @@ def latent(hook_name: str, index: int, position: int | None = None) -> Node:
     return Node(hook_name, "latent", int(index), position)
 
 
+def neuron(hook_name: str, index: int, position: int | None = None) -> Node:
+    """MLP neuron ``index`` at ``hook_name`` (``blocks.L.mlp.hook_post``)."""
+    return Node(hook_name, "neuron", int(index), position)
+
+
+def unit_kind(hook_name: str) -> str:
+    """The kind of the units in a site's columns: ``"neuron"`` at an MLP's ``blocks.L.mlp.hook_post``, else
+    ``"latent"`` (an SAE's)."""
+    return "neuron" if hooks.is_neuron_hook(hook_name) else "latent"
+
+
 def error(hook_name: str, position: int | None = None) -> Node:
     """The error node ε at ``hook_name``."""
     return Node(hook_name, "error", -1, position)
@@ -199,7 +218,7 @@ def from_fields(hook_name, feature, position=None, where: str = "node") -> Node:
             raise ValueError
     except (TypeError, ValueError):
         raise InputError(f"{where}: feature must be an integer or 'error', not {feature!r}") from None
-    return latent(str(hook_name), index, position)
+    return Node(str(hook_name), unit_kind(str(hook_name)), index, position)
 
 
 def graph_node(node_id: str, data: dict | None = None) -> Node:
@@ -278,8 +297,17 @@ class NodeSpace:
             raise InputError(f"circuit node {node.id} is at {node.hook_name}, which has no SAE loaded") from None
 
     def width(self, site: int) -> int:
-        """Columns of site ``site``'s tensors: ``d_sae + 1`` (latents, then ε)."""
+        """Columns of site ``site``'s tensors: ``d_sae + 1`` (latents, then ε; neurons, then the rest)."""
         return self.d_sae[site] + 1
+
+    def unit(self, site: int) -> str:
+        """Kind of the units in site ``site``'s columns ``0..d−1`` (:func:`unit_kind`)."""
+        return unit_kind(self.hook_names[site])
+
+    def has_error(self, site: int) -> bool:
+        """Whether column ``d`` of site ``site`` is an error node (SAE sites) rather than the never-ablated
+        rest of the residual stream (neuron sites)."""
+        return self.unit(site) == "latent"
 
     def column(self, node: Node) -> int:
         """Column of ``node`` in its site's tensors (latent ``k`` → ``k``, ε → ``d_sae``).
@@ -290,18 +318,32 @@ class NodeSpace:
         """
         site = self.site(node)
         d = self.d_sae[site]
-        if node.kind == "latent":
+        unit = self.unit(site)
+        if node.kind == unit:
             if not 0 <= node.index < d:
-                raise InputError(f"circuit node {node.id}: feature {node.index} is out of range for d_sae={d}")
+                what = "feature" if unit == "latent" else unit
+                raise InputError(f"circuit node {node.id}: {what} {node.index} is out of range for "
+                                 f"{'d_sae' if unit == 'latent' else 'd_mlp'}={d}")
             return node.index
-        if node.kind == "error":
+        if node.kind == "error" and self.has_error(site):
             return d
+        if node.kind in ("latent", "neuron", "error"):
+            raise InputError(f"node {node.id} is a {node.kind} node, but {node.hook_name} holds {unit}s "
+                             f"{'and its error node' if self.has_error(site) else 'and no error node'}")
         raise InputError(f"node {node.id} has no place in a site's tensors")
 
     def node_at(self, site: int, column: int, position: int | None = None) -> Node:
-        """The node in column ``column`` of site ``site`` (inverse of :meth:`column`)."""
+        """The node in column ``column`` of site ``site`` (inverse of :meth:`column`).
+
+        Raises:
+            InputError: column ``d`` of a neuron site (the rest of the residual stream is no node).
+        """
         hook = self.hook_names[site]
-        return error(hook, position) if column == self.d_sae[site] else latent(hook, column, position)
+        if column == self.d_sae[site]:
+            if not self.has_error(site):
+                raise InputError(f"{hook} has no error node: column {column} is not a node")
+            return error(hook, position)
+        return Node(hook, self.unit(site), int(column), position)
 
     def from_flat(self, site: int, flat: int, per_position: bool) -> Node:
         """The node at a flat index into site ``site``'s tensor (``[d+1]``, or ``[pos, d+1]`` flattened)."""
@@ -311,13 +353,16 @@ class NodeSpace:
         return self.node_at(site, col, pos)
 
     def errors(self, position: int | None = None) -> list[Node]:
-        """The error node ε of every site, in site order (at ``position``, or over the whole prompt)."""
-        return [error(h, position) for h in self.hook_names]
+        """The error node ε of every SAE site, in site order (at ``position``, or over the whole prompt); neuron
+        sites have none."""
+        return [error(h, position) for i, h in enumerate(self.hook_names) if self.has_error(i)]
 
     def all_nodes(self, per_position: bool = False) -> list[Node]:
-        """Every latent and error node, site by site (per position 0..n_positions−1 when ``per_position``)."""
+        """Every latent / neuron and error node, site by site (per position 0..n_positions−1 when
+        ``per_position``)."""
         positions = list(range(self.n_positions or 0)) if per_position else [None]
-        return [self.node_at(i, k, p) for i in range(len(self)) for p in positions for k in range(self.width(i))]
+        return [self.node_at(i, k, p) for i in range(len(self)) for p in positions
+                for k in range(self.width(i) if self.has_error(i) else self.d_sae[i])]
 
     # ---------------------------------------------------------------- tensors
     def zeros(self, per_position: bool = False, dtype=torch.float32) -> list[torch.Tensor]:
@@ -367,20 +412,30 @@ class NodeSpace:
                 out[i][node.position, col] = v
         return out
 
-    def keep_masks(self, nodes: list[Node], per_position: bool = False) -> list[torch.Tensor]:
+    def keep_masks(self, nodes: list[Node], per_position: bool = False, complement: bool = False) -> list[torch.Tensor]:
         """Boolean per-site masks, ``[d_sae + 1]`` or ``[pos, d_sae + 1]``, True at ``nodes`` (a whole-prompt
-        node on per-position masks: every position).
+        node on per-position masks: every position). Column ``d`` of a neuron site (the rest of the residual
+        stream, no node) is always True: it is never ablated.
+
+        Args:
+            complement: True everywhere *except* at ``nodes`` (the circuit's complement; the rest of a neuron
+                site stays True).
 
         Raises:
             InputError: a node at a hook point without an SAE, a latent index out of range, or an end point.
         """
         masks = [z.bool() for z in self.zeros(per_position, torch.bool)]
+        if complement:
+            masks = [~m for m in masks]
         for node in nodes:
             i, col = self.site(node), self.column(node)
             if node.position is None:
-                masks[i][..., col] = True
+                masks[i][..., col] = not complement
             else:
-                masks[i][node.position, col] = True
+                masks[i][node.position, col] = not complement
+        for i, m in enumerate(masks):
+            if not self.has_error(i):
+                m[..., self.d_sae[i]] = True
         return masks
 
     def ranked(self, tensors: list[torch.Tensor], threshold: float | None = None, per_site: int | None = None,
@@ -392,17 +447,18 @@ class NodeSpace:
             threshold: keep ``|value| ≥ threshold`` only.
             per_site: keep at most this many per site.
             limit: keep at most this many overall.
-            kind: only nodes of this kind (``"latent"`` or ``"error"``).
+            kind: only nodes of this kind (``"latent"``, ``"neuron"`` or ``"error"``); column ``d`` of a neuron
+                site (no node) is never ranked.
 
         Returns:
             The nodes (position-resolved when a tensor is ``[pos, d_sae + 1]``).
         """
         items = []
         for i, t in enumerate(tensors):
-            if kind is not None:
+            if kind is not None or not self.has_error(i):
                 keep = torch.zeros(t.shape[-1], dtype=torch.bool)
-                keep[self.d_sae[i]:] = kind == "error"
-                keep[:self.d_sae[i]] = kind == "latent"
+                keep[self.d_sae[i]:] = kind == "error" and self.has_error(i)
+                keep[:self.d_sae[i]] = kind is None or kind == self.unit(i)
                 t = torch.where(keep, t, torch.zeros_like(t))
             flat = t.abs().flatten()
             order = torch.argsort(flat, descending=True, stable=True)

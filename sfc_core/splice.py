@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from .errors import IncompatibleSAEError, InputError, NumericalError
-from .hooks import blocks_before
+from .hooks import blocks_before, is_neuron_hook
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,12 @@ class Site:
 def make_sites(model, saes: dict) -> list[Site]:
     """Sites sorted by depth from ``{hook_name: LoadedSAE | SAE}``.
 
+    A ``blocks.L.mlp.hook_post`` entry must be a :class:`~sfc_core.neurons.NeuronDictionary` (the MLP's
+    neurons as a site: decoder ``W_out``, no error node; edited after block L).
+
     Raises:
-        InputError: no SAE given, a hook point that is not ``resid_pre``/``resid_post`` of this model, or two
-            SAEs at the same residual point.
+        InputError: no SAE given, a hook point that is not ``resid_pre``/``resid_post`` of this model (or an MLP
+            ``hook_post`` with its neuron dictionary), or two SAEs at the same residual point.
         IncompatibleSAEError: an SAE's ``d_in`` differs from the model's ``d_model``.
     """
     if not saes:
@@ -67,6 +70,9 @@ def make_sites(model, saes: dict) -> list[Site]:
     sites = []
     for hook, sae in saes.items():
         sae = getattr(sae, "sae", sae)
+        if is_neuron_hook(hook) != bool(getattr(sae, "is_neurons", False)):
+            raise InputError(f"'{hook}': MLP neuron sites (blocks.L.mlp.hook_post) take the model's own neurons "
+                             "(sfc_core.neurons.neuron_sites), SAEs sit in the residual stream")
         n = blocks_before(hook, model.cfg.n_layers)
         if int(sae.cfg.d_in) != model.cfg.d_model:
             raise IncompatibleSAEError(f"SAE at '{hook}' has d_in={sae.cfg.d_in}, the model's d_model is {model.cfg.d_model}")
@@ -150,8 +156,10 @@ def run_from(model, sites: list[Site], resid: torch.Tensor, start_block: int, ed
 
 
 def logits_of(model, resid: torch.Tensor) -> torch.Tensor:
-    """Logits ``[..., pos, d_vocab]`` from a final residual stream ``[..., pos, d_model]`` (final norm, unembedding)."""
-    return model.unembed(model.ln_final(resid))
+    """Logits ``[..., pos, d_vocab]`` from a final residual stream ``[..., pos, d_model]`` (final norm, unembedding;
+    a model without a final norm, ``normalization_type=None``, unembeds the residual itself)."""
+    norm = getattr(model, "ln_final", None)
+    return model.unembed(norm(resid) if norm is not None else resid)
 
 
 def effective_unembed(model, resid_rms: float = 1.0) -> torch.Tensor:
