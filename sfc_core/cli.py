@@ -462,6 +462,235 @@ def compare(
                            for m, r in report["methods"].items()}))
 
 
+# ------------------------------------------------------------------ model internals (trace, lens, heads)
+def _internals_model(model_name: str | None):
+    """The model for ``sfc trace`` / ``lens`` / ``heads`` (no SAEs needed)."""
+    from .model import load_model
+
+    return load_model(model_name)
+
+
+def _internals_batch(model, pairs: Path | None, task: str | None, n: int | None, one_template: bool,
+                     multi_token: str, length_mismatch: str, command):
+    """Pairs (file or task; with ``one_template`` a task's N pairs of one template group) tokenized, warnings said.
+
+    Raises:
+        InputError: bad pair source or options, no valid pairs.
+    """
+    from .errors import InputError
+    from .pairs import tokenize_pairs
+    from .tracing import one_template_pairs
+
+    if one_template:
+        if task is None:
+            raise InputError("--one-template draws pairs of a built-in task: give --task NAME")
+        loaded = one_template_pairs(model, task, n or 20)
+    else:
+        loaded = _load_pairs(model, pairs, task, n)
+    batch = tokenize_pairs(model, loaded, multi_token=multi_token, length_mismatch=length_mismatch)
+    _say_warnings(batch, command)
+    return batch
+
+
+def _parse_head(text: str, what: str) -> tuple[int, int]:
+    """``"9.6"`` or ``"L9.H6"`` -> ``(9, 6)``.
+
+    Raises:
+        InputError: another form.
+    """
+    from .errors import InputError
+
+    parts = text.upper().replace("L", "").replace("H", "").split(".")
+    try:
+        layer, head = (int(v) for v in parts)
+    except ValueError:
+        raise InputError(f"{what} is a head as LAYER.HEAD (e.g. 9.6), not '{text}'") from None
+    return layer, head
+
+
+def _check_internals_options(out: Path, pairs, task, n, chunk: int | None = None) -> None:
+    from .errors import InputError
+
+    _check_pair_source(pairs, task, n)
+    if n is not None and n > 1000:
+        raise InputError("--n must be at most 1000")
+    if chunk is not None and not 1 <= chunk <= 4096:
+        raise InputError("--chunk must be between 1 and 4096")
+    _check_out(out)
+
+
+@app.command()
+@user_errors
+def trace(
+    out: Path = typer.Option(..., help="causal-tracing JSON to write"),
+    pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
+    task: str = typer.Option(None, help="built-in task name (see 'sfc tasks')"),
+    n: int = typer.Option(None, help="use the first N pairs (1-1000)"),
+    one_template: bool = typer.Option(False, "--one-template",
+                                      help="with --task: draw N pairs of the task's most common template and length"),
+    sites: str = typer.Option("resid_pre,attn_out,mlp_out", help="site kinds: resid_pre, attn_out, mlp_out"),
+    direction: str = typer.Option("denoise", help="denoise (clean into corrupted) | noise (corrupted into clean) "
+                                                  "| both"),
+    layers: str = typer.Option(None, help="comma-separated layers (default: all)"),
+    template_group: str = typer.Option("refuse", help="pairs of several templates/lengths: refuse | largest "
+                                                      "(keep the largest group)"),
+    chunk: int = typer.Option(64, help="patched copies per forward pass (1-4096)"),
+    multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
+    length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
+    model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
+) -> None:
+    """Causal tracing: patch each layer x position of the residual stream, attention and MLP outputs (exact)."""
+    from .errors import InputError
+    from .tracing import causal_trace, check_direction, check_sites, one_group
+
+    site_list = check_sites([s.strip() for s in sites.split(",") if s.strip()])
+    directions = ["denoise", "noise"] if direction == "both" else [check_direction(direction)]
+    if template_group not in ("refuse", "largest"):
+        raise InputError(f"--template-group must be refuse or largest, not '{template_group}'")
+    _check_internals_options(out, pairs, task, n, chunk)
+    layer_list = _parse_ints(layers, "--layers")
+    model = _internals_model(model_name)
+    batch = _internals_batch(model, pairs, task, n, one_template, multi_token, length_mismatch, trace)
+    batch, notes = one_group(batch, template_group)  # refuse before any patching; say what "largest" dropped
+    for note in notes:
+        typer.echo(message_line(note, trace, prefix="warning"), err=True)
+    doc: dict = {"schema": "sfc-trace/1", "task": task, "sites": site_list}
+    for d in directions:
+        bar = _Bar(f"trace ({d})")
+        try:
+            result = causal_trace(model, batch, site_list, d, layer_list, chunk=chunk, progress=bar)
+        finally:
+            bar.close()
+        doc[d] = result.to_dict()
+    _write_json(doc, out)
+    typer.echo(json.dumps({"out": str(out), "n_pairs": batch.n, "tokens": batch.pos,
+                           **{d: {"seconds": doc[d]["seconds"], "m_clean": doc[d]["m_clean"],
+                                  "m_corrupted": doc[d]["m_corrupted"]} for d in directions}}))
+
+
+@app.command()
+@user_errors
+def lens(
+    out: Path = typer.Option(..., help="logit-lens JSON to write"),
+    pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
+    task: str = typer.Option(None, help="built-in task name (see 'sfc tasks')"),
+    n: int = typer.Option(None, help="use the first N pairs (1-1000)"),
+    run: str = typer.Option("clean", help="read the clean or the corrupted prompts"),
+    pair: int = typer.Option(0, help="the pair (0-based) whose top tokens are kept"),
+    top_k: int = typer.Option(5, help="top tokens per cell (1-50)"),
+    position: int = typer.Option(None, help="also print the top tokens at this position of the pair, layer by "
+                                            "layer (0 = BOS)"),
+    multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
+    length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
+    model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
+) -> None:
+    """Logit lens: each layer's residual stream through the final norm and unembedding (one forward pass)."""
+    from .errors import InputError
+    from .lens import logit_lens
+
+    if not 1 <= top_k <= 50:
+        raise InputError("--top-k must be between 1 and 50")
+    if pair < 0 or (position is not None and position < 0):
+        raise InputError("--pair and --position must not be negative")
+    _check_internals_options(out, pairs, task, n)
+    model = _internals_model(model_name)
+    batch = _internals_batch(model, pairs, task, n, False, multi_token, length_mismatch, lens)
+    if position is not None and position > int(batch.last_pos[min(pair, batch.n - 1)]):
+        raise InputError(f"position {position} is beyond the prompt of pair {pair} "
+                         f"({int(batch.last_pos[min(pair, batch.n - 1)]) + 1} tokens, positions 0 to "
+                         f"{int(batch.last_pos[min(pair, batch.n - 1)])})")
+    result = logit_lens(model, batch, run=run, pair=pair, top_k=top_k)
+    doc = {"schema": "sfc-lens/1", "task": task, **result.to_dict()}
+    _write_json(doc, out)
+    summary = {"out": str(out), "n_pairs": batch.n, "seconds": round(result.seconds, 3),
+               "final_mean_logit_diff": doc["mean_logit_diff"][-1][int(batch.last_pos[pair])]}
+    if position is not None:
+        summary["position"] = {"token": result.tokens[position],
+                               "top": {lab: [t for t, _ in result.top_tokens[i][position]]
+                                       for i, lab in enumerate(result.labels)}}
+    typer.echo(json.dumps(summary))
+
+
+@app.command()
+@user_errors
+def heads(
+    out: Path = typer.Option(..., help="head-patching JSON to write"),
+    pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
+    task: str = typer.Option(None, help="built-in task name (see 'sfc tasks')"),
+    n: int = typer.Option(None, help="use the first N pairs (1-1000)"),
+    direction: str = typer.Option("denoise", help="denoise (clean into corrupted) | noise (corrupted into clean)"),
+    layers: str = typer.Option(None, help="comma-separated layers (default: all)"),
+    positions: str = typer.Option("all", help="patch each head's output at all positions or the last"),
+    patching: bool = typer.Option(True, "--patching/--no-patching", help="patch every head (layer x head map)"),
+    pattern: str = typer.Option(None, help="also write this head's attention pattern on --pair's clean prompt "
+                                           "(LAYER.HEAD)"),
+    pair: int = typer.Option(0, help="the pair (0-based) whose prompt --pattern shows"),
+    path: str = typer.Option(None, help="path patching SENDER>RECEIVER, e.g. 9.6>10.7 (Wang et al. 2022)"),
+    receiver_input: str = typer.Option("q", help="path patching: the receiver's q, k or v (k/v per KV head group)"),
+    chunk: int = typer.Option(64, help="patched copies per forward pass (1-4096)"),
+    multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
+    length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
+    model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
+) -> None:
+    """Attention heads: per-head output patching, one head's attention pattern, path patching sender > receiver."""
+    from .errors import InputError
+    from .heads import attention_pattern, check_head, head_patching, path_patch
+    from .tracing import check_direction, check_layers
+
+    check_direction(direction)
+    if positions not in ("all", "last"):
+        raise InputError(f"--positions must be all or last, not '{positions}'")
+    if receiver_input not in ("q", "k", "v"):
+        raise InputError(f"--receiver-input must be q, k or v, not '{receiver_input}'")
+    if pair < 0:
+        raise InputError("--pair must not be negative")
+    pattern_head = _parse_head(pattern, "--pattern") if pattern else None
+    if path is not None:
+        if path.count(">") != 1:
+            raise InputError(f"--path is SENDER>RECEIVER (e.g. 9.6>10.7), not '{path}'")
+        sender, receiver = (_parse_head(p.strip(), "--path") for p in path.split(">"))
+    if not (patching or pattern_head or path):
+        raise InputError("nothing to do: give --pattern or --path with --no-patching")
+    _check_internals_options(out, pairs, task, n, chunk)
+    layer_list = _parse_ints(layers, "--layers")
+    model = _internals_model(model_name)
+    if layer_list is not None:
+        check_layers(model, layer_list)
+    if pattern_head:
+        check_head(model, *pattern_head)
+    if path is not None:
+        for head in (sender, receiver):
+            check_head(model, *head)
+        if sender[0] >= receiver[0]:
+            raise InputError(f"--path: the sender L{sender[0]}.H{sender[1]} must sit in an earlier layer than the "
+                             f"receiver L{receiver[0]}.H{receiver[1]}")
+    batch = _internals_batch(model, pairs, task, n, False, multi_token, length_mismatch, heads)
+    if pair >= batch.n:
+        raise InputError(f"pair {pair} does not exist: there are {batch.n} pairs (0 to {batch.n - 1})")
+    doc: dict = {"schema": "sfc-heads/1", "task": task, "n_pairs": batch.n}
+    summary: dict = {"out": str(out), "n_pairs": batch.n}
+    if patching:
+        bar = _Bar("heads")
+        try:
+            result = head_patching(model, batch, direction, layer_list, positions, chunk=chunk, progress=bar)
+        finally:
+            bar.close()
+        doc["patching"] = result.to_dict()
+        summary["top_heads"] = result.top_heads(5)
+        summary["seconds"] = round(result.seconds, 3)
+    if pattern_head:
+        last = int(batch.last_pos[pair])
+        pat, toks = attention_pattern(model, batch.clean_tokens[pair, : last + 1], *pattern_head)
+        doc["pattern"] = {"layer": pattern_head[0], "head": pattern_head[1], "pair": pair, "tokens": toks,
+                          "pattern": [[round(float(v), 6) for v in row] for row in pat]}
+    if path is not None:
+        pp = path_patch(model, batch, sender, receiver, receiver_input)
+        doc["path"] = pp.to_dict()
+        summary["path"] = {k: doc["path"][k] for k in ("sender", "receiver", "receiver_input", "effect", "normalised")}
+    _write_json(doc, out)
+    typer.echo(json.dumps(summary))
+
+
 def main() -> None:  # pragma: no cover - console entry
     """Console entry point of ``sfc``: run the typer app and exit with its status."""
     sys.exit(app())

@@ -135,6 +135,33 @@ def one_group(batch, template_group: str = "refuse"):
     return batch.subset(rows), [note]
 
 
+def one_template_pairs(model, task: str, n: int, seed: int = 0, max_draw: int = 5000) -> list:
+    """``n`` pairs of a built-in task that all fall in its most common template group (same template id and
+    token length), drawn deterministically: ``get_task_pairs(model, task, m, seed)`` for growing ``m`` until the
+    largest group holds ``n``; returns that group's first ``n`` pairs in draw order.
+
+    Raises:
+        InputError: unknown task, ``n < 1``, or no group reaches ``n`` within ``max_draw`` drawn pairs.
+    """
+    from .pairs import tokenize_pairs
+    from .tasks import get_task_pairs
+
+    if int(n) < 1:
+        raise InputError("the number of pairs must be positive")
+    m = max(4 * int(n), 16)
+    while True:
+        pairs = get_task_pairs(model, task, m, seed=seed)
+        batch = tokenize_pairs(model, pairs)
+        group, _ = template_groups(batch)
+        sizes = torch.bincount(group)
+        if int(sizes.max()) >= n:
+            best = int(torch.argmax(sizes))
+            return [p for p, g in zip(batch.pairs, group.tolist()) if g == best][: int(n)]
+        if m >= max_draw:
+            raise InputError(f"no template group of task {task!r} reaches {n} pairs within {max_draw} drawn pairs")
+        m = min(2 * m, max_draw)
+
+
 def metric_at_last(model, resid_final: torch.Tensor, last_pos: torch.Tensor, answer_ids: torch.Tensor,
                    wrong_ids: torch.Tensor) -> torch.Tensor:
     """Logit difference ``answer − wrong`` (logits) read from the residual stream after the last block.

@@ -11,7 +11,7 @@ import torch
 
 from sfc_core.errors import InputError
 from tests.tiny import tiny_model
-from tests.unit.test_tracing import equal_batch, metric
+from tests.unit.test_tracing import equal_batch, metric, tiny_internals  # noqa: F401 (fixture)
 
 
 def gqa_model(n_layers: int = 3, attn_only: bool = True, seed: int = 0):
@@ -149,3 +149,33 @@ def test_attention_pattern():
     assert pattern_heatmap(pattern, toks, 1, 3).data[0].z.shape == (6, 6)
     with pytest.raises(InputError, match="head 4 does not exist"):
         attention_pattern(model, tokens, 1, 4)
+
+
+def test_cli_heads(tmp_path, tiny_internals):
+    import json
+
+    from tests.unit.test_tracing import PAIRS, cli_run, write_pairs
+
+    out = tmp_path / "h.json"
+    pairs = write_pairs(tmp_path, PAIRS)
+    r = cli_run("heads", "--pairs", pairs, "--out", str(out), "--pattern", "1.2", "--path", "0.1>1.3",
+                "--receiver-input", "k")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert len(doc["patching"]["normalised"]) == 2 and len(doc["patching"]["normalised"][0]) == 4
+    assert len(doc["pattern"]["pattern"]) == len(doc["pattern"]["tokens"]) == 5
+    assert doc["path"]["sender"] == [0, 1] and doc["path"]["receiver_input"] == "k"
+    for args, msg in ((["--pattern", "1.4"], "error: head 4 does not exist: layer 1 has heads 0 to 3"),
+                      (["--pattern", "2.0"], "error: layer 2 does not exist: the model has layers 0 to 1"),
+                      (["--path", "1.0>1.1"], "error: --path: the sender L1.H0 must sit in an earlier layer than the "
+                                              "receiver L1.H1"),
+                      (["--path", "1.0"], "error: --path is SENDER>RECEIVER (e.g. 9.6>10.7), not '1.0'"),
+                      (["--pattern", "x"], "error: --pattern is a head as LAYER.HEAD (e.g. 9.6), not 'x'"),
+                      (["--positions", "first"], "error: --positions must be all or last, not 'first'"),
+                      (["--no-patching"], "error: nothing to do: give --pattern or --path with --no-patching"),
+                      (["--n", "0"], "error: --n must be positive")):
+        r = cli_run("heads", "--pairs", pairs, "--out", str(tmp_path / "x.json"), *args)
+        assert r.exit_code == 2 and r.output.strip() == msg, (args, r.output)
+        assert not (tmp_path / "x.json").exists()
+    r = cli_run("heads", "--help")
+    assert r.exit_code == 0 and "--receiver-input" in r.output

@@ -9,7 +9,7 @@ import torch
 
 from sfc_core.errors import InputError
 from tests.tiny import tiny_model
-from tests.unit.test_tracing import equal_batch
+from tests.unit.test_tracing import equal_batch, tiny_internals  # noqa: F401 (fixture)
 
 
 def test_lens_final_row_is_the_models_logits():
@@ -75,3 +75,26 @@ def test_lens_bad_inputs():
         logit_lens(model, batch, top_k=0)
     with pytest.raises(InputError, match="clean"):
         logit_lens(model, batch, run="both")
+
+
+def test_cli_lens(tmp_path, tiny_internals):
+    import json
+
+    from tests.unit.test_tracing import PAIRS, cli_run, write_pairs
+
+    out = tmp_path / "l.json"
+    pairs = write_pairs(tmp_path, PAIRS)
+    r = cli_run("lens", "--pairs", pairs, "--out", str(out), "--top-k", "3", "--position", "2")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["labels"] == ["L0 pre", "L1 pre", "final"] and len(doc["top_tokens"][0][0]) == 3
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert list(summary["position"]["top"]) == doc["labels"]
+    r = cli_run("lens", "--pairs", pairs, "--out", str(out), "--position", "9")
+    assert r.exit_code == 2 and r.output.strip() == ("error: position 9 is beyond the prompt of pair 0 (5 tokens, "
+                                                     "positions 0 to 4)")
+    for args, msg in ((["--top-k", "51"], "error: --top-k must be between 1 and 50"),
+                      (["--pair", "2"], "error: pair 2 does not exist: there are 2 pairs (0 to 1)")):
+        r = cli_run("lens", "--pairs", pairs, "--out", str(tmp_path / "x.json"), *args)
+        assert r.exit_code == 2 and r.output.strip() == msg, r.output
+        assert not (tmp_path / "x.json").exists()

@@ -117,3 +117,89 @@ def test_trace_bad_inputs():
     empty.last_pos = torch.zeros(0, dtype=torch.long)
     with pytest.raises(InputError, match="no prompt pairs"):
         causal_trace(model, empty)
+
+
+# ----------------------------------------------------------------------------- CLI: sfc trace
+@pytest.fixture
+def tiny_internals(monkeypatch):
+    """``sfc trace`` / ``lens`` / ``heads`` on a 2-layer model with a tiny byte-level BPE tokenizer."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from sfc_core import cli
+    from tests.unit.test_pairs import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    torch.manual_seed(0)
+    model = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64,
+                                                      d_vocab=len(tok), n_ctx=64, act_fn="gelu"))
+    model.tokenizer = tok
+    model.eval()
+    monkeypatch.setattr(cli, "_internals_model", lambda name: model)
+    return model
+
+
+def write_pairs(tmp_path, records) -> str:
+    import json
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+PAIRS = [{"clean": "When John talked to", "corrupted": "When Mary talked to", "answer": " the", "wrong_answer": " Mary"},
+         {"clean": "When Mary talked to", "corrupted": "When John talked to", "answer": " Mary", "wrong_answer": " the"}]
+
+
+def cli_run(*args):
+    from typer.testing import CliRunner
+
+    from sfc_core.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_trace_writes_json(tiny_internals, tmp_path):
+    import json
+
+    out = tmp_path / "t.json"
+    r = cli_run("trace", "--pairs", write_pairs(tmp_path, PAIRS), "--direction", "both", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    n_tok = len(doc["denoise"]["tokens"])
+    assert doc["schema"] == "sfc-trace/1" and doc["noise"]["normalisation"] == "(m_clean - m) / (m_clean - m_corr)"
+    assert len(doc["denoise"]["sites"]["mlp_out"]["normalised"]) == 2
+    assert len(doc["denoise"]["sites"]["mlp_out"]["normalised"][0]) == n_tok
+    assert len(doc["denoise"]["sites"]["resid_pre"]["per_pair"]) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layers", "2"], "error: layer 2 does not exist: the model has layers 0 to 1"),
+    (["--sites", "resid_post"], "error: unknown site kind 'resid_post'; choose from resid_pre, attn_out, mlp_out"),
+    (["--chunk", "0"], "error: --chunk must be between 1 and 4096"),
+    (["--direction", "up"], "error: the patching direction is 'denoise' (clean into corrupted) or 'noise' "
+                            "(corrupted into clean), not 'up'"),
+])
+def test_cli_trace_bad_options_exit_2(tiny_internals, tmp_path, args, message):
+    out = tmp_path / "t.json"
+    r = cli_run("trace", "--pairs", write_pairs(tmp_path, PAIRS), "--out", str(out), *args)
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == message
+    assert not out.exists() and not (tmp_path / "t.json.tmp").exists()
+
+
+def test_cli_trace_refuses_unaligned_pairs(tiny_internals, tmp_path):
+    out = tmp_path / "t.json"
+    uneven = [PAIRS[0], {"clean": "When the friend and John talked to", "corrupted": "When the friend and Mary talked to",
+                         "answer": " the", "wrong_answer": " Mary"}]
+    r = cli_run("trace", "--pairs", write_pairs(tmp_path, uneven), "--out", str(out))
+    assert r.exit_code == 2 and r.output.strip().endswith("(fix: --template-group largest)"), r.output
+    assert not out.exists()
+    r = cli_run("trace", "--pairs", write_pairs(tmp_path, uneven), "--out", str(out), "--template-group", "largest")
+    assert r.exit_code == 0 and "warning: 1 of 2 pairs left out" in r.output
+    mism = [{"clean": "When John talked to", "corrupted": "The friend and John talked to", "answer": " the",
+             "wrong_answer": " Mary"}]
+    r = cli_run("trace", "--pairs", write_pairs(tmp_path, mism), "--out", str(tmp_path / "m.json"))
+    assert r.exit_code == 2 and r.output.strip().endswith("(fix: --length-mismatch align_last)")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    r = cli_run("trace", "--pairs", str(empty), "--out", str(tmp_path / "e.json"))
+    assert r.exit_code == 2 and r.output.strip().startswith("error: no prompt pairs in")
