@@ -395,6 +395,28 @@ def causal_trace(model, batch, sites: Sequence[str] = tuple(SITES), direction: s
                        warnings=[*(getattr(batch, "warnings", None) or []), *notes])
 
 
+def nearest_sae_hook(site: str, layer: int, sae_layers: Sequence[int]) -> tuple[str, int]:
+    """The residual SAE site (``blocks.L'.hook_resid_post``) nearest to a traced cell.
+
+    A cell's activation enters the residual stream after block ``L - 1`` for ``resid_pre`` (``hook_resid_pre`` of
+    block ``L`` is ``hook_resid_post`` of block ``L - 1``) and after block ``L`` for ``attn_out``/``mlp_out``;
+    the SAE layer ``L'`` nearest to that block is returned (the earlier one on a tie).
+
+    Returns:
+        ``(hook name, L')``.
+
+    Raises:
+        InputError: unknown site, or no SAE layers.
+    """
+    check_sites([site])
+    layers = sorted(int(x) for x in sae_layers)
+    if not layers:
+        raise InputError("no SAE layers to point at")
+    target = int(layer) - 1 if site == "resid_pre" else int(layer)
+    best = min(layers, key=lambda x: (abs(x - target), x))
+    return f"blocks.{best}.hook_resid_post", best
+
+
 def axis_labels(tokens: Sequence[str]) -> list[str]:
     """Unique x-axis labels ``"3: ␣gave"`` (position and token; spaces shown as ``␣``)."""
     return [f"{i}: {t.replace(' ', '␣')}" for i, t in enumerate(tokens)]

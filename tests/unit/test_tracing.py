@@ -203,3 +203,15 @@ def test_cli_trace_refuses_unaligned_pairs(tiny_internals, tmp_path):
     empty.write_text("\n")
     r = cli_run("trace", "--pairs", str(empty), "--out", str(tmp_path / "e.json"))
     assert r.exit_code == 2 and r.output.strip().startswith("error: no prompt pairs in")
+
+
+def test_nearest_sae_hook():
+    from sfc_core.tracing import nearest_sae_hook
+
+    bundled = (3, 7, 11, 15, 19, 23, 27)
+    assert nearest_sae_hook("resid_pre", 8, bundled) == ("blocks.7.hook_resid_post", 7)  # resid_post of block 7
+    assert nearest_sae_hook("mlp_out", 9, bundled) == ("blocks.7.hook_resid_post", 7)  # tie 7/11 -> earlier
+    assert nearest_sae_hook("attn_out", 29, bundled) == ("blocks.27.hook_resid_post", 27)
+    assert nearest_sae_hook("resid_pre", 0, bundled) == ("blocks.3.hook_resid_post", 3)
+    with pytest.raises(InputError):
+        nearest_sae_hook("resid_pre", 3, [])
