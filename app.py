@@ -227,6 +227,9 @@ def header_section() -> tuple[Any, dict]:
         st.info("Fix the model / SAE choice on the *Model and SAEs* page.")
         st.stop()
     st.caption(ui.model_caption(m, sae_dict))
+    st.page_link("pages/5_Model_internals.py", icon="🧭",
+                 label="Below the features: causal tracing, logit lens and attention heads on these pairs "
+                       "(Model internals)")
     return m, sae_dict
 
 
