@@ -117,7 +117,7 @@ with tab_trace:
         picked = None
         for site in tracing.SITES:
             event = st.plotly_chart(tracing.heatmap(result, site), key=f"trace_fig_{site}", on_select="rerun",
-                                    selection_mode="points", use_container_width=True)
+                                    selection_mode="points", width="stretch")
             points = (getattr(event, "selection", None) or {}).get("points", []) if event else []
             if points:
                 picked = (site, points[0])
@@ -150,7 +150,7 @@ with tab_lens:
     lres = peek("lens", **lparams)
     if lres is not None:
         st.plotly_chart(lens.heatmap(lres, per_pair=lens_view == "this pair"), key="lens_fig",
-                        use_container_width=True)
+                        width="stretch")
         last = len(lres.tokens) - 1
         st.caption(f"Final-layer logit difference at the last position: "
                    f"{float(lres.logit_diff[lres.pair, -1, last]):.3f} (the model's own); "
@@ -170,7 +170,7 @@ with tab_heads:
                                                         progress=progress_bar("Head patching")), positions=hpos)
     hres = peek("heads", positions=hpos)
     if hres is not None:
-        st.plotly_chart(heads.heads_heatmap(hres), key="heads_fig", use_container_width=True)
+        st.plotly_chart(heads.heads_heatmap(hres), key="heads_fig", width="stretch")
         st.caption("Top heads: " + ", ".join(f"L{h['layer']}.H{h['head']} ({h['effect']:+.3f})"
                                               for h in hres.top_heads(5))
                    + f" · {S.fmt_seconds(hres.seconds)}")
@@ -187,7 +187,7 @@ with tab_heads:
     pres = peek("pattern", layer=int(pl), head=int(ph), pair=int(pp))
     if pres is not None:
         st.plotly_chart(heads.pattern_heatmap(pres[0], pres[1], int(pl), int(ph)), key="pattern_fig",
-                        use_container_width=True)
+                        width="stretch")
 
 # ------------------------------------------------------------------ path patching
 with tab_path:
