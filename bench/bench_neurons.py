@@ -3,7 +3,8 @@ circuit of MLP neurons and a circuit of SAE features need for faithfulness 0.5 a
 
 Both sides: AtP node effects (or ``--method``), top-n by |effect|, mean ablation (the corrupted prompts' mean per
 template-aligned position) of every node outside the circuit; features = SAE latents and error nodes at the 7
-bundled residual SAEs, neurons = ``blocks.L.mlp.hook_post`` at the same 7 layers (7 × 1536). Node counts come from
+bundled residual SAEs, neurons = ``blocks.L.mlp.hook_post`` at the same 7 layers (7 × 1536), resid = the residual
+stream's basis directions at the SAEs' own hook points (7 × 576; same cut, same m(∅) as the features). Node counts come from
 real evaluations (``smallest_faithful``); a faithfulness-vs-size curve at ``--sizes`` is printed too.
 
     .venv/bin/python bench/bench_neurons.py --task ioi --n 20 [--task sva,sva_pp] [--json out.json]
@@ -33,6 +34,9 @@ def main() -> None:
     ap.add_argument("--ablation", default="mean")
     ap.add_argument("--sizes", default="10,100,1000", help="curve sizes (nodes)")
     ap.add_argument("--targets", default="0.5,0.8")
+    ap.add_argument("--units", default="neurons,resid,features",
+                    help="sides: neurons (MLP hook_post at the SAE layers), resid (residual basis at the SAE hook "
+                         "points), features (SAE latents + error nodes)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
@@ -49,11 +53,11 @@ def main() -> None:
         batch = tokenize_pairs(model, get_task_pairs(model, task, n=args.n))
         t0 = time.perf_counter()
         out = neurons_vs_features(model, saes, batch, sizes=sizes, method=args.method, ablation=args.ablation,
-                                  targets=targets)
+                                  targets=targets, units=args.units.split(","))
         out["seconds"]["total"] = round(time.perf_counter() - t0, 2)
         out["tokens_per_prompt"] = batch.pos
         figures["tasks"][task] = out
-        for unit in ("neurons", "features"):
+        for unit in out["curves"]:
             c = out["curves"][unit]
             rows.append([task, out["n_pairs"], unit] + [out["n_for"][unit][str(x)] for x in targets]
                         + [out["pool"][unit], f"{c['m_full']:.3f}", f"{c['m_empty']:.3f}"]

@@ -43,7 +43,7 @@ import torch
 from . import defaults
 from .errors import InputError
 from .metrics import get_metric
-from .nodes import Node, NodeSpace
+from .nodes import Node, NodeSpace, unit_kind
 from .splice import (PrefixCache, Site, SiteRecord, check_finite, logits_of, make_sites, prefix_cache, record_run,
                      run_from)
 
@@ -118,8 +118,9 @@ class PairRuns:
     @cached_property
     def space(self) -> NodeSpace:
         """The sites' :class:`NodeSpace` (positions: the batch width)."""
+        units = tuple(getattr(s.sae, "unit_kind", None) or unit_kind(s.hook_name) for s in self.sites)
         return NodeSpace(tuple(s.hook_name for s in self.sites), tuple(s.d_sae for s in self.sites),
-                         int(self.batch.clean_tokens.shape[1]))
+                         int(self.batch.clean_tokens.shape[1]), units)
 
     def decoder(self, i: int) -> torch.Tensor:
         """Effective decoder ``[d_sae, d_model]`` of site ``i``."""
@@ -232,6 +233,8 @@ class Attribution:
         m_clean / m_corrupted: mean metric over pairs of the clean / corrupted runs (metric units).
         timings_s: seconds per stage.
         steps: IG steps (``None`` for other methods).
+        units: per site, the kind of its units (:attr:`~sfc_core.nodes.NodeSpace.units`; ``None``: from the hook
+            names).
     """
 
     method: str
@@ -246,6 +249,7 @@ class Attribution:
     m_corrupted: float
     timings_s: dict = field(default_factory=dict)
     steps: int | None = None
+    units: list[str] | None = None
 
     @property
     def per_position(self) -> bool:
@@ -256,7 +260,8 @@ class Attribution:
     def space(self) -> NodeSpace:
         """The :class:`NodeSpace` the effect tensors are laid out in."""
         width = int(self.effects[0].shape[0]) if self.per_position and self.effects else None
-        return NodeSpace(tuple(self.hook_names), tuple(self.d_sae), width)
+        return NodeSpace(tuple(self.hook_names), tuple(self.d_sae), width,
+                         tuple(self.units) if self.units is not None else None)
 
 
 def _check_aggregation(aggregation: str) -> None:
@@ -297,7 +302,7 @@ def _result(runs: PairRuns, method: str, aggregation: str, effects, timings, ste
         hook_names=[s.hook_name for s in runs.sites], d_sae=[s.d_sae for s in runs.sites],
         effects=[e.detach() for e in effects], activations=_activations(runs, aggregation),
         n_pairs=runs.n, m_clean=runs.m_clean.mean().item(), m_corrupted=runs.m_corrupted.mean().item(),
-        timings_s=timings, steps=steps,
+        timings_s=timings, steps=steps, units=list(runs.space.units),
     )
 
 

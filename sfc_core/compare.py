@@ -144,7 +144,8 @@ def _unit_side(runs: PairRuns, method: str, sizes: list[int], ablation: str, tar
 
 def neurons_vs_features(model, saes: dict, batch, sizes=NEURON_SIZES, method: str = "atp", ablation: str = "mean",
                         targets=NEURON_TARGETS, metric: str = "logit_diff", random_seeds: int = 0,
-                        feature_runs: PairRuns | None = None, progress=None) -> dict:
+                        feature_runs: PairRuns | None = None, progress=None,
+                        units=("features", "neurons")) -> dict:
     """Faithfulness against circuit size for a neuron circuit and a feature circuit on the same pairs (Marks et
     al. 2024, §4 and their appendix on neurons: features reach a faithfulness with far fewer nodes).
 
@@ -155,7 +156,11 @@ def neurons_vs_features(model, saes: dict, batch, sizes=NEURON_SIZES, method: st
     * **features**: SAE latents and error nodes ε at the SAEs' hook points (:func:`~sfc_core.attribution.
       prepare_runs`); ``m(∅)`` ablates every latent and ε there;
     * **neurons**: the MLP neurons ``blocks.L.mlp.hook_post`` of the same layers L (:mod:`sfc_core.neurons`), no
-      error node; ``m(∅)`` ablates every neuron of those MLPs (attention and the other MLPs run as usual).
+      error node; ``m(∅)`` ablates every neuron of those MLPs (attention and the other MLPs run as usual), so it
+      is *not* the features' ``m(∅)``: the 7 MLPs are no cut of the model and may carry little of the behaviour;
+    * **resid** (optional): the residual stream's basis directions at the SAEs' own hook points
+      (:class:`~sfc_core.neurons.ResidualBasis`, ``d_model`` per site, no error node): the same cut as the
+      features, with the same ``m(∅)`` and ``m(M)`` — the like-for-like neuron baseline.
 
     Node counts for each target are found by real evaluations (:func:`~sfc_core.evaluation.smallest_faithful`:
     the smallest top-n that reaches it while the size below does not), ``None`` when no size does.
@@ -169,10 +174,11 @@ def neurons_vs_features(model, saes: dict, batch, sizes=NEURON_SIZES, method: st
         random_seeds: random-circuit draws per size in the curves (0: no random baseline).
         feature_runs: the SAE runs of these pairs if already made.
         progress: optional ``callable(stage, fraction)``.
+        units: the sides to run, in order: ``"features"``, ``"neurons"``, ``"resid"``.
 
     Returns:
-        ``{"method", "ablation", "metric", "n_pairs", "sizes", "targets", "curves": {"neurons": curve,
-        "features": curve}, "n_for": {"neurons": {"0.5": n | None, ...}, "features": {...}}, "pool": {...},
+        ``{"method", "ablation", "metric", "n_pairs", "sizes", "targets", "layers", "curves": {unit: curve},
+        "n_for": {unit: {"0.5": n | None, ...}}, "pool": {...},
         "seconds": {...}, "searches": {...}}``; curves are :func:`~sfc_core.evaluation.faithfulness_curve` dicts
         (:func:`sfc_core.viz.curve_figure` draws ``curves``), scores unitless, ``m_full`` / ``m_empty`` in metric
         units, seconds wall-clock.
@@ -186,7 +192,7 @@ def neurons_vs_features(model, saes: dict, batch, sizes=NEURON_SIZES, method: st
     from .attribution import prepare_runs
     from .evaluation import check_target
     from .hooks import parse
-    from .neurons import prepare_neuron_runs
+    from .neurons import prepare_neuron_runs, residual_sites
 
     sizes = sorted({int(s) for s in sizes})
     if not sizes or sizes[0] <= 0:
@@ -196,15 +202,21 @@ def neurons_vs_features(model, saes: dict, batch, sizes=NEURON_SIZES, method: st
     check_ablation(ablation)
     targets = [check_target(t) for t in targets]
     registry.get(method, kind="attribution")
+    units = list(units)
+    bad = [u for u in units if u not in ("features", "neurons", "resid")]
+    if bad or not units:
+        raise InputError(f"units must be among features, neurons, resid, not {', '.join(bad) or '(none)'}")
     say = progress or (lambda stage, frac: None)
     out: dict = {"method": method, "ablation": ablation, "metric": metric, "sizes": sizes, "targets": targets,
                  "curves": {}, "n_for": {}, "pool": {}, "seconds": {}, "searches": {}}
     layers = sorted({parse(h).layer for h in saes})
-    for j, unit in enumerate(("features", "neurons")):
-        say(unit, j / 2)
+    for j, unit in enumerate(units):
+        say(unit, j / len(units))
         t = time.perf_counter()
         if unit == "features":
             runs = feature_runs if feature_runs is not None else prepare_runs(model, saes, batch, metric)
+        elif unit == "resid":
+            runs = prepare_runs(model, residual_sites(model, list(saes)), batch, metric)
         else:
             runs = prepare_neuron_runs(model, layers, batch, metric)
         side = _unit_side(runs, method, sizes, ablation, targets, random_seeds)

@@ -153,3 +153,52 @@ def prepare_neuron_runs(model, layers, batch, metric: str = "logit_diff"):
     from .attribution import prepare_runs
 
     return prepare_runs(model, neuron_sites(model, layers), batch, metric)
+
+
+class ResidualBasis:
+    """The residual stream's own basis directions at a residual hook point as a site's units ("neurons" of the
+    residual stream, Marks et al. 2024's neuron baseline at the SAEs' own sites): ``encode(x) = x``,
+    ``decode(f) = f``, ``W_dec = I`` ``[d_model, d_model]``; no error node (``unit_kind = "neuron"``: node ids
+    ``blocks.L.hook_resid_post/nK``). Mean-ablating every direction is mean-ablating the residual, which is what
+    ablating every SAE latent and error node there does, so the two circuits share ``m(∅)`` and ``m(M)``.
+
+    Raises:
+        InputError: (constructor) not a residual hook point of the model.
+    """
+
+    unit_kind = "neuron"
+
+    def __init__(self, model, hook_name: str):
+        hooks.blocks_before(hook_name, int(model.cfg.n_layers))
+        if hooks.is_neuron_hook(hook_name):
+            raise InputError(f"{hook_name} is an MLP's neurons, not a residual hook point")
+        d = int(model.cfg.d_model)
+        self.hook_name = hook_name
+        self._eye = torch.eye(d, dtype=model.cfg.dtype)
+        self.cfg = SimpleNamespace(d_sae=d, d_in=d, metadata=SimpleNamespace(hook_name=hook_name))
+
+    @property
+    def W_dec(self) -> torch.Tensor:
+        """The identity ``[d_model, d_model]``."""
+        return self._eye
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` itself ``[b, p, d_model]``."""
+        return x
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """``f`` itself ``[..., d_model]``."""
+        return f
+
+
+def residual_sites(model, hook_names) -> dict:
+    """``{hook_name: ResidualBasis}`` at residual hook points (e.g. the bundled SAEs'), to pass where the engine
+    takes SAEs.
+
+    Raises:
+        InputError: a hook point that is not on the residual stream, or none.
+    """
+    out = {h: ResidualBasis(model, h) for h in hook_names}
+    if not out:
+        raise InputError("choose at least one residual hook point")
+    return out

@@ -19,7 +19,8 @@ own id prefix (as ``n`` for neurons: ``blocks.3.mlp.hook_post/n17``) and, if it 
 
 **Unit kind of a site.** A site's columns hold one kind of unit, read off its hook point by
 :func:`unit_kind`: MLP neurons at ``blocks.L.mlp.hook_post`` (:mod:`sfc_core.neurons`; Marks et al. 2024's
-neuron baseline), SAE latents everywhere else. A neuron site has **no error node**: its column ``d`` holds the
+neuron baseline), SAE latents everywhere else — unless :attr:`NodeSpace.units` says otherwise (the residual
+stream's own basis directions, "neurons" of a residual hook point, ids ``blocks.7.hook_resid_post/n17``). A neuron site has **no error node**: its column ``d`` holds the
 rest of the residual stream (everything but the neurons' write), which is never a node, never ranked and never
 ablated.
 
@@ -272,11 +273,15 @@ class NodeSpace:
         hook_names: hook point of each site.
         d_sae: dictionary width of each site.
         n_positions: token positions of per-position tensors (``aggregation="none"``); ``None`` if unknown.
+        units: per site, the kind of its units when not the hook's own (:func:`unit_kind`): ``"neuron"`` for the
+            residual stream's basis directions at a residual hook point (:class:`~sfc_core.neurons.
+            ResidualBasis`); ``None``: every site's from its hook name.
     """
 
     hook_names: tuple[str, ...]
     d_sae: tuple[int, ...]
     n_positions: int | None = None
+    units: tuple[str, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "_sites", {h: i for i, h in enumerate(self.hook_names)})
@@ -301,8 +306,8 @@ class NodeSpace:
         return self.d_sae[site] + 1
 
     def unit(self, site: int) -> str:
-        """Kind of the units in site ``site``'s columns ``0..d−1`` (:func:`unit_kind`)."""
-        return unit_kind(self.hook_names[site])
+        """Kind of the units in site ``site``'s columns ``0..d−1`` (:attr:`units`, else :func:`unit_kind`)."""
+        return self.units[site] if self.units is not None else unit_kind(self.hook_names[site])
 
     def has_error(self, site: int) -> bool:
         """Whether column ``d`` of site ``site`` is an error node (SAE sites) rather than the never-ablated

@@ -229,3 +229,41 @@ def test_neurons_vs_features_on_a_tiny_model():
         neurons_vs_features(model, saes, _batch(), sizes=[0])
     with pytest.raises(InputError):
         neurons_vs_features(model, saes, _batch(), targets=(2.0,))
+
+
+def test_residual_basis_shares_the_features_cut_and_matches_a_hooked_run():
+    """The residual stream's basis directions at an SAE's hook point: ids ``…hook_resid_post/nK``, no error node,
+    m(∅) and m(M) equal to the SAE circuit's (mean-ablating every direction is mean-ablating the residual), and a
+    circuit's m(C) equal to a hooked run that mean-ablates the other directions."""
+    from sfc_core.compare import neurons_vs_features
+    from sfc_core.neurons import ResidualBasis, residual_sites
+
+    model = tiny_model(n_layers=2)
+    batch = _batch()
+    R = "blocks.0.hook_resid_post"
+    with pytest.raises(InputError):
+        ResidualBasis(model, H0)
+    runs = A.prepare_runs(model, residual_sites(model, [R]), batch)
+    assert runs.space.units == ("neuron",) and runs.space.errors() == []
+    atp = A.attribute(runs, "atp")
+    assert atp.space.node_at(0, 3).id == f"{R}/n3" and float(atp.effects[0][-1]) == 0.0
+    feat = A.prepare_runs(model, {R: tiny_sae(hook=R)}, batch)
+    s_res = score_circuits(runs, [[N.neuron(R, 1), N.neuron(R, 5)]])[0]
+    s_feat = score_circuits(feat, [[]])[0]
+    assert s_res.m_empty == pytest.approx(s_feat.m_empty, abs=1e-10)
+    assert s_res.m_full == pytest.approx(s_feat.m_full, abs=1e-10)
+    _, cache = model.run_with_cache(batch.corrupted_tokens)
+    mean = cache[R].mean(0)
+
+    def ablate(x):
+        out = x.clone()
+        drop = torch.ones(x.shape[-1], dtype=torch.bool)
+        drop[[1, 5]] = False
+        out[:, 1:, drop] = mean[None, 1:, drop].expand(x.shape[0], -1, -1)
+        return out
+
+    assert s_res.m_circuit == pytest.approx(_hooked_metric(model, batch, {R: ablate}), abs=1e-10)
+    out = neurons_vs_features(model, {R: tiny_sae(hook=R)}, batch, sizes=[2, 16], units=("resid", "neurons"))
+    assert list(out["curves"]) == ["resid", "neurons"] and out["pool"]["resid"] == 16
+    with pytest.raises(InputError, match="units"):
+        neurons_vs_features(model, {R: tiny_sae(hook=R)}, batch, units=("heads",))
