@@ -193,8 +193,9 @@ with tab_heads:
 with tab_path:
     st.markdown("**Path patching** (Wang et al. 2022): the sender head's output takes its corrupted value, every "
                 "other head stays frozen at its clean output, the receiver's query/key/value input is recomputed, "
-                "and only that input is patched into a clean run. Effect = change of the mean logit difference; "
-                "normalised 0 = no effect, 1 = as the corrupted run. Keys and values belong to a KV head shared by "
+                "and only that input is patched into a clean run (noising; normalised 0 = no effect, 1 = as the "
+                "corrupted run). Denoising is the mirror image: clean sender, corrupted run (1 = as the clean "
+                "run). Effect = change of the mean logit difference. Keys and values belong to a KV head shared by "
                 f"{m.cfg.n_heads // heads.n_kv_heads(m)} query heads (grouped-query attention); the group's other "
                 "heads keep their clean outputs, so only the receiver sees the patch.")
     c = st.columns(5)
@@ -203,13 +204,20 @@ with tab_path:
     rl = c[2].number_input("Receiver layer", 1, m.cfg.n_layers - 1, m.cfg.n_layers - 1, key="path_rl")
     rh = c[3].number_input("Receiver head", 0, m.cfg.n_heads - 1, 0, key="path_rh")
     ri = c[4].selectbox("Receiver input", ["q", "k", "v"], key="path_input")
-    pparams = dict(sender=[int(sl), int(sh)], receiver=[int(rl), int(rh)], input=ri)
+    pdir = st.radio("Direction", ["noise", "denoise"], horizontal=True, key="path_direction",
+                    format_func=lambda d: "noising (corrupted sender → clean run)" if d == "noise"
+                    else "denoising (clean sender → corrupted run)")
+    pparams = dict(sender=[int(sl), int(sh)], receiver=[int(rl), int(rh)], input=ri, direction=pdir)
     if st.button("Run path patching", key="run_path", type="primary"):
         with ui.guard("Path patching"):
-            cached("path", lambda: heads.path_patch(m, batch, (int(sl), int(sh)), (int(rl), int(rh)), ri), **pparams)
+            cached("path", lambda: heads.path_patch(m, batch, (int(sl), int(sh)), (int(rl), int(rh)), ri,
+                                                              pdir), **pparams)
     pres = peek("path", **pparams)
     if pres is not None:
         c1, c2, c3 = st.columns(3)
         c1.metric("Effect on the logit difference", f"{pres.effect:+.3f}")
-        c2.metric("Normalised (1 = as corrupted)", f"{pres.normalised:.3f}")
-        c3.metric("m(clean) → m(patched)", f"{float(pres.m_clean.mean()):.3f} → {float(pres.m_patched.mean()):.3f}")
+        base = pres.m_clean if pdir == "noise" else pres.m_corr
+        c2.metric("Normalised (1 = as corrupted)" if pdir == "noise" else "Normalised (1 = as clean)",
+                  f"{pres.normalised:.3f}")
+        c3.metric(f"m({'clean' if pdir == 'noise' else 'corrupted'}) → m(patched)",
+                  f"{float(base.mean()):.3f} → {float(pres.m_patched.mean()):.3f}")

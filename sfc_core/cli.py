@@ -627,6 +627,8 @@ def heads(
     pair: int = typer.Option(0, help="the pair (0-based) whose prompt --pattern shows"),
     path: str = typer.Option(None, help="path patching SENDER>RECEIVER, e.g. 9.6>10.7 (Wang et al. 2022)"),
     receiver_input: str = typer.Option("q", help="path patching: the receiver's q, k or v (k/v per KV head group)"),
+    path_direction: str = typer.Option("noise", help="path patching: noise (corrupted sender into the clean run, "
+                                                     "Wang et al.) | denoise (clean sender into the corrupted run)"),
     chunk: int = typer.Option(64, help="patched copies per forward pass (1-4096)"),
     multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
     length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
@@ -644,6 +646,8 @@ def heads(
         raise InputError(f"--receiver-input must be q, k or v, not '{receiver_input}'")
     if pair < 0:
         raise InputError("--pair must not be negative")
+    if path_direction not in ("noise", "denoise"):
+        raise InputError(f"--path-direction must be noise or denoise, not '{path_direction}'")
     pattern_head = _parse_head(pattern, "--pattern") if pattern else None
     if path is not None:
         if path.count(">") != 1:
@@ -684,9 +688,10 @@ def heads(
         doc["pattern"] = {"layer": pattern_head[0], "head": pattern_head[1], "pair": pair, "tokens": toks,
                           "pattern": [[round(float(v), 6) for v in row] for row in pat]}
     if path is not None:
-        pp = path_patch(model, batch, sender, receiver, receiver_input)
+        pp = path_patch(model, batch, sender, receiver, receiver_input, path_direction)
         doc["path"] = pp.to_dict()
-        summary["path"] = {k: doc["path"][k] for k in ("sender", "receiver", "receiver_input", "effect", "normalised")}
+        summary["path"] = {k: doc["path"][k] for k in ("sender", "receiver", "receiver_input", "direction", "effect",
+                                                       "normalised")}
     _write_json(doc, out)
     typer.echo(json.dumps(summary))
 

@@ -245,6 +245,8 @@ class PathPatchResult:
 
     Attributes:
         sender, receiver: ``(layer, head)``. receiver_input: ``"q"``, ``"k"`` or ``"v"``.
+        direction: ``"noise"`` (Wang et al.: corrupted sender, clean run) or ``"denoise"`` (the mirror: clean
+            sender, corrupted run).
         m_patched, m_clean, m_corr: ``[n_pairs]`` logit differences (logits).
         seconds: wall time (s).
     """
@@ -257,23 +259,27 @@ class PathPatchResult:
     m_corr: torch.Tensor
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    direction: str = "noise"
 
     @property
     def effect(self) -> float:
-        """Change of the mean metric, ``mean m_patched − mean m_clean`` (logits; negative = the path carries
-        clean behaviour)."""
-        return float(self.m_patched.double().mean() - self.m_clean.double().mean())
+        """Change of the mean metric from the run patched into, ``mean m_patched − mean m_base`` (logits; ``m_base``
+        = ``m_clean`` for noising, ``m_corr`` for denoising)."""
+        base = self.m_clean if self.direction == "noise" else self.m_corr
+        return float(self.m_patched.double().mean() - base.double().mean())
 
     @property
     def normalised(self) -> float:
-        """Noising normalisation ``(m_clean − m_patched) / (m_clean − m_corr)`` of the means: 0 = no effect, 1 =
-        the path alone takes the model to the corrupted run's metric."""
+        """Normalised as in :mod:`sfc_core.tracing`: noising ``(m_clean − m_patched) / (m_clean − m_corr)`` (0 = no
+        effect, 1 = the path alone takes the model to the corrupted metric); denoising
+        ``(m_patched − m_corr) / (m_clean − m_corr)`` (1 = the path alone restores the clean metric)."""
         return float(normalise(float(self.m_patched.double().mean()), float(self.m_clean.double().mean()),
-                               float(self.m_corr.double().mean()), "noise"))
+                               float(self.m_corr.double().mean()), self.direction))
 
     def to_dict(self) -> dict:
         """JSON-able summary."""
         return {"sender": list(self.sender), "receiver": list(self.receiver), "receiver_input": self.receiver_input,
+                "direction": self.direction,
                 "m_patched": float(self.m_patched.mean()), "m_clean": float(self.m_clean.mean()),
                 "m_corrupted": float(self.m_corr.mean()), "effect": self.effect, "normalised": self.normalised,
                 "m_patched_per_pair": [round(float(v), 6) for v in self.m_patched],
@@ -281,7 +287,7 @@ class PathPatchResult:
 
 
 def path_patch(model, batch, sender: tuple[int, int], receiver: tuple[int, int],
-               receiver_input: str = "q") -> PathPatchResult:
+               receiver_input: str = "q", direction: str = "noise") -> PathPatchResult:
     """Path patching (Wang et al. 2022, "Interpretability in the wild", §3.1 and appendix B).
 
     1. Clean and corrupted runs cache every head's output (``hook_z``).
@@ -292,11 +298,15 @@ def path_patch(model, batch, sender: tuple[int, int], receiver: tuple[int, int],
        ``k``/``v`` under grouped-query attention the other query heads of the receiver's KV group keep their
        clean outputs (module doc), so only the receiver sees the patched input.
 
+    ``direction="denoise"`` is the mirror image: the run patched into is the corrupted one, the sender takes its
+    clean value, everything else stays at its corrupted value (useful where single heads have backups, so that
+    noising one path moves the metric little).
+
     Args:
         model: a ``HookedTransformer``. batch: a :class:`~sfc_core.pairs.PairBatch` (``[n, pos]``, equal
             clean/corrupted length per pair; several templates are fine: every patch covers all positions).
         sender, receiver: ``(layer, head)``; the sender's layer must be below the receiver's.
-        receiver_input: ``"q"``, ``"k"`` or ``"v"``.
+        receiver_input: ``"q"``, ``"k"`` or ``"v"``. direction: ``"noise"`` (Wang et al.) or ``"denoise"``.
 
     Returns:
         :class:`PathPatchResult` (logits).
@@ -314,15 +324,19 @@ def path_patch(model, batch, sender: tuple[int, int], receiver: tuple[int, int],
         raise InputError(f"the receiver's input is 'q', 'k' or 'v', not {receiver_input!r}")
     if int(batch.last_pos.shape[0]) == 0:
         raise InputError("no prompt pairs to patch")
+    check_direction(direction)
     z_hooks = [f"blocks.{L}.attn.hook_z" for L in range(lr + 1)]
     clean_c, corr_c, m_clean, m_corr = runs_with_cache(model, batch, z_hooks)
     in_hook = f"blocks.{lr}.attn.hook_{receiver_input}"
     in_head = hr if receiver_input == "q" else kv_head(model, hr)
+    # noising: run clean, sender corrupted; denoising: run corrupted, sender clean.
+    base_c, src_c = (clean_c, corr_c) if direction == "noise" else (corr_c, clean_c)
+    base_tokens = batch.clean_tokens if direction == "noise" else batch.corrupted_tokens
 
     def freeze(z, hook):
-        z = clean_c[hook.name].to(z.dtype).clone()
+        z = base_c[hook.name].to(z.dtype).clone()
         if hook.name == f"blocks.{ls}.attn.hook_z":
-            z[:, :, hs] = corr_c[hook.name][:, :, hs].to(z.dtype)
+            z[:, :, hs] = src_c[hook.name][:, :, hs].to(z.dtype)
         return z
 
     store: dict[str, torch.Tensor] = {}
@@ -333,7 +347,7 @@ def path_patch(model, batch, sender: tuple[int, int], receiver: tuple[int, int],
 
     with torch.no_grad():
         fwd = [(name, freeze) for name in z_hooks[:lr]] + [(in_hook, keep)]
-        model.run_with_hooks(batch.clean_tokens, fwd_hooks=fwd, stop_at_layer=lr + 1)
+        model.run_with_hooks(base_tokens, fwd_hooks=fwd, stop_at_layer=lr + 1)
 
         def put(x, hook):
             x = x.clone()
@@ -345,12 +359,12 @@ def path_patch(model, batch, sender: tuple[int, int], receiver: tuple[int, int],
         if receiver_input != "q" and group:
             def others_clean(z, hook):
                 z = z.clone()
-                z[:, :, group] = clean_c[hook.name][:, :, group].to(z.dtype)
+                z[:, :, group] = base_c[hook.name][:, :, group].to(z.dtype)
                 return z
 
             fwd.append((f"blocks.{lr}.attn.hook_z", others_clean))
-        final = model.run_with_hooks(batch.clean_tokens, fwd_hooks=fwd, stop_at_layer=model.cfg.n_layers)
+        final = model.run_with_hooks(base_tokens, fwd_hooks=fwd, stop_at_layer=model.cfg.n_layers)
         m = metric_at_last(model, final, batch.last_pos, batch.answer_ids, batch.wrong_ids)
     return PathPatchResult(sender=(ls, hs), receiver=(lr, hr), receiver_input=receiver_input, m_patched=m,
                            m_clean=m_clean, m_corr=m_corr, seconds=time.perf_counter() - t0,
-                           warnings=list(getattr(batch, "warnings", None) or []))
+                           warnings=list(getattr(batch, "warnings", None) or []), direction=direction)

@@ -4,6 +4,7 @@ tracing localisation on IOI, head and path patching, the CLI, and the Model inte
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,60 @@ def test_page_bad_layers_is_an_error_not_an_exception():
     at.button(key="run_trace").click().run()
     assert not at.exception
     assert any("one template and token length" in e.value for e in at.error)
+
+
+# ----------------------------------------------------------------------------- the page in headless Chromium
+from tests.integration.test_browser import server  # noqa: E402,F401 (fixture: the app served as `make app` does)
+
+CELL_JS = """
+(arg) => {
+  const gds = Array.from(document.querySelectorAll('.js-plotly-plot')).filter(
+    gd => (gd._fullData || []).some(t => t.name === 'cells'));
+  if (gds.length < 3) return null;
+  const gd = gds[0];
+  const t = gd._fullData.find(t => t.name === 'cells');
+  const j = t.y.lastIndexOf(arg);  // the last cell of that layer's row: the final position
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const r = (gd.querySelector('.nsewdrag') || gd).getBoundingClientRect();
+  return {x: r.left + xa.l2p(xa.d2l(t.x[j])), y: r.top + ya.l2p(ya.d2l(t.y[j])), label: t.x[j]};
+}
+"""
+
+
+@pytest.mark.browser
+def test_click_on_a_tracing_cell_names_the_sae_site_and_links_to_it(server):
+    """The real app: compute causal tracing for layers 28, 29, click the (L29, final position) cell of the residual
+    stream map; the page names blocks.27.hook_resid_post (nearest bundled SAE to block 28's output) and its link
+    opens the Feature page on that hook."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, COMPUTE_TIMEOUT_S, _wait_idle
+
+    url, _, _ = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(f"{url}/Model_internals", timeout=COMPUTE_TIMEOUT_S * 1000)
+        _wait_idle(page, COMPUTE_TIMEOUT_S)
+        box = page.get_by_label("Layers", exact=True).and_(page.locator("input"))
+        box.fill("28,29")
+        box.press("Enter")
+        _wait_idle(page)
+        page.get_by_role("button", name="Compute causal tracing").click()
+        _wait_idle(page, COMPUTE_TIMEOUT_S)
+        page.wait_for_function(f"() => ({CELL_JS})('L29') !== null", timeout=COMPUTE_TIMEOUT_S * 1000)
+        cell = page.evaluate(CELL_JS, "L29")
+        page.mouse.click(cell["x"], cell["y"])
+        _wait_idle(page)
+        page.get_by_text("nearest bundled SAE site").first.wait_for(timeout=60_000)
+        text = page.get_by_text("nearest bundled SAE site").first.inner_text()
+        assert "blocks.29.hook_resid_pre" in text and "blocks.27.hook_resid_post" in text, text
+        page.screenshot(path=str(ARTIFACTS / "internals-trace-click.png"), full_page=True)
+        page.get_by_text("Inspect features at blocks.27.hook_resid_post").click()
+        _wait_idle(page, COMPUTE_TIMEOUT_S)
+        try:  # the Feature page opens on that hook (its panel title names it)
+            page.get_by_text(re.compile(r"^Feature \d+ at blocks\.27\.hook_resid_post$")).first.wait_for(
+                timeout=COMPUTE_TIMEOUT_S * 1000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "internals-feature-page.png"))
+        browser.close()

@@ -118,6 +118,26 @@ def test_path_patching_equals_hand_written(inp, sender, receiver):
     assert abs(res.effect) > 1e-6  # the path moves the metric on this model
 
 
+@pytest.mark.parametrize("inp", ["q", "k"])
+def test_path_patching_denoise_is_noise_with_the_runs_swapped(inp):
+    """Denoising path patching = noising with clean and corrupted prompts swapped (same answers, so the metric is
+    the same function); normalised by the unswapped clean/corrupted metrics."""
+    from types import SimpleNamespace
+
+    from sfc_core.heads import path_patch
+
+    model = gqa_model(n_layers=3)
+    batch = equal_batch()
+    swapped = SimpleNamespace(**{**vars(batch), "clean_tokens": batch.corrupted_tokens,
+                                 "corrupted_tokens": batch.clean_tokens})
+    den = path_patch(model, batch, (0, 1), (2, 0), inp, direction="denoise")
+    mirror = path_patch(model, swapped, (0, 1), (2, 0), inp, direction="noise")
+    np.testing.assert_allclose(den.m_patched.numpy(), mirror.m_patched.numpy(), atol=1e-12)
+    m_clean, m_corr = float(den.m_clean.mean()), float(den.m_corr.mean())
+    assert den.effect == pytest.approx(float(den.m_patched.mean()) - m_corr, abs=1e-12)
+    assert den.normalised == pytest.approx((float(den.m_patched.mean()) - m_corr) / (m_clean - m_corr), abs=1e-12)
+
+
 def test_path_patching_mha_model_and_errors():
     """Without grouped-query attention (tests.tiny: 2 heads, MLPs) k/v are per query head; bad inputs refused."""
     from sfc_core.heads import path_patch
@@ -173,6 +193,7 @@ def test_cli_heads(tmp_path, tiny_internals):
                       (["--pattern", "x"], "error: --pattern is a head as LAYER.HEAD (e.g. 9.6), not 'x'"),
                       (["--positions", "first"], "error: --positions must be all or last, not 'first'"),
                       (["--no-patching"], "error: nothing to do: give --pattern or --path with --no-patching"),
+                      (["--path-direction", "up"], "error: --path-direction must be noise or denoise, not 'up'"),
                       (["--n", "0"], "error: --n must be positive")):
         r = cli_run("heads", "--pairs", pairs, "--out", str(tmp_path / "x.json"), *args)
         assert r.exit_code == 2 and r.output.strip() == msg, (args, r.output)
