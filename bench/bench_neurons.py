@@ -16,7 +16,6 @@ import argparse
 import time
 
 import torch
-
 from _report import emit, table
 
 

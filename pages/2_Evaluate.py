@@ -154,16 +154,18 @@ else:
 st.divider()
 st.subheader("Neurons vs features")
 st.markdown(
-    "The same engine with the model's own **MLP neurons** as nodes (`blocks.L.mlp.hook_post` at the chosen SAE "
-    "layers, no error node) beside the **SAE feature** circuit (latents and error nodes): both ranked by |AtP "
-    "effect| on these pairs, both scored by the ablation chosen above, each normalised by its own m(∅). Marks et al. "
-    "(2024, §4) find that features reach a given faithfulness with far fewer nodes.")
+    "The same engine with the model's own units as nodes beside the **SAE feature** circuit (latents and error "
+    "nodes): **MLP neurons** (`blocks.L.mlp.hook_post` at the chosen SAE layers, no error node) and the **residual "
+    "directions** at the SAEs' own hook points (d_model basis directions: the same cut as the features, so the same "
+    "m(∅) and m(M)). All are ranked by |effect| on these pairs and scored by the ablation chosen above, each "
+    "normalised by its own m(∅): the MLPs are not a cut of the model, so their m(∅) is their own. Marks et al. "
+    "(2024, §4) find that features reach a given faithfulness with far fewer nodes than neurons.")
 nc1, nc2 = st.columns([3, 1])
 nvf_sizes_text = nc1.text_input("Circuit sizes (nodes)", "10, 100, 1000", key="nvf_sizes",
-                                help="Sizes of the two curves; the node counts for faithfulness 0.5 and 0.8 are "
+                                help="Sizes of the three curves; the node counts for faithfulness 0.5 and 0.8 are "
                                      "searched separately.")
 nvf_method = nc2.selectbox("Attribution", ["atp", "ig"], key="nvf_method",
-                           help="Node effects that rank both circuits (IG costs 10 passes per site).")
+                           help="Node effects that rank every circuit (IG costs 10 passes per site).")
 if st.button("Compare neurons and features", key="nvf_run"):
     with ui.guard("Comparing neurons and features"):
         try:
@@ -173,11 +175,12 @@ if st.button("Compare neurons and features", key="nvf_run"):
             if not hooks:
                 raise InputError("select at least one SAE hook point")
             nvf_sizes = S.parse_sizes(nvf_sizes_text)
-            with st.spinner("Attributing and scoring neuron and feature circuits (about a minute per side on a "
-                            "CPU for 20 pairs)…"):
+            with st.spinner("Attributing and scoring neuron, residual and feature circuits (up to minutes per "
+                            "side on a CPU for 20 pairs)…"):
                 batch = as_batch(m, pairs, _config(nvf_method, nvf_sizes))
                 ss["nvf_result"] = neurons_vs_features(m, {h: sae_dict[h] for h in hooks}, batch, sizes=nvf_sizes,
-                                                       method=nvf_method, ablation=ablation)
+                                                       method=nvf_method, ablation=ablation,
+                                                       units=("neurons", "resid", "features"))
         except SFCError as exc:
             st.error(S.screen_message(exc), icon="🚫")
 
@@ -185,18 +188,19 @@ nvf = ss.get("nvf_result")
 if nvf:
     from sfc_core.viz import curve_figure
 
-    st.plotly_chart(curve_figure(nvf["curves"], title=f"neurons vs features: faithfulness / completeness vs nodes "
-                                                      f"({nvf['method']}, {nvf['ablation']} ablation)"),
+    names = {"resid": "residual directions", "neurons": "MLP neurons", "features": "SAE features"}
+    title = f"neurons vs features: faithfulness / completeness vs nodes ({nvf['method']}, {nvf['ablation']} ablation)"
+    st.plotly_chart(curve_figure({names.get(k, k): c for k, c in nvf["curves"].items()}, title=title),
                     key="nvf_curve")
-    rows = [{"nodes": unit, **{f"nodes for faithfulness {t:g}": (nvf["n_for"][unit][str(t)] if
-                                                                  nvf["n_for"][unit][str(t)] is not None
-                                                                  else "not reached")
-                                for t in nvf["targets"]},
-             "candidates": nvf["pool"][unit], "m(M)": nvf["curves"][unit]["m_full"],
-             "m(∅)": nvf["curves"][unit]["m_empty"], "seconds": nvf["seconds"][unit]}
-            for unit in ("neurons", "features")]
+    rows = []
+    for unit, curve in nvf["curves"].items():
+        row = {"nodes": {"resid": "residual directions"}.get(unit, unit)}
+        for t in nvf["targets"]:  # None (an empty cell): no top-n reaches the target
+            row[f"nodes for faithfulness {t:g}"] = nvf["n_for"][unit][str(t)]
+        rows.append({**row, "candidates": nvf["pool"][unit], "m(M)": curve["m_full"], "m(∅)": curve["m_empty"],
+                     "seconds": nvf["seconds"][unit]})
     st.dataframe(pd.DataFrame(rows), hide_index=True,
                  column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("m(M)", "m(∅)")})
-    st.caption(f"{nvf['n_pairs']} pairs; neurons at layers {', '.join(map(str, nvf['layers']))} "
-               "(d_mlp each), features at the SAE hook points of the same layers. 'not reached': no top-n of the "
-               "ranking reaches that faithfulness.")
+    st.caption(f"{nvf['n_pairs']} pairs; MLP neurons at layers {', '.join(map(str, nvf['layers']))} (d_mlp "
+               "each); residual directions (d_model each) and features at the SAE hook points of the same layers. "
+               "An empty count: no top-n of the ranking reaches that faithfulness.")

@@ -89,6 +89,7 @@ def test_evaluate_page_compares_neurons_and_features():
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 1
     table = [df.value for df in at.dataframe][-1]
-    assert list(table["nodes"]) == ["neurons", "features"]
+    assert list(table["nodes"]) == ["neurons", "residual directions", "features"]
     res = at.session_state["nvf_result"]
     assert res["curves"]["neurons"]["sizes"] == [10, 100] and res["n_pairs"] == 4
+    assert res["curves"]["resid"]["m_empty"] == pytest.approx(res["curves"]["features"]["m_empty"], abs=1e-3)

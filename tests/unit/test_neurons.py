@@ -13,7 +13,12 @@ from sfc_core import hooks
 from sfc_core import nodes as N
 from sfc_core.ablation import ablation_values, latent_sets_metric
 from sfc_core.errors import InputError
-from sfc_core.evaluation import faithfulness_curve, random_nodes, score_circuits, smallest_faithful
+from sfc_core.evaluation import (
+    faithfulness_curve,
+    random_nodes,
+    score_circuits,
+    smallest_faithful,
+)
 from sfc_core.neurons import NeuronDictionary, neuron_sites, prepare_neuron_runs
 from sfc_core.splice import make_sites
 from tests.tiny import tiny_model, tiny_sae
@@ -54,7 +59,10 @@ def _batch(n: int = 4, length: int = 7, d_vocab: int = 23, seed: int = 0):
 def _hooked_metric(model, batch, replace: dict) -> float:
     """Mean logit difference of the clean prompts with ``replace[hook](post) -> post`` applied at MLP hook_post
     points by TransformerLens hooks (the reference the engine's ablation must equal)."""
-    hooks_ = [(h, (lambda fn: lambda act, hook: fn(act))(fn)) for h, fn in replace.items()]
+    def hook_of(fn):
+        return lambda act, hook: fn(act)
+
+    hooks_ = [(h, hook_of(fn)) for h, fn in replace.items()]
     logits = model.run_with_hooks(batch.clean_tokens, fwd_hooks=hooks_)
     rows = torch.arange(batch.n)
     last = logits[rows, batch.last_pos]
