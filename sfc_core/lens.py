@@ -71,7 +71,6 @@ def lens_stack(model, tokens: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
     Returns:
         ``([n_layers + 1, batch, pos, d_model], labels)`` from ``cache.accumulated_resid(apply_ln=True)``.
     """
-    n_layers = model.cfg.n_layers
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: "hook_resid" in n or "ln_final" in n)
         stack, labels = cache.accumulated_resid(layer=None, apply_ln=True, return_labels=True)

@@ -422,11 +422,14 @@ def axis_labels(tokens: Sequence[str]) -> list[str]:
     return [f"{i}: {t.replace(' ', '␣')}" for i, t in enumerate(tokens)]
 
 
-def heatmap(result: TraceResult, site: str, max_pairs_in_hover: int = 12):
+def heatmap(result: TraceResult, site: str, max_pairs_in_hover: int = 12, clickable: bool = True):
     """Plotly heatmap of one site kind's normalised effect: layers (y) × prompt tokens (x).
 
     Hover shows the layer, position and token, the normalised effect, the mean patched metric (logits) and the
     per-pair normalised values (the first ``max_pairs_in_hover``). Colour scale: 0 white, 1 blue, negative red.
+    With ``clickable`` a transparent square marker sits on every cell (a second, scatter trace carrying the hover
+    text; ``x``/``y`` as the heatmap's): Streamlit's ``on_select`` returns no points for heatmap traces
+    (streamlit/streamlit#8760), but does for scatter markers, so a click names the cell.
 
     Raises:
         InputError: ``site`` was not traced.
@@ -450,9 +453,18 @@ def heatmap(result: TraceResult, site: str, max_pairs_in_hover: int = 12):
         text.append(row)
     top = float(np.nanmax(np.abs(norm))) if np.isfinite(norm).any() else 1.0
     fig = go.Figure(go.Heatmap(
-        z=norm, x=x, y=[f"L{L}" for L in result.layers], text=text, hovertemplate="%{text}<extra></extra>",
+        z=norm, x=x, y=[f"L{L}" for L in result.layers], text=text,
+        hovertemplate=None if clickable else "%{text}<extra></extra>",
         colorscale="RdBu", zmid=0, zmin=-max(top, 1.0), zmax=max(top, 1.0),
-        colorbar={"title": "normalised"}))
+        colorbar={"title": "normalised"}, hoverinfo="skip" if clickable else None))
+    if clickable:
+        xs = [x[p] for _ in result.layers for p in range(norm.shape[1])]
+        ys = [f"L{L}" for L in result.layers for _ in range(norm.shape[1])]
+        flat_text = [t for row in text for t in row]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", text=flat_text, hovertemplate="%{text}<extra></extra>",
+                                 marker={"symbol": "square", "size": 14, "color": "black", "opacity": 0},
+                                 selected={"marker": {"opacity": 0.35}}, unselected={"marker": {"opacity": 0}},
+                                 showlegend=False, name="cells"))
     what = "clean → corrupted run (denoising)" if result.direction == "denoise" else "corrupted → clean run (noising)"
     fig.update_layout(title=f"{SITE_LABELS[site]}: {what}, mean of {result.m_clean.shape[0]} pairs",
                       xaxis_title="position: clean token", yaxis_title="layer", height=max(360, 18 * len(result.layers)),

@@ -52,7 +52,7 @@ def test_head_patching_equals_hand_written(positions):
         _, cache = model.run_with_cache(batch.clean_tokens[r:r + 1])
         for L in range(2):
             for h in range(4):
-                def put(z, hook, h=h):
+                def put(z, hook, h=h, cache=cache):
                     z = z.clone()
                     sl = slice(None) if positions == "all" else slice(5, 6)
                     z[0, sl, h] = cache[hook.name][0, sl, h]
@@ -187,8 +187,8 @@ def test_cli_heads(tmp_path, tiny_internals):
     assert doc["path"]["sender"] == [0, 1] and doc["path"]["receiver_input"] == "k"
     for args, msg in ((["--pattern", "1.4"], "error: head 4 does not exist: layer 1 has heads 0 to 3"),
                       (["--pattern", "2.0"], "error: layer 2 does not exist: the model has layers 0 to 1"),
-                      (["--path", "1.0>1.1"], "error: --path: the sender L1.H0 must sit in an earlier layer than the "
-                                              "receiver L1.H1"),
+                      (["--path", "1.0>1.1"], ("error: --path: the sender L1.H0 must sit in an earlier layer than the "
+                                               "receiver L1.H1")),
                       (["--path", "1.0"], "error: --path is SENDER>RECEIVER (e.g. 9.6>10.7), not '1.0'"),
                       (["--pattern", "x"], "error: --pattern is a head as LAYER.HEAD (e.g. 9.6), not 'x'"),
                       (["--positions", "first"], "error: --positions must be all or last, not 'first'"),

@@ -90,6 +90,8 @@ def test_trace_figure_and_dict():
     fig = heatmap(res, "attn_out")
     assert fig.data[0].z.shape == (1, 6) and len(fig.data[0].x) == 6
     assert "per pair" in fig.data[0].text[0][4]
+    cells = fig.data[1]  # transparent markers: Streamlit's on_select gets points from them, not from the heatmap
+    assert cells.type == "scatter" and len(cells.x) == 6 and cells.y[0] == "L1" and cells.text[4] == fig.data[0].text[0][4]
     doc = res.to_dict()
     assert doc["sites"]["attn_out"]["hook"] == "blocks.{L}.hook_attn_out"
     assert len(doc["sites"]["attn_out"]["per_pair"]) == 3
@@ -176,8 +178,8 @@ def test_cli_trace_writes_json(tiny_internals, tmp_path):
     (["--layers", "2"], "error: layer 2 does not exist: the model has layers 0 to 1"),
     (["--sites", "resid_post"], "error: unknown site kind 'resid_post'; choose from resid_pre, attn_out, mlp_out"),
     (["--chunk", "0"], "error: --chunk must be between 1 and 4096"),
-    (["--direction", "up"], "error: the patching direction is 'denoise' (clean into corrupted) or 'noise' "
-                            "(corrupted into clean), not 'up'"),
+    (["--direction", "up"], ("error: the patching direction is 'denoise' (clean into corrupted) or 'noise' "
+                             "(corrupted into clean), not 'up'")),
 ])
 def test_cli_trace_bad_options_exit_2(tiny_internals, tmp_path, args, message):
     out = tmp_path / "t.json"
