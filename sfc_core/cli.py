@@ -373,19 +373,44 @@ def evaluate(
     n: int = typer.Option(None, help="use the first N pairs (default: as many as the circuit used)"),
     sizes: str = typer.Option("5,10,20,50,100", help="circuit sizes for the curve"),
     ablation: str = typer.Option("mean", help=ABLATION_HELP),
+    heldout: str = typer.Option(None, help="also score the circuit on held-out pairs of its built-in task: names "
+                                           "(none of the pairs' answer words), templates (none of their "
+                                           "templates) or seed (fresh draws)"),
 ) -> None:
-    """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline."""
+    """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline; with
+    --heldout, also on pairs of the same task it was not found on, next to the in-sample scores."""
     from .discovery import evaluate as run_evaluate
     from .errors import InputError
+    from .generalisation import HELDOUT_BY
 
     ablation = check_ablation(ablation)
     size_list = _parse_ints(sizes, "--sizes")
     if any(s <= 0 for s in size_list):
         raise InputError("--sizes must be positive")
+    if heldout is not None and heldout not in HELDOUT_BY:
+        raise InputError(f"--heldout must be one of {', '.join(HELDOUT_BY)}, not {heldout!r}")
     G, runs = _circuit_context(circuit, pairs, task, n)
     report = run_evaluate(runs, G, size_list, ablation)
+    if heldout is not None:
+        report["heldout"] = _heldout_report(G, runs, task or G.graph.get("task"), heldout, ablation)
     _write_json(report, out)
-    typer.echo(json.dumps({k: report[k] for k in ("n_nodes", "faithfulness", "completeness")}))
+    line = {k: report[k] for k in ("n_nodes", "faithfulness", "completeness")}
+    if heldout is not None:
+        line["heldout_faithfulness"] = report["heldout"]["heldout"]["faithfulness"]
+    typer.echo(json.dumps(line))
+
+
+def _heldout_report(G, runs, task: str | None, by: str, ablation: str) -> dict:
+    """In-sample and held-out scores of ``G`` (:mod:`sfc_core.generalisation`)."""
+    from .errors import InputError
+    from .generalisation import heldout_for, heldout_scores, rerun
+    from .tasks import TASKS
+
+    if task not in TASKS:
+        raise InputError("--heldout needs the circuit's built-in task: pass --task (the file names "
+                         f"{task or 'no task'})")
+    held = heldout_for(runs.model, task, list(runs.batch.pairs), runs.batch.n, by)
+    return heldout_scores(G, runs, rerun(runs, held), ablation, by)
 
 
 @app.command()

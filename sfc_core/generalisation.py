@@ -87,6 +87,43 @@ def _enough(pairs: list[PromptPair], n: int, task: str, by: str) -> list[PromptP
     return pairs[:n]
 
 
+def heldout_for(model, task: str, inside: list[PromptPair], n: int, by: str = "names", seed: int = 1) -> list[PromptPair]:
+    """``n`` pairs of the built-in task ``task`` held out from the given in-sample pairs ``inside`` (e.g. those a
+    saved circuit was found on): no answer word of theirs (``"names"``), no template id of theirs
+    (``"templates"``), or simply not among them (``"seed"``), drawn with ``seed``.
+
+    Raises:
+        InputError: unknown ``by``; in-sample pairs that already use every template; too few held-out pairs.
+    """
+    from .tasks import get_task_pairs
+
+    if by not in HELDOUT_BY:
+        raise InputError(f"held-out split must be one of {', '.join(HELDOUT_BY)}, not {by!r}")
+    words = {w.strip() for p in inside for w in (p.answer, p.wrong_answer)}
+    templates = {p.meta.get("template") for p in inside}
+    seen = {(p.clean, p.corrupted) for p in inside}
+    keep = {"names": lambda p: not {p.answer.strip(), p.wrong_answer.strip()} & words,
+            "templates": lambda p: p.meta.get("template") not in templates,
+            "seed": lambda p: (p.clean, p.corrupted) not in seen}[by]
+    pool = [p for p in get_task_pairs(model, task, max(n, len(inside)) * 4 * _POOL_FACTOR, seed) if keep(p)]
+    return _enough(pool, n, task, by)
+
+
+def rerun(runs, pairs: list[PromptPair]):
+    """Spliced runs of other ``pairs`` with the model, SAEs and metric of ``runs`` (a
+    :class:`~sfc_core.attribution.PairRuns`).
+
+    Raises:
+        InputError: bad pairs (see :func:`~sfc_core.pairs.tokenize_pairs`).
+    """
+    from .attribution import prepare_runs
+    from .discovery import DiscoverConfig, as_batch
+
+    saes = {site.hook_name: site.sae for site in runs.sites if site.sae is not None}
+    return prepare_runs(runs.model, saes, as_batch(runs.model, pairs, DiscoverConfig(metric=runs.metric)),
+                        runs.metric)
+
+
 def heldout_scores(G: nx.DiGraph, inside, heldout, ablation: str = "mean", by: str | None = None) -> dict:
     """Faithfulness and completeness of circuit ``G`` on its in-sample runs and on held-out runs
     (:class:`~sfc_core.attribution.PairRuns` of :func:`~sfc_core.attribution.prepare_runs`, the same SAEs).

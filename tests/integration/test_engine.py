@@ -91,6 +91,18 @@ def test_cli_discover_evaluate_verify(tmp_path):
     r = runner.invoke(app, ["evaluate", "--circuit", str(out), "--sizes", "5,20", "--out", str(curve)])
     assert r.exit_code == 0, r.output
     assert len(json.loads(curve.read_text())["curve"]["faithfulness"]) == 2
+    # the same circuit on 6 SVA pairs with none of its answer words (other verbs), next to its in-sample score
+    held = tmp_path / "held.json"
+    r = runner.invoke(app, ["evaluate", "--circuit", str(out), "--sizes", "5", "--heldout", "names", "--out",
+                            str(held)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(held.read_text())
+    assert rep["heldout"]["in_sample"]["faithfulness"] == pytest.approx(rep["faithfulness"], abs=1e-9)
+    assert rep["heldout"]["heldout"]["n_pairs"] == 6 and rep["heldout"]["by"] == "names"
+    assert json.loads(r.output.strip().splitlines()[-1])["heldout_faithfulness"] == rep["heldout"]["heldout"][
+        "faithfulness"]
+    r = runner.invoke(app, ["evaluate", "--circuit", str(out), "--heldout", "colour", "--out", str(held)])
+    assert r.exit_code == 2 and "--heldout must be one of names, templates, seed" in r.output
     r = runner.invoke(app, ["verify", "--circuit", str(out)])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output.strip().splitlines()[-1])["n_nodes"] == 20
