@@ -447,8 +447,13 @@ def compare(
     t_max: float = typer.Option(200.0, help="mask: final temperature"),
     synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is measured"),
     layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
+    units: str = typer.Option(None, help="instead of methods, compare node units: features, neurons (the MLP "
+                                         "neurons of the SAEs' layers), resid (the residual stream's directions at "
+                                         "the SAEs' hook points), comma-separated; ranked by the first of --methods"),
+    targets: str = typer.Option("0.5,0.8", help="--units: faithfulness targets whose node counts are reported"),
 ) -> None:
-    """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline)."""
+    """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline); with
+    --units, feature vs neuron circuits of the same pairs (Marks et al. 2024, §4)."""
     from .attribution import prepare_runs
     from .compare import compare_methods
     from .discovery import DiscoverConfig, as_batch
@@ -469,7 +474,13 @@ def compare(
     mask_cfg = MaskConfig(steps=mask_steps, t_max=t_max)
     for lam in lam_list:
         MaskConfig(lam=lam, steps=mask_steps, t_max=t_max).check()
+    unit_list = _check_units(units)
+    target_list = _parse_floats(targets, "--targets")
     _check_pair_source(pairs, task, n)
+    if unit_list:
+        _check_out(out)
+        return _compare_units(out, pairs, task, n, layers, unit_list, method_list[0], size_list, ablation,
+                              target_list)
     model, saes = _load_model_and_saes(None, None, layers)
     loaded = _load_pairs(model, pairs, task, n)
     batch = as_batch(model, loaded, DiscoverConfig())
@@ -485,6 +496,47 @@ def compare(
     _write_json(report, out)
     typer.echo(json.dumps({m: {"n_latents": r["n_latents"], "faithfulness": r["faithfulness"]}
                            for m, r in report["methods"].items()}))
+
+
+UNITS = ("features", "neurons", "resid")
+
+
+def _check_units(units: str | None) -> list[str]:
+    from .errors import InputError
+
+    if units is None:
+        return []
+    unit_list = [u.strip() for u in units.split(",") if u.strip()]
+    bad = [u for u in unit_list if u not in UNITS] or ([] if unit_list else ["(none)"])
+    if bad:
+        raise InputError(f"unknown units {', '.join(bad)}; choose from {', '.join(UNITS)}")
+    return unit_list
+
+
+def _parse_floats(text: str, what: str) -> list[float]:
+    from .errors import InputError
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated numbers, not '{text}'") from None
+    if not values or any(not 0 < v <= 1.5 for v in values):
+        raise InputError(f"{what} must be numbers in (0, 1.5], not '{text}'")
+    return values
+
+
+def _compare_units(out: Path, pairs, task, n, layers, unit_list, method, size_list, ablation, target_list) -> None:
+    """``sfc compare --units``: :func:`sfc_core.compare.neurons_vs_features` on the pairs, written to ``out``."""
+    from .compare import neurons_vs_features
+    from .discovery import DiscoverConfig, as_batch
+
+    model, saes = _load_model_and_saes(None, None, layers)
+    batch = as_batch(model, _load_pairs(model, pairs, task, n), DiscoverConfig())
+    _say_warnings(batch, compare)
+    report = neurons_vs_features(model, saes, batch, size_list, method, ablation, target_list, units=tuple(unit_list))
+    report["task"] = task
+    _write_json(report, out)
+    typer.echo(json.dumps({"n_for": report["n_for"], "seconds": report.get("seconds")}, default=str))
 
 
 # ------------------------------------------------------------------ model internals (trace, lens, heads)

@@ -93,3 +93,23 @@ def test_evaluate_page_compares_neurons_and_features():
     res = at.session_state["nvf_result"]
     assert res["curves"]["neurons"]["sizes"] == [10, 100] and res["n_pairs"] == 4
     assert res["curves"]["resid"]["m_empty"] == pytest.approx(res["curves"]["features"]["m_empty"], abs=1e-3)
+
+
+def test_cli_compare_units(tmp_path):
+    """`sfc compare --units` writes the neuron-vs-feature curves and node counts; a bad unit exits 2 first."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sfc_core.cli import app
+
+    out = tmp_path / "units.json"
+    runner = CliRunner()
+    r = runner.invoke(app, ["compare", "--task", "sva", "--n", "4", "--units", "features,resid", "--methods", "atp",
+                            "--sizes", "5,50", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert set(doc["n_for"]) == {"features", "resid"} and set(doc["n_for"]["features"]) == {"0.5", "0.8"}
+    assert len(doc["curves"]["features"]["faithfulness"]) == 2
+    r = runner.invoke(app, ["compare", "--task", "sva", "--units", "atoms", "--out", str(tmp_path / "x.json")])
+    assert r.exit_code == 2 and "unknown units atoms" in r.output and not (tmp_path / "x.json").exists()
