@@ -17,14 +17,17 @@ def tiny_model(n_layers: int = 3, d_model: int = 16, d_vocab: int = 23, seed: in
         d_vocab=d_vocab, n_ctx=16, act_fn="gelu", normalization_type="LN",
         positional_embedding_type=positional_embedding_type, rotary_dim=d_model // 2, dtype=dtype, seed=seed,
     )
-    model = HookedTransformer(cfg)
-    # Larger-than-default weights so that patches move the metric measurably.
+    return scaled(HookedTransformer(cfg))
+
+
+def scaled(model, factor: float = 4.0):
+    """``model`` in eval mode with its matrices × ``factor``: larger-than-default weights, so that patches move
+    the metric measurably."""
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
-                p.mul_(4.0)
-    model.eval()
-    return model
+                p.mul_(factor)
+    return model.eval()
 
 
 def tiny_sae(d_in: int = 16, d_sae: int = 24, kind: str = "standard", hook: str = "blocks.0.hook_resid_post",
@@ -56,8 +59,9 @@ def tiny_sae(d_in: int = 16, d_sae: int = 24, kind: str = "standard", hook: str 
     return sae
 
 
-def tiny_batch(n: int = 4, length: int = 7, d_vocab: int = 23, seed: int = 0):
-    """Random clean prompts; corrupted = clean with two positions changed; BOS = 0 first."""
+def tiny_batch(n: int = 4, length: int = 7, d_vocab: int = 23, seed: int = 0, equal_length: bool = False):
+    """Random clean prompts; corrupted = clean with two positions changed; BOS = 0 first. The first row is one
+    token shorter (right padding after it) unless ``equal_length`` (one template group)."""
     g = torch.Generator().manual_seed(seed)
     clean = torch.randint(1, d_vocab, (n, length), generator=g)
     clean[:, 0] = 0
@@ -65,7 +69,8 @@ def tiny_batch(n: int = 4, length: int = 7, d_vocab: int = 23, seed: int = 0):
     corr[:, 2] = (clean[:, 2] + 5) % (d_vocab - 1) + 1
     corr[:, length - 2] = (clean[:, length - 2] + 3) % (d_vocab - 1) + 1
     last_pos = torch.full((n,), length - 1)
-    last_pos[0] = length - 2  # one shorter row (right padding after it)
+    if not equal_length:
+        last_pos[0] = length - 2
     mask = torch.arange(length)[None] <= last_pos[:, None]
     mask[:, 0] = False
     return SimpleNamespace(
@@ -80,3 +85,18 @@ def tiny_setup(kinds=("standard", "topk"), layers=(0, 1), seed: int = 0):
     saes = {f"blocks.{L}.hook_resid_post": tiny_sae(kind=k, hook=f"blocks.{L}.hook_resid_post", seed=seed + L)
             for L, k in zip(layers, kinds)}
     return model, saes, tiny_batch(seed=seed)
+
+
+def tiny_bpe_model(n_layers: int = 1):
+    """A float32 ``HookedTransformer`` (d_model 32, 4 heads) with the tiny byte-level BPE tokenizer of
+    ``tests/unit/test_pairs.py``: for CLI tests that tokenize text without the bundled assets."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from tests.unit.test_pairs import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    torch.manual_seed(0)
+    model = HookedTransformer(HookedTransformerConfig(n_layers=n_layers, d_model=32, d_head=8, n_heads=4, d_mlp=64,
+                                                      d_vocab=len(tok), n_ctx=64, act_fn="gelu"))
+    model.tokenizer = tok
+    return model

@@ -75,18 +75,11 @@ def test_fixes_are_worded_as_the_commands_real_flags():
 @pytest.fixture
 def tiny_cli(monkeypatch):
     """``sfc discover`` on a tiny model with the tiny BPE tokenizer of test_pairs (no bundled assets)."""
-    import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
     from sfc_core import cli
-    from tests.tiny import tiny_sae
-    from tests.unit.test_pairs import make_tiny_tokenizer
+    from tests.tiny import tiny_bpe_model, tiny_sae
 
-    tok = make_tiny_tokenizer()
-    torch.manual_seed(0)
-    model = HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=32, d_head=8, n_heads=4, d_mlp=64,
-                                                      d_vocab=len(tok), n_ctx=64, act_fn="gelu"))
-    model.tokenizer = tok
+    model = tiny_bpe_model(n_layers=1)
+    tok = model.tokenizer
     hook = "blocks.0.hook_resid_post"
     saes = {hook: tiny_sae(d_in=32, hook=hook, dtype="float32")}
     monkeypatch.setattr(cli, "_load_model_and_saes", lambda *a: (model, saes))

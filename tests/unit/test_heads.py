@@ -18,17 +18,13 @@ def gqa_model(n_layers: int = 3, attn_only: bool = True, seed: int = 0):
     """4 query heads sharing 2 KV heads (heads 0, 1 read KV 0; heads 2, 3 read KV 1), float64."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+    from tests.tiny import scaled
+
     torch.manual_seed(seed)
     cfg = HookedTransformerConfig(n_layers=n_layers, d_model=16, n_heads=4, d_head=4, n_key_value_heads=2,
                                   d_mlp=None if attn_only else 32, attn_only=attn_only, act_fn="gelu", d_vocab=23,
                                   n_ctx=16, normalization_type="LN", dtype=torch.float64, seed=seed)
-    model = HookedTransformer(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.mul_(4.0)
-    model.eval()
-    return model
+    return scaled(HookedTransformer(cfg))
 
 
 def test_gqa_model_shapes():

@@ -3,8 +3,6 @@ the neurons, and engine ablation / patching of neurons equal hand-written Transf
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -21,7 +19,7 @@ from sfc_core.evaluation import (
 )
 from sfc_core.neurons import NeuronDictionary, neuron_sites, prepare_neuron_runs
 from sfc_core.splice import make_sites
-from tests.tiny import tiny_model, tiny_sae
+from tests.tiny import tiny_batch, tiny_model, tiny_sae
 
 H0, H1 = "blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"
 
@@ -43,17 +41,7 @@ def _linear_tail_model(seed: int = 0):
 
 def _batch(n: int = 4, length: int = 7, d_vocab: int = 23, seed: int = 0):
     """Equal-length pairs (one template group): corrupted = clean with positions 2 and length−2 changed."""
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(1, d_vocab, (n, length), generator=g)
-    clean[:, 0] = 0
-    corr = clean.clone()
-    corr[:, 2] = (clean[:, 2] + 5) % (d_vocab - 1) + 1
-    corr[:, length - 2] = (clean[:, length - 2] + 3) % (d_vocab - 1) + 1
-    mask = torch.ones(n, length, dtype=torch.bool)
-    mask[:, 0] = False
-    return SimpleNamespace(clean_tokens=clean, corrupted_tokens=corr, last_pos=torch.full((n,), length - 1),
-                           answer_ids=torch.randint(0, d_vocab, (n,), generator=g),
-                           wrong_ids=torch.randint(0, d_vocab, (n,), generator=g), valid_mask=mask, n=n)
+    return tiny_batch(n, length, d_vocab, seed, equal_length=True)
 
 
 def _hooked_metric(model, batch, replace: dict) -> float:

@@ -125,17 +125,10 @@ def test_trace_bad_inputs():
 @pytest.fixture
 def tiny_internals(monkeypatch):
     """``sfc trace`` / ``lens`` / ``heads`` on a 2-layer model with a tiny byte-level BPE tokenizer."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
     from sfc_core import cli
-    from tests.unit.test_pairs import make_tiny_tokenizer
+    from tests.tiny import tiny_bpe_model
 
-    tok = make_tiny_tokenizer()
-    torch.manual_seed(0)
-    model = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64,
-                                                      d_vocab=len(tok), n_ctx=64, act_fn="gelu"))
-    model.tokenizer = tok
-    model.eval()
+    model = tiny_bpe_model(n_layers=2).eval()
     monkeypatch.setattr(cli, "_internals_model", lambda name: model)
     return model
 
