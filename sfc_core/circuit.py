@@ -12,16 +12,17 @@ evaluated, ``scores``.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import networkx as nx
 
+from . import bounds
 from .annotations import check_annotations
 from .attribution import Attribution
 from .errors import InputError
-from .nodes import EMBED, METRIC, Node, NodeSpace, from_fields, is_end_id, node_attrs
+from .jsonio import as_text, parse_json, read_json_file, write_json_atomic
+from .nodes import EMBED, KINDS, METRIC, Node, NodeSpace, from_fields, is_end_id, node_attrs
 
 SCHEMA = "sfc-circuit/2"
 #: Schemas :func:`from_json` reads: ``/1`` is ``/2`` without labels and supernodes.
@@ -36,15 +37,15 @@ def select_nodes(attr: Attribution, node_threshold: float | None = None, top_k: 
 
     Returns nodes sorted by ``|effect|``, largest first (ties: shallower site, then lower index).
     Raises:
-        InputError: no rule or several rules, a negative threshold or a non-positive k.
+        InputError: no rule or several rules, or a threshold or k outside its :data:`~sfc_core.bounds.BOUNDS`
+            (a negative or NaN threshold, a k that is not a whole number from 1 to 100000).
     """
     rules = [r for r in (node_threshold, top_k, top_k_per_layer) if r is not None]
     if len(rules) != 1:
         raise InputError("choose exactly one of node threshold, top-k or top-k per layer")
-    if node_threshold is not None and (node_threshold < 0 or math.isnan(node_threshold)):
-        raise InputError(f"node threshold must be ≥ 0, not {node_threshold}")
-    if (top_k is not None and top_k <= 0) or (top_k_per_layer is not None and top_k_per_layer <= 0):
-        raise InputError("top-k must be a positive integer")
+    bounds.check("node_threshold", node_threshold)
+    bounds.check("top_k", top_k, "top-k")
+    bounds.check("top_k_per_layer", top_k_per_layer, "top-k per layer")
     return attr.space.ranked(attr.effects, threshold=node_threshold, per_site=top_k_per_layer, limit=top_k)
 
 
@@ -65,8 +66,7 @@ def build_graph(attr: Attribution, nodes: list[Node], edges: dict[tuple, float] 
         InputError: a negative edge threshold, or a node at a hook point without an SAE in ``attr`` or with a
             latent index out of range.
     """
-    if edge_threshold < 0 or math.isnan(edge_threshold):
-        raise InputError(f"edge threshold must be ≥ 0, not {edge_threshold}")
+    bounds.check("edge_threshold", edge_threshold)
     space = attr.space
     G = nx.DiGraph()
     G.graph.update(metadata or {})
@@ -128,29 +128,157 @@ def to_json(G: nx.DiGraph) -> dict:
             "supernodes": list(G.graph.get("supernodes") or [])}
 
 
-def from_json(doc: dict) -> nx.DiGraph:
-    """Inverse of :func:`to_json` (exact round trip); also reads ``sfc-circuit/1``.
+def _number(v, where: str, allow_none: bool = True) -> float | None:
+    """``v`` as a finite float (``None`` kept where allowed).
 
     Raises:
-        InputError: not an ``sfc-circuit/1`` or ``/2`` document, a node/edge lacks a field, or a label or
-            supernode breaks the rules of :mod:`sfc_core.annotations` (e.g. names an unknown node).
+        InputError: not a number (booleans and text included), NaN or ±inf.
+    """
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise InputError(f"{where} must be a finite number, not {v!r}")
+    return float(v)
+
+
+def _check_metadata(meta) -> dict:
+    """The circuit file's ``metadata`` once its typed fields are checked (absent: ``{}``).
+
+    Raises:
+        InputError: not an object; ``saes`` not a list of objects with a text ``hook_name`` (and a positive integer
+            ``d_sae``, a text ``source`` where given); ``n_pairs`` not a positive integer; ``model``, ``method``,
+            ``metric`` or ``task`` not text.
+    """
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise InputError(f"circuit file: metadata must be an object, not {type(meta).__name__}")
+    for key in ("model", "method", "metric", "task", "aggregation", "ablation"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise InputError(f"circuit file: metadata.{key} must be text, not {meta[key]!r}")
+    if meta.get("n_pairs") is not None:
+        bounds.check("n", meta["n_pairs"], "circuit file: metadata.n_pairs")
+    saes = meta.get("saes")
+    if saes is not None:
+        if not isinstance(saes, list):
+            raise InputError(f"circuit file: metadata.saes must be a list, not {type(saes).__name__}")
+        for i, sae in enumerate(saes):
+            where = f"circuit file: metadata.saes[{i}]"
+            if not isinstance(sae, dict) or not isinstance(sae.get("hook_name"), str):
+                raise InputError(f"{where} must be an object with a text hook_name, not {sae!r:.80}")
+            if sae.get("source") is not None and not isinstance(sae["source"], str):
+                raise InputError(f"{where}.source must be text, not {sae['source']!r}")
+            d = sae.get("d_sae")
+            if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
+                raise InputError(f"{where}.d_sae must be a positive integer, not {d!r}")
+    return meta
+
+
+def _checked_node(node, d_sae: dict[str, int]) -> dict:
+    """One ``nodes`` entry of a circuit file, checked; returns its graph attributes.
+
+    Raises:
+        InputError: naming the node: not an object, no text ``id``, a ``feature`` that is not an index or a kind's
+            word, an index below 0 or ≥ its SAE's ``d_sae``, a bad ``position``, or a non-finite ``effect`` /
+            ``activation``.
+    """
+    if not isinstance(node, dict):
+        raise InputError(f"circuit file: a node must be an object, not {node!r:.80}")
+    nid = node.get("id")
+    if not isinstance(nid, str) or not nid:
+        raise InputError(f"circuit file: a node has no text id ({node!r:.80})")
+    where = f"circuit node {nid}"
+    if node.get("hook_name") is not None and not isinstance(node["hook_name"], str):
+        raise InputError(f"{where}: hook_name must be text, not {node['hook_name']!r}")
+    attrs = {f: node.get(f) for f in _NODE_FIELDS[1:]}
+    if not is_end_id(nid):
+        if "feature" not in node:
+            raise InputError(f"{where}: no feature field (a latent index or 'error')")
+        parsed = from_fields(node.get("hook_name"), node["feature"], node.get("position"), where=where)
+        if parsed.index < -1 or (KINDS[parsed.kind].indexed and parsed.index < 0):
+            raise InputError(f"{where}: feature index must not be negative, not {node['feature']!r}")
+        width = d_sae.get(parsed.hook_name)
+        if parsed.kind == "latent" and width is not None and parsed.index >= width:
+            raise InputError(f"{where}: latent {parsed.index} does not exist (the SAE at {parsed.hook_name} has "
+                             f"d_sae = {width}: latents 0 to {width - 1})")
+        if attrs["layer"] is None:  # read from the hook point, as the engine writes it
+            attrs["layer"] = parsed.layer
+    if attrs["layer"] is not None and (isinstance(attrs["layer"], bool) or not isinstance(attrs["layer"], int)):
+        raise InputError(f"{where}: layer must be an integer, not {attrs['layer']!r}")
+    for f in ("effect", "activation"):
+        attrs[f] = _number(node.get(f), f"{where}: {f}")
+    attrs.update({f: node[f] for f in _LABEL_FIELDS if node.get(f) is not None})
+    return attrs
+
+
+def _check_structure(G: nx.DiGraph) -> None:
+    """A circuit runs from the embedding to the metric and has no loop.
+
+    Raises:
+        InputError: a self-loop, an edge into the embedding or out of the metric, or a cycle (named).
+    """
+    for u, v in G.edges:
+        if u == v:
+            raise InputError(f"circuit file: edge {u} -> {v} is a self-loop")
+        if v == EMBED.id:
+            raise InputError(f"circuit file: edge {u} -> {v} goes into the embedding")
+        if u == METRIC.id:
+            raise InputError(f"circuit file: edge {u} -> {v} leaves the metric")
+    try:
+        cycle = nx.find_cycle(G)
+    except nx.NetworkXNoCycle:
+        return
+    raise InputError("circuit file: the edges form a cycle (" + " -> ".join(u for u, _ in cycle)
+                     + f" -> {cycle[0][0]}); a circuit's edges run from shallower to deeper nodes")
+
+
+def from_json(doc: dict) -> nx.DiGraph:
+    """Inverse of :func:`to_json` (exact round trip); also reads ``sfc-circuit/1``. Every field is checked.
+
+    Accepted on purpose: ``effect`` / ``activation`` ``null`` (end points, imported graphs), a node without
+    ``position`` (the whole prompt), unknown extra keys (ignored), no edges.
+
+    Raises:
+        InputError: not an ``sfc-circuit/1`` or ``/2`` document; ``metadata``, a node or an edge of the wrong type
+            (:func:`_check_metadata`, :func:`_checked_node`: the node is named); a latent index ≥ its SAE's ``d_sae``;
+            ``position`` on only some nodes; duplicate node ids or edges; an edge weight that is not a finite
+            number or names a node not in the circuit; self-loops, cycles, edges into the embedding or out of
+            the metric (:func:`_check_structure`); or a label or supernode that breaks the rules of
+            :mod:`sfc_core.annotations` (e.g. names an unknown node).
     """
     if not isinstance(doc, dict) or doc.get("schema") not in READ_SCHEMAS:
         raise InputError(f"not a circuit file: expected \"schema\": \"{SCHEMA}\" (or \"{READ_SCHEMAS[0]}\")")
+    meta = _check_metadata(doc.get("metadata"))
+    nodes, edges = doc.get("nodes"), doc.get("edges", [])
+    if not isinstance(nodes, list) or not isinstance(edges, list):
+        raise InputError("circuit file: 'nodes' and 'edges' must be lists")
+    if doc.get("scores") is not None and not isinstance(doc["scores"], dict):
+        raise InputError(f"circuit file: scores must be an object, not {type(doc['scores']).__name__}")
+    d_sae = {s["hook_name"]: s["d_sae"] for s in meta.get("saes") or [] if s.get("d_sae") is not None}
     G = nx.DiGraph()
-    G.graph.update({k: v for k, v in (doc.get("metadata") or {}).items() if k not in _NOT_METADATA})
+    G.graph.update({k: v for k, v in meta.items() if k not in _NOT_METADATA})
     if doc.get("scores"):
         G.graph["scores"] = doc["scores"]
-    try:
-        for node in doc["nodes"]:
-            G.add_node(node["id"], **{f: node.get(f) for f in _NODE_FIELDS[1:]},
-                       **{f: node[f] for f in _LABEL_FIELDS if node.get(f) is not None})
-        for edge in doc["edges"]:
-            if edge["source"] not in G or edge["target"] not in G:
-                raise InputError(f"edge {edge['source']} -> {edge['target']} names a node not in the circuit")
-            G.add_edge(edge["source"], edge["target"], weight=float(edge["weight"]))
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"circuit file is missing a field: {exc}") from None
+    for node in nodes:
+        attrs = _checked_node(node, d_sae)
+        if node["id"] in G:
+            raise InputError(f"circuit file: node id {node['id']} appears twice")
+        G.add_node(node["id"], **attrs)
+    resolved = {G.nodes[n]["position"] is not None for n in G.nodes if not is_end_id(n)}
+    if len(resolved) > 1:
+        raise InputError("circuit file: some nodes have a position and others do not; a circuit is either "
+                         "resolved by position or not")
+    for edge in edges:
+        if not isinstance(edge, dict) or not all(isinstance(edge.get(k), str) for k in ("source", "target")):
+            raise InputError(f"circuit file: an edge must be an object with text source and target, not {edge!r:.80}")
+        u, v = edge["source"], edge["target"]
+        if u not in G or v not in G:
+            raise InputError(f"edge {u} -> {v} names a node not in the circuit")
+        if G.has_edge(u, v):
+            raise InputError(f"circuit file: edge {u} -> {v} appears twice")
+        G.add_edge(u, v, weight=_number(edge.get("weight"), f"circuit file: edge {u} -> {v}: weight",
+                                         allow_none=False))
+    _check_structure(G)
     if doc.get("supernodes"):
         G.graph["supernodes"] = doc["supernodes"]
     check_annotations(G)
@@ -163,29 +291,23 @@ def save_circuit(G: nx.DiGraph, path: str | Path) -> None:
     Raises:
         OSError: the file cannot be written.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_json(G), indent=1))
-    tmp.replace(path)
+    write_json_atomic(to_json(G), path)
 
 
-def load_circuit(path_or_text: str | Path) -> nx.DiGraph:
-    """Read an ``sfc-circuit/2`` (or ``/1``) file (path) or JSON text; a Neuronpedia graph JSON exported by this
-    project (:func:`~sfc_core.export.from_neuronpedia`) is read too.
+def load_circuit(path_or_text: str | Path | bytes) -> nx.DiGraph:
+    """Read an ``sfc-circuit/2`` (or ``/1``) file (path), JSON text (a leading BOM is dropped) or UTF-8 bytes; a
+    Neuronpedia graph JSON exported by this project (:func:`~sfc_core.export.from_neuronpedia`) is read too.
 
     Raises:
-        InputError: missing file, invalid JSON or not a circuit.
+        InputError: missing file, not UTF-8, invalid or too deep/large JSON (:func:`~sfc_core.jsonio.parse_json`),
+            or not a valid circuit (:func:`from_json`).
     """
-    text = str(path_or_text)
-    if not text.lstrip().startswith("{"):
-        path = Path(text)
-        if not path.is_file():
-            raise InputError(f"circuit file not found: {path}")
-        text = path.read_text()
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"circuit file is not valid JSON (line {exc.lineno})") from None
+    if isinstance(path_or_text, (bytes, bytearray)):
+        doc = parse_json(path_or_text, "circuit file")
+    elif as_text(str(path_or_text), "circuit file").lstrip().startswith("{"):
+        doc = parse_json(str(path_or_text), "circuit file")
+    else:
+        doc = read_json_file(path_or_text, "circuit file")
     if isinstance(doc, dict) and "qParams" in doc and "schema" not in doc:
         from .export import from_neuronpedia  # a Neuronpedia graph this project exported
 

@@ -6,17 +6,20 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
 
-from . import defaults
+from . import bounds, defaults
 from . import methods as registry
 from .ablation import HELP as ABLATION_HELP
 from .ablation import check_ablation
 from .hooks import resid_post
 from .errors import Fix, SFCError
+from .jsonio import check_writable, write_json_atomic
 
 METHOD_HELP = " | ".join(registry.names())
 
@@ -63,17 +66,31 @@ def _say_warnings(batch, command=None) -> None:
         typer.echo(message_line(w, command, prefix="warning"), err=True)
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def user_errors(fn):
     """Turn engine errors into one line on stderr and exit code 2 (no traceback); an error's fix is worded as
-    this command's flag (:func:`message_line`)."""
+    this command's flag (:func:`message_line`). SIGTERM is handled as SIGINT: both end the command with one line
+    and exit code 130, after every atomic write has removed its temporary file, so an existing ``--out`` keeps
+    its old content."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
         try:
             return fn(*args, **kwargs)
         except SFCError as exc:
             typer.echo(message_line(exc, fn), err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing was written", err=True)
+            raise typer.Exit(130) from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -155,6 +172,18 @@ def _parse_ints(text: str | None, what: str) -> list[int] | None:
     return values
 
 
+def _parse_sizes(text: str) -> list[int]:
+    """``--sizes`` as circuit sizes (each within :data:`~sfc_core.bounds.BOUNDS` ``"size"``).
+
+    Raises:
+        InputError: not comma-separated integers, empty, or a size out of range.
+    """
+    values = _parse_ints(text, "--sizes")
+    for v in values:
+        bounds.check("size", v, "--sizes")
+    return values
+
+
 def _check_pair_source(pairs: Path | None, task: str | None, n: int | None, required: bool = True):
     """Fail fast (before loading a model) on a missing or contradictory pair source."""
     from .errors import InputError
@@ -164,8 +193,7 @@ def _check_pair_source(pairs: Path | None, task: str | None, n: int | None, requ
         raise InputError("give only one of --pairs FILE or --task NAME")
     if required and pairs is None and task is None:
         raise InputError("give one of --pairs FILE or --task NAME")
-    if n is not None and n <= 0:
-        raise InputError("--n must be positive")
+    bounds.check("n", n, "--n")
     if pairs is not None:
         if not pairs.is_file():
             raise InputError(f"pair file not found: {pairs}")
@@ -215,25 +243,24 @@ class _Bar:
 
 
 def _check_out(out: Path) -> None:
-    """Fail fast (before loading a model) when ``out`` cannot be written: a folder, or no such folder."""
-    from .errors import InputError
-
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name")
-    if not out.parent.is_dir():
-        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    """Fail fast (before loading a model) when ``out`` cannot be written: a folder, no such folder, read-only."""
+    check_writable(out)
 
 
 def _write_json(doc: dict, out: Path) -> None:
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(out)
+    write_json_atomic(doc, out)
+
+
+def partial_path(out: Path) -> Path:
+    """Where a long command keeps its progress (``<out>.partial.json``), so that ``--out`` itself only ever holds a
+    finished result; removed once ``--out`` is written, kept after an interruption to show how far it got."""
+    return out.with_name(out.name + ".partial.json")
 
 
 @app.command()
 @user_errors
 def tasks(
-    n: int = typer.Option(50, help="pairs per task for the accuracy check"),
+    n: int = typer.Option(50, help="pairs per task for the accuracy check (1-1000)"),
     model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
@@ -241,8 +268,11 @@ def tasks(
     from tqdm.auto import tqdm
 
     from .model import load_model
+    from .errors import InputError
     from .tasks import TASKS, task_accuracy
 
+    if not 1 <= n <= 1000:
+        raise InputError(f"--n must be 1-1000, not {n}")
     model = load_model(model_name)
     rows = [task_accuracy(model, name, n=n) for name in tqdm(list(TASKS), desc="tasks", file=sys.stderr)]
     if as_json:
@@ -260,12 +290,12 @@ def discover(
     out: Path = typer.Option(..., help="circuit JSON to write (sfc-circuit/2)"),
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task name (see 'sfc tasks')"),
-    n: int = typer.Option(None, help="use the first N pairs"),
+    n: int = typer.Option(None, help=f"use the first N pairs ({bounds.describe('n')})"),
     method: str = typer.Option("atp", help=METHOD_HELP),
     layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
     node_threshold: float = typer.Option(None, help="keep nodes with |effect| >= T"),
-    top_k: int = typer.Option(None, help="keep the K nodes of largest |effect| (default 50)"),
-    top_k_per_layer: int = typer.Option(None, help="keep the K largest per SAE"),
+    top_k: int = typer.Option(None, help=f"keep the K nodes of largest |effect| (default 50; {bounds.describe('top_k')})"),
+    top_k_per_layer: int = typer.Option(None, help=f"keep the K largest per SAE ({bounds.describe('top_k_per_layer')})"),
     target_faithfulness: float = typer.Option(
         None, help="keep the smallest top-n by |effect| whose faithfulness reaches this, in (0, 1.5] "
                    "(attribution methods; replaces the node rules; edges among its top "
@@ -275,12 +305,13 @@ def discover(
     edge_threshold: float = typer.Option(0.0, help="keep edges with |weight| >= T"),
     aggregate: str = typer.Option("sum", help="sum over positions, or none (nodes per position)"),
     metric: str = typer.Option("logit_diff", help="logit_diff | prob_diff | kl"),
-    steps: int = typer.Option(10, help="IG steps"),
-    mask_lambda: float = typer.Option(defaults.MASK_LAMBDA, help="mask: sparsity weight λ (> 0)"),
-    mask_steps: int = typer.Option(200, help="mask: optimisation steps"),
-    t_max: float = typer.Option(200.0, help="mask: final temperature T_max (> 1)"),
-    budget: int = typer.Option(50, help="fap / fap-synergy: number of latents K"),
-    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is measured"),
+    steps: int = typer.Option(10, help=f"IG steps ({bounds.describe('steps')})"),
+    mask_lambda: float = typer.Option(defaults.MASK_LAMBDA, help=f"mask: sparsity weight λ ({bounds.describe('mask_lambda')})"),
+    mask_steps: int = typer.Option(200, help=f"mask: optimisation steps ({bounds.describe('mask_steps')})"),
+    t_max: float = typer.Option(200.0, help=f"mask: final temperature T_max ({bounds.describe('mask_t_max')})"),
+    budget: int = typer.Option(50, help=f"fap / fap-synergy: number of latents K ({bounds.describe('budget')})"),
+    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is "
+                                     f"measured ({bounds.describe('synergy_pool')})"),
     multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
     length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
     model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
@@ -334,28 +365,35 @@ def discover(
     typer.echo(json.dumps(report))
 
 
-def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int | None):
-    """Model, SAEs and spliced runs matching a saved circuit."""
+def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int | None,
+                     sae_dirs: list[Path] | None = None):
+    """Model, SAEs and spliced runs matching a saved circuit. SAEs load from the bundle, SAE Lens releases, or
+    folders the user passed (``sae_dirs``): never from a folder the file alone names."""
     from .attribution import prepare_runs
     from .circuit import load_circuit
     from .discovery import DiscoverConfig, as_batch
     from .errors import InputError
     from .model import load_model
-    from .saes import load_bundled_saes, load_sae_by_source
+    from .metrics import get_metric
+    from .saes import check_sae_source, load_bundled_saes, load_sae_by_source
 
     _check_pair_source(pairs, task, n, required=False)
     G = load_circuit(circuit)
     meta = G.graph
     task = task if (task or pairs) else meta.get("task")
-    model_name = meta.get("model")
-    model = load_model(None if model_name in (None, defaults.BUNDLED_MODEL_NAME) else model_name)
     sae_meta = meta.get("saes") or []
     if not sae_meta:
         raise InputError("the circuit file lists no SAEs in its metadata")
+    for s in sae_meta:  # before the model loads: a folder the user did not pass is refused
+        check_sae_source(s.get("source"), sae_dirs or ())
+    get_metric(meta.get("metric", "logit_diff"))
+    model_name = meta.get("model")
+    model = load_model(None if model_name in (None, defaults.BUNDLED_MODEL_NAME) else model_name)
     if all(s.get("source") == defaults.BUNDLED_SAE_SOURCE for s in sae_meta):
         saes = load_bundled_saes(model, [s["hook_name"] for s in sae_meta])
     else:
-        saes = {s["hook_name"]: load_sae_by_source(model, s["source"]) for s in sae_meta}
+        saes = {s["hook_name"]: load_sae_by_source(model, s.get("source"), allowed_folders=sae_dirs or ())
+                for s in sae_meta}
     loaded = _load_pairs(model, pairs, task, n or meta.get("n_pairs"))
     cfg = DiscoverConfig(metric=meta.get("metric", "logit_diff"))
     batch = as_batch(model, loaded, cfg)
@@ -370,12 +408,15 @@ def evaluate(
     out: Path = typer.Option(..., help="curve JSON to write"),
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
-    n: int = typer.Option(None, help="use the first N pairs (default: as many as the circuit used)"),
+    n: int = typer.Option(None, help="use the first N pairs (default: as many as the circuit used; "
+                                     f"{bounds.describe('n')})"),
     sizes: str = typer.Option("5,10,20,50,100", help="circuit sizes for the curve"),
     ablation: str = typer.Option("mean", help=ABLATION_HELP),
     heldout: str = typer.Option(None, help="also score the circuit on held-out pairs of its built-in task: names "
                                            "(none of the pairs' answer words), templates (none of their "
                                            "templates) or seed (fresh draws)"),
+    sae_dir: list[Path] = typer.Option(None, "--sae-dir", help="an SAE folder the circuit file names as a source "
+                                                               "(repeatable); other folders are never read"),
 ) -> None:
     """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline; with
     --heldout, also on pairs of the same task it was not found on, next to the in-sample scores."""
@@ -384,12 +425,11 @@ def evaluate(
     from .generalisation import HELDOUT_BY
 
     ablation = check_ablation(ablation)
-    size_list = _parse_ints(sizes, "--sizes")
-    if any(s <= 0 for s in size_list):
-        raise InputError("--sizes must be positive")
+    size_list = _parse_sizes(sizes)
     if heldout is not None and heldout not in HELDOUT_BY:
         raise InputError(f"--heldout must be one of {', '.join(HELDOUT_BY)}, not {heldout!r}")
-    G, runs = _circuit_context(circuit, pairs, task, n)
+    _check_out(out)
+    G, runs = _circuit_context(circuit, pairs, task, n, sae_dir)
     report = run_evaluate(runs, G, size_list, ablation)
     if heldout is not None:
         report["heldout"] = _heldout_report(G, runs, task or G.graph.get("task"), heldout, ablation)
@@ -421,11 +461,15 @@ def verify(
     task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
     n: int = typer.Option(None, help="use the first N pairs"),
     out: Path = typer.Option(None, help="write the per-node comparison as JSON"),
+    sae_dir: list[Path] = typer.Option(None, "--sae-dir", help="an SAE folder the circuit file names as a source "
+                                                               "(repeatable); other folders are never read"),
 ) -> None:
     """Exact patching of a circuit's nodes; agreement (Spearman, Pearson) with its recorded effects."""
     from .discovery import verify as run_verify
 
-    G, runs = _circuit_context(circuit, pairs, task, n)
+    if out is not None:
+        _check_out(out)
+    G, runs = _circuit_context(circuit, pairs, task, n, sae_dir)
     report = run_verify(runs, G)
     if out is not None:
         _write_json(report, out)
@@ -438,14 +482,15 @@ def compare(
     out: Path = typer.Option(..., help="comparison JSON to write"),
     pairs: Path = typer.Option(None, help="prompt-pair JSON Lines file"),
     task: str = typer.Option(None, help="built-in task name"),
-    n: int = typer.Option(20, help="use the first N pairs"),
+    n: int = typer.Option(20, help=f"use the first N pairs ({bounds.describe('n')})"),
     methods: str = typer.Option(",".join(registry.names(comparable=True)), help="comma-separated methods"),
     sizes: str = typer.Option("10,25,50,75,100", help="latent counts to compare at"),
     ablation: str = typer.Option("mean", help=ABLATION_HELP),
     lambdas: str = typer.Option(",".join(f"{v:g}" for v in defaults.MASK_LAMBDAS), help="mask: λ values of the sweep"),
     mask_steps: int = typer.Option(200, help="mask: optimisation steps per λ"),
     t_max: float = typer.Option(200.0, help="mask: final temperature"),
-    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is measured"),
+    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is "
+                                     f"measured ({bounds.describe('synergy_pool')})"),
     layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
     units: str = typer.Option(None, help="instead of methods, compare node units: features, neurons (the MLP "
                                          "neurons of the SAEs' layers), resid (the residual stream's directions at "
@@ -461,7 +506,7 @@ def compare(
     from .masks import MaskConfig
 
     ablation = check_ablation(ablation)
-    size_list = _parse_ints(sizes, "--sizes")
+    size_list = _parse_sizes(sizes)
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     comparable = registry.names(comparable=True)
     bad = [m for m in method_list if m not in comparable] or ([] if method_list else ["(none)"])
@@ -476,9 +521,10 @@ def compare(
         MaskConfig(lam=lam, steps=mask_steps, t_max=t_max).check()
     unit_list = _check_units(units)
     target_list = _parse_floats(targets, "--targets")
+    bounds.check("synergy_pool", synergy_pool, "--synergy-pool")
     _check_pair_source(pairs, task, n)
+    _check_out(out)
     if unit_list:
-        _check_out(out)
         return _compare_units(out, pairs, task, n, layers, unit_list, method_list[0], size_list, ablation,
                               target_list)
     model, saes = _load_model_and_saes(None, None, layers)
@@ -487,13 +533,15 @@ def compare(
     _say_warnings(batch, compare)
     runs = prepare_runs(model, saes, batch)
     bar = _Bar("compare")
+    side = partial_path(out)
     try:
         report = compare_methods(runs, method_list, size_list, ablation, lam_list, mask_cfg, synergy_pool, bar,
-                                 on_method=lambda partial: _write_json({**partial, "task": task, "partial": True}, out))
+                                 on_method=lambda partial: _write_json({**partial, "task": task, "partial": True}, side))
     finally:
         bar.close()
     report["task"] = task
     _write_json(report, out)
+    side.unlink(missing_ok=True)
     typer.echo(json.dumps({m: {"n_latents": r["n_latents"], "faithfulness": r["faithfulness"]}
                            for m, r in report["methods"].items()}))
 
@@ -773,10 +821,35 @@ def heads(
     typer.echo(json.dumps(summary))
 
 
-def main() -> None:  # pragma: no cover - console entry
-    """Console entry point of ``sfc``: run the typer app and exit with its status."""
-    sys.exit(app())
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``sfc``: run the typer app and exit with its status. A usage error that click
+    finds before a command runs (``--top-k 1.5``, an unknown flag) is one line on stderr with exit code 2, like
+    every other bad input; no arguments prints the help.
+
+    Raises:
+        SystemExit: always (0 on success, 2 on bad input, 130 when interrupted).
+    """
+    from typer.exceptions import TyperException
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args or ["--help"], prog_name="sfc", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted: nothing was written", err=True)
+        sys.exit(130)
+    except TyperException as exc:  # click's usage errors, as typer re-exports them
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `sfc bundle`: the group's help
+            typer.echo(exc.format_message())
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        where = f"sfc {ctx.command_path.split(' ', 1)[-1]} --help" if ctx is not None and ctx.parent else "sfc --help"
+        text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(f"error: {' '.join(text.split())} (see {where})", err=True)
+        sys.exit(2)
+    sys.exit(code or 0)
 
 
-if __name__ == "__main__":  # pragma: no cover - python -m sfc_core.cli
+if __name__ == "__main__":  # python -m sfc_core.cli
     main()

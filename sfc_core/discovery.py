@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import networkx as nx
 import torch
 
-from . import defaults
+from . import bounds, defaults
 from . import methods as registry
 from .ablation import check_ablation
 from .alignment import check_position_resolved
@@ -28,8 +28,8 @@ from .edges import edge_effects
 from .errors import InputError
 from .evaluation import TargetSearch, check_target, faithfulness_curve, score_circuits, smallest_faithful
 from .nodes import Node, is_end_id
-from .metrics import ZERO_GRADIENT_AT_CLEAN
-from .pairs import PairBatch, PromptPair, encode, token_strs, tokenize_pairs
+from .metrics import ZERO_GRADIENT_AT_CLEAN, get_metric
+from .pairs import PairBatch, PromptPair, check_pair_option, encode, token_strs, tokenize_pairs
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,25 @@ class DiscoverConfig:
         """Check the options that do not need a model.
 
         Raises:
-            InputError: unknown method or aggregation, IG ``steps < 1``, bad mask hyper-parameters (methods
-                reading ``mask_lambda``), or ``budget < 1`` (methods reading ``budget``).
+            InputError: unknown method, aggregation, metric or pair option; a numeric option outside its
+                :data:`~sfc_core.bounds.BOUNDS` (IG ``steps`` 1-1000, ``top_k`` 1-100000, ...); bad mask
+                hyper-parameters (methods reading ``mask_lambda``).
         """
+        for name in ("method", "metric", "aggregation", "multi_token", "length_mismatch", "ablation"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"{name.replace('_', ' ')} must be a name, not {getattr(self, name)!r:.40}")
+        for name in ("steps", "mask_steps", "mask_lambda", "mask_t_max", "budget", "synergy_pool", "edge_threshold"):
+            if getattr(self, name) is None:
+                raise InputError(f"{name.replace('_', ' ')} needs a value")
         method = registry.get(self.method)
         if self.aggregation not in AGGREGATIONS:
             raise InputError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
-        if self.steps < 1:
-            raise InputError("IG steps must be ≥ 1")
+        for name in ("top_k", "top_k_per_layer", "node_threshold", "edge_threshold", "steps", "mask_steps",
+                     "mask_lambda", "mask_t_max", "budget", "synergy_pool"):
+            bounds.check(name, getattr(self, name), "IG steps" if name == "steps" else None)
+        for name in ("multi_token", "length_mismatch"):
+            check_pair_option(name, getattr(self, name))
+        get_metric(self.metric)
         if "mask_lambda" in method.options:
             from .masks import MaskConfig
 

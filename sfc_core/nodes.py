@@ -217,7 +217,7 @@ def from_fields(hook_name, feature, position=None, where: str = "node") -> Node:
         index = int(feature)
         if isinstance(feature, float) and (not math.isfinite(feature) or feature != index):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{where}: feature must be an integer or 'error', not {feature!r}") from None
     return Node(str(hook_name), unit_kind(str(hook_name)), index, position)
 

@@ -57,8 +57,9 @@ from typing import Any, Iterable, Literal, Sequence
 
 import torch
 
-from . import defaults
+from . import bounds, defaults
 from .errors import Fix, InputError, Notice
+from .jsonio import as_text, parse_json
 
 #: Our spelling of the four fields, and feature-circuits' spelling mapped onto it.
 FIELDS: tuple[str, ...] = ("clean", "corrupted", "answer", "wrong_answer")
@@ -68,6 +69,13 @@ FC_FIELDS: dict[str, str] = {
     "clean_answer": "answer",
     "patch_answer": "wrong_answer",
 }
+
+#: Checked before tokenizing (a megabyte prompt is refused without running the tokenizer on it): characters of
+#: a prompt / an answer, bytes of a pair file, nesting depth of one line's JSON.
+MAX_PROMPT_CHARS = 20_000
+MAX_ANSWER_CHARS = 1_000
+MAX_PAIR_FILE_BYTES = 50 * 1024 * 1024
+MAX_PAIR_DEPTH = 8
 
 MultiToken = Literal["reject", "truncate"]
 LengthMismatch = Literal["skip", "align_last"]
@@ -134,6 +142,15 @@ def _pair_from_record(record: Any, where: str) -> PromptPair:
     for key in ("answer", "wrong_answer"):
         if values[key] == "":
             raise InputError(f"{where}: empty {key}")
+    for key in FIELDS:
+        limit = MAX_PROMPT_CHARS if key in ("clean", "corrupted") else MAX_ANSWER_CHARS
+        if len(values[key]) > limit:
+            raise InputError(f"{where}: '{key}' has {len(values[key]):,} characters; the limit is {limit:,}")
+        try:
+            values[key].encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800": no tokenizer can read it
+            raise InputError(f"{where}: '{key}' holds a character that is not valid Unicode text "
+                             f"(position {exc.start})") from None
     return PromptPair(values["clean"], values["corrupted"], values["answer"], values["wrong_answer"], meta)
 
 
@@ -158,11 +175,14 @@ def read_pairs(path_or_lines: str | Path | Iterable[str]) -> list[PromptPair]:
         path = Path(path_or_lines)
         source = str(path)
         try:
-            lines: Iterable[str] = path.read_text(encoding="utf-8").splitlines()
+            if path.is_file() and path.stat().st_size > MAX_PAIR_FILE_BYTES:
+                raise InputError(f"pair file {path} is {path.stat().st_size / 1e6:.1f} MB; the limit is "
+                                 f"{MAX_PAIR_FILE_BYTES / 1e6:.0f} MB")
+            lines: Iterable[str] = as_text(path.read_bytes(), f"pair file {path}").splitlines()
         except FileNotFoundError:
             raise InputError(f"pair file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read pair file {path}: {exc}") from None
+        except OSError as exc:
+            raise InputError(f"cannot read pair file {path}: {exc.strerror or exc}") from None
     elif isinstance(path_or_lines, str):
         source = "the given text"
         lines = path_or_lines.splitlines()
@@ -171,15 +191,16 @@ def read_pairs(path_or_lines: str | Path | Iterable[str]) -> list[PromptPair]:
         lines = path_or_lines
     pairs: list[PromptPair] = []
     for lineno, line in enumerate(lines, start=1):
-        if isinstance(line, bytes):
-            line = line.decode("utf-8")
+        if isinstance(line, (bytes, bytearray)):
+            line = as_text(line, f"line {lineno}")
+        if not isinstance(line, str):
+            raise InputError(f"line {lineno}: expected text, got {type(line).__name__}")
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"line {lineno}: not valid JSON") from None
+        record = parse_json(line, f"line {lineno}", max_bytes=MAX_PAIR_FILE_BYTES, max_depth=MAX_PAIR_DEPTH)
         pairs.append(_pair_from_record(record, f"line {lineno}"))
+        if len(pairs) > bounds.BOUNDS["n"].hi:
+            raise InputError(f"more than {int(bounds.BOUNDS['n'].hi):,} prompt pairs in {source}")
     if not pairs:
         raise InputError(f"no prompt pairs in {source}")
     return pairs
@@ -395,6 +416,21 @@ def _drop_phrase(which: str, dropped: Sequence[str]) -> str:
             f"(the {other} prompt keeps {'it' if n == 1 else 'them'})")
 
 
+def check_pair_option(option: str, value: str) -> str:
+    """``value`` itself once it is a valid setting of ``option`` (``"multi_token"`` or ``"length_mismatch"``).
+
+    Raises:
+        InputError: another value (named plainly, no keyword syntax: the CLI passes its flags' values in).
+    """
+    if option == "multi_token" and value not in ("reject", "truncate"):
+        raise InputError(f"answers longer than one token can be rejected ('reject') or cut to their first token "
+                         f"('truncate'), not {value!r}")
+    if option == "length_mismatch" and value not in ("skip", "align_last"):
+        raise InputError(f"pairs whose prompts differ in token length can be skipped ('skip') or aligned at the "
+                         f"last token ('align_last'), not {value!r}")
+    return value
+
+
 def tokenize_pairs(
     model: Any,
     pairs: Sequence[PromptPair],
@@ -432,13 +468,8 @@ def tokenize_pairs(
             pairs: ..."; ``fix=("length_mismatch", "align_last")`` when a length mismatch was among the
             reasons); or the model has no tokenizer, or its tokenizer neither a BOS nor an EOS token.
     """
-    # Option values are named plainly (no keyword syntax): the CLI passes its flags' values straight in.
-    if multi_token not in ("reject", "truncate"):
-        raise InputError(f"answers longer than one token can be rejected ('reject') or cut to their first token "
-                         f"('truncate'), not {multi_token!r}")
-    if length_mismatch not in ("skip", "align_last"):
-        raise InputError(f"pairs whose prompts differ in token length can be skipped ('skip') or aligned at the "
-                         f"last token ('align_last'), not {length_mismatch!r}")
+    check_pair_option("multi_token", multi_token)
+    check_pair_option("length_mismatch", length_mismatch)
     pairs = list(pairs)
     if not pairs:
         raise InputError("no prompt pairs given")

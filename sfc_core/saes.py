@@ -235,16 +235,44 @@ def load_release_layers(model, release: str, layers: list[int] | None, device: s
     return dict(sorted(out.items(), key=lambda kv: layer_of(kv[0])))
 
 
-def load_sae_by_source(model, source: str, device: str = "cpu") -> LoadedSAE:
+def load_sae_by_source(model, source: str, device: str = "cpu", allowed_folders=()) -> LoadedSAE:
     """Load an SAE from a circuit file's ``source``: ``"<release>/<sae_id>"`` or a folder path.
 
+    A circuit file alone never makes the engine read a folder: a folder ``source`` loads only when it is one of
+    ``allowed_folders`` (or inside one), the folders the user passed on the command line (``--sae-dir``).
+
     Raises:
-        InputError: neither a known release nor an existing folder, or an unknown SAE id.
+        InputError: neither a known release nor an allowed existing folder, or an unknown SAE id.
         AssetError: the folder is not a loadable SAE.
         OfflineError: a release's weights would be downloaded and no hub is reachable.
         IncompatibleSAEError: it does not fit ``model``.
     """
-    release, _, sae_id = source.partition("/")
-    if release in known_releases() and sae_id:
+    if check_sae_source(source, allowed_folders) == "release":
+        release, _, sae_id = source.partition("/")
         return load_sae_release(model, release, sae_id, device)
     return load_sae_folder(model, source, device)
+
+
+def check_sae_source(source, allowed_folders=()) -> str:
+    """``"bundled"``, ``"release"`` or ``"folder"``: what a circuit file's SAE ``source`` names, once it is
+    allowed (the policy of :func:`load_sae_by_source`; no file is read, so it runs before a model loads).
+
+    Raises:
+        InputError: not text, or a folder the user did not pass in ``allowed_folders``.
+    """
+    if not isinstance(source, str) or not source:
+        raise InputError(f"an SAE source must be a release id or a folder, not {source!r}")
+    if source == defaults.BUNDLED_SAE_SOURCE:
+        return "bundled"
+    release, _, sae_id = source.partition("/")
+    if release in known_releases() and sae_id:
+        return "release"
+    try:
+        folder = Path(source).expanduser().resolve()
+        allowed = [Path(a).expanduser().resolve() for a in allowed_folders]
+    except (OSError, ValueError, RuntimeError):
+        raise InputError(f"SAE source {source[:80]!r} is neither an SAE Lens release id nor a folder") from None
+    if not any(folder == a or a in folder.parents for a in allowed):
+        raise InputError(f"the circuit file names the SAE folder {source[:200]!r}, which is not the bundled default "
+                         "or an SAE Lens release; pass that folder with --sae-dir to load it")
+    return "folder"

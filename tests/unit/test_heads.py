@@ -190,7 +190,7 @@ def test_cli_heads(tmp_path, tiny_internals):
                       (["--positions", "first"], "error: --positions must be all or last, not 'first'"),
                       (["--no-patching"], "error: nothing to do: give --pattern or --path with --no-patching"),
                       (["--path-direction", "up"], "error: --path-direction must be noise or denoise, not 'up'"),
-                      (["--n", "0"], "error: --n must be positive")):
+                      (["--n", "0"], "error: --n must be 1-100000, not 0")):
         r = cli_run("heads", "--pairs", pairs, "--out", str(tmp_path / "x.json"), *args)
         assert r.exit_code == 2 and r.output.strip() == msg, (args, r.output)
         assert not (tmp_path / "x.json").exists()
