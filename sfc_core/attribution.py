@@ -159,6 +159,28 @@ class PairRuns:
             self._prefix = prefix_cache(self.model, self.batch.clean_tokens[:, :length]) if usable else False
         return self._prefix or None
 
+    def ablated_metric(self, ablation: str = "mean"):
+        """``keeps -> [R]``: the mean metric over pairs (metric units) with everything outside each of ``R`` keep
+        masks ablated (:func:`~sfc_core.ablation.circuit_metric`, values of :func:`~sfc_core.ablation.
+        ablation_values` computed once). :class:`~sfc_core.batching.PairStream` offers the same over pair batches.
+
+        Raises:
+            InputError: unknown ablation kind.
+        """
+        from .ablation import ablation_values, circuit_metric
+
+        values = ablation_values(self, ablation)
+        return lambda keeps: circuit_metric(self, keeps, values)
+
+    def active_units(self) -> list[torch.Tensor]:
+        """Per site ``[pos, d_sae]`` bool: the unit is active at that position on some real clean token (latents when
+        positive; neurons, which GELU/SiLU can make negative, when non-zero) — the random baseline's pool."""
+        out = []
+        for i, rec in enumerate(self.clean):
+            act = rec.f * self.mask[..., None]
+            out.append((act > 0 if self.space.has_error(i) else act != 0).any(0))
+        return out
+
     def metric_after(self, x: torch.Tensor, start_block: int, reps: int = 1) -> torch.Tensor:
         """Metric per row ``[reps·n]`` (metric units) of running blocks ``start_block..`` (no SAE edits) on the
         residual ``x`` ``[reps·n, pos, d_model]``, whose shared-prefix positions must be the clean
@@ -509,24 +531,70 @@ def atp_star(runs: PairRuns, aggregation: str = "sum", drop_layers=None) -> Attr
         InputError: unknown aggregation.
         NumericalError: NaN or inf in gradients or effects.
     """
-    _check_aggregation(aggregation)
     t = time.perf_counter()
+    effects = graddrop_effects(graddrop_estimates(runs, aggregation, drop_layers))
+    return _result(runs, "atp_star", aggregation, effects, {"nodes": time.perf_counter() - t})
+
+
+@dataclass
+class GradDropEstimates:
+    """AtP* before its magnitudes: per site, AtP ``base`` ``[d_sae + 1]`` (or ``[pos, d_sae + 1]``) and the
+    estimates ``est`` ``[k, ...]`` with each of the ``k`` downstream dropped blocks, all pair means (metric units);
+    ``n_up`` dropped blocks upstream of each site; ``n_wanted`` blocks dropped in all. Pair means add up over pair
+    batches (:meth:`scaled`, :meth:`plus`); the magnitudes of :func:`graddrop_effects` do not, so batches combine
+    these first (:mod:`sfc_core.batching`)."""
+
+    base: list[torch.Tensor]
+    est: list[torch.Tensor]
+    n_up: list[int]
+    n_wanted: int
+
+    def map(self, fn) -> "GradDropEstimates":
+        """``fn`` applied to every estimate tensor (e.g. padding positions)."""
+        return GradDropEstimates([fn(b) for b in self.base], [fn(e) for e in self.est], self.n_up, self.n_wanted)
+
+    def scaled(self, w: float) -> "GradDropEstimates":
+        """The estimates × ``w`` (a batch's share of the pairs)."""
+        return self.map(lambda t: t * w)
+
+    def plus(self, other: "GradDropEstimates") -> "GradDropEstimates":
+        """The sum of two batches' (weighted) estimates."""
+        return GradDropEstimates([a + b for a, b in zip(self.base, other.base)],
+                                 [a + b for a, b in zip(self.est, other.est)], self.n_up, self.n_wanted)
+
+
+def graddrop_estimates(runs: PairRuns, aggregation: str = "sum", drop_layers=None) -> GradDropEstimates:
+    """The signed pair-mean estimates AtP* is made of (:func:`atp_star` for the method and its source).
+
+    Raises:
+        InputError: unknown aggregation.
+        NumericalError: NaN or inf in gradients.
+    """
+    _check_aggregation(aggregation)
     L = runs.model.cfg.n_layers
     wanted = sorted(set(range(L)) if drop_layers is None else {int(b) for b in drop_layers})
     plain, dropped, layers = graddrop_gradients(runs, wanted)
-    effects = []
+    base, est, n_up = [], [], []
     for i, (g, stack, lay) in enumerate(zip(plain, dropped, layers)):
-        base = _site_effects(runs, i, g, aggregation)
-        if not wanted:
-            effects.append(base)
-            continue
-        est = [_site_effects(runs, i, s, aggregation) for s in stack]
-        n_up = len(wanted) - len(lay)  # dropped blocks before the site: estimate = AtP's
-        magnitude = (n_up * base.abs() + sum((e.abs() for e in est), torch.zeros_like(base))) / len(wanted)
-        signed = n_up * base + sum(est, torch.zeros_like(base))
+        b = _site_effects(runs, i, g, aggregation)
+        base.append(b)
+        est.append(torch.stack([_site_effects(runs, i, s, aggregation) for s in stack]) if len(stack)
+                   else b.new_zeros(0, *b.shape))
+        n_up.append(len(wanted) - len(lay))  # dropped blocks before the site: estimate = AtP's
+    return GradDropEstimates(base, est, n_up, len(wanted))
+
+
+def graddrop_effects(g: GradDropEstimates) -> list[torch.Tensor]:
+    """AtP* effects per site, ``sign(AtP) · (n_up·|AtP| + Σ_ℓ |Î_ℓ|) / L`` (:func:`atp_star`), metric units."""
+    if not g.n_wanted:
+        return list(g.base)
+    effects = []
+    for base, est, n_up in zip(g.base, g.est, g.n_up):
+        magnitude = (n_up * base.abs() + est.abs().sum(0)) / g.n_wanted
+        signed = n_up * base + est.sum(0)
         sign = torch.where(base != 0, base.sign(), signed.sign())
         effects.append(sign * magnitude)
-    return _result(runs, "atp_star", aggregation, effects, {"nodes": time.perf_counter() - t})
+    return effects
 
 
 # ------------------------------------------------------------------ IG

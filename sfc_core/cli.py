@@ -369,7 +369,7 @@ def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int
                      sae_dirs: list[Path] | None = None):
     """Model, SAEs and spliced runs matching a saved circuit. SAEs load from the bundle, SAE Lens releases, or
     folders the user passed (``sae_dirs``): never from a folder the file alone names."""
-    from .attribution import prepare_runs
+    from .batching import open_runs
     from .circuit import load_circuit
     from .discovery import DiscoverConfig, as_batch
     from .errors import InputError
@@ -398,7 +398,7 @@ def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int
     cfg = DiscoverConfig(metric=meta.get("metric", "logit_diff"))
     batch = as_batch(model, loaded, cfg)
     _say_warnings(batch)  # evaluate / verify take no pair options: the warnings name no flag
-    return G, prepare_runs(model, saes, batch, cfg.metric)
+    return G, open_runs(model, saes, batch, cfg.metric)
 
 
 @app.command()
@@ -500,6 +500,7 @@ def compare(
     """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline); with
     --units, feature vs neuron circuits of the same pairs (Marks et al. 2024, §4)."""
     from .attribution import prepare_runs
+    from .batching import check_one_batch
     from .compare import compare_methods
     from .discovery import DiscoverConfig, as_batch
     from .errors import InputError
@@ -531,6 +532,7 @@ def compare(
     loaded = _load_pairs(model, pairs, task, n)
     batch = as_batch(model, loaded, DiscoverConfig())
     _say_warnings(batch, compare)
+    check_one_batch(model, saes, batch, "sfc compare")
     runs = prepare_runs(model, saes, batch)
     bar = _Bar("compare")
     side = partial_path(out)
@@ -575,12 +577,14 @@ def _parse_floats(text: str, what: str) -> list[float]:
 
 def _compare_units(out: Path, pairs, task, n, layers, unit_list, method, size_list, ablation, target_list) -> None:
     """``sfc compare --units``: :func:`sfc_core.compare.neurons_vs_features` on the pairs, written to ``out``."""
+    from .batching import check_one_batch
     from .compare import neurons_vs_features
     from .discovery import DiscoverConfig, as_batch
 
     model, saes = _load_model_and_saes(None, None, layers)
     batch = as_batch(model, _load_pairs(model, pairs, task, n), DiscoverConfig())
     _say_warnings(batch, compare)
+    check_one_batch(model, saes, batch, "sfc compare --units")
     report = neurons_vs_features(model, saes, batch, size_list, method, ablation, target_list, units=tuple(unit_list))
     report["task"] = task
     _write_json(report, out)

@@ -69,3 +69,7 @@ TARGET_FAITHFULNESS = 0.8
 TARGET_EDGE_NODES = 100
 #: Integrated-gradients steps (Marks et al. 2024 use 10).
 IG_STEPS = 10
+#: Peak memory the engine plans for when it streams prompt pairs in batches (:mod:`sfc_core.batching`), in GB,
+#: and what the process holds before any batch (interpreter, torch, tokenizer), in GB.
+MEMORY_BUDGET_GB = 4.0
+PROCESS_BASE_GB = 1.0

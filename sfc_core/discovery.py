@@ -22,7 +22,8 @@ from . import bounds, defaults
 from . import methods as registry
 from .ablation import check_ablation
 from .alignment import check_position_resolved
-from .attribution import AGGREGATIONS, Attribution, PairRuns, attribute, exact_effects, prepare_runs
+from .attribution import AGGREGATIONS, Attribution, PairRuns, attribute, exact_effects
+from .batching import PairStream, one_batch, open_runs
 from .circuit import build_graph, circuit_nodes, select_nodes
 from .edges import edge_effects
 from .errors import InputError
@@ -278,7 +279,7 @@ def _metadata(model, saes, cfg: DiscoverConfig, attr: Attribution, batch: PairBa
 
 
 def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), progress=None,
-             edge_pool: int | None = None) -> Discovery:
+             edge_pool: int | None = None, pair_batch: int | None = None) -> Discovery:
     """Find a sparse feature circuit for ``pairs`` (Marks et al. 2024: node IEs §2, edges §3 eq. 5).
 
     Args:
@@ -288,6 +289,10 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         edge_pool: compute edges among this many top nodes by |effect| (default: all the
             selected ones): more than selected, so a looser selection later reuses them; fewer
             when a selection method keeps more, to bound the edge cost.
+        pair_batch: pairs per batch (default: as many as fit the memory budget,
+            :func:`~sfc_core.batching.pair_batch_size`). When the pairs need several batches, the discovery's
+            ``runs`` is a :class:`~sfc_core.batching.PairStream` and attribution, edges and scores stream over
+            them (the same figures to float precision, memory of one batch).
 
     Returns:
         :class:`Discovery`; node effects ``[d_sae + 1]`` (or ``[pos, d_sae + 1]``) per site and edge
@@ -296,7 +301,8 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     Raises:
         InputError: bad pairs, options or hook points (two SAEs at one point, a non-residual one);
             position-resolved nodes (``aggregation="none"``) over pairs of several template groups
-            (:func:`~sfc_core.alignment.check_position_resolved`).
+            (:func:`~sfc_core.alignment.check_position_resolved`); a selection method (mask, FAP) on more pairs
+            than fit one batch of the memory budget (:func:`~sfc_core.batching.one_batch`).
         IncompatibleSAEError: an SAE's ``d_in`` differs from the model's ``d_model``.
         NumericalError: NaN or inf in activations, gradients or effects.
     """
@@ -308,18 +314,22 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     if cfg.aggregation == "none":
         check_position_resolved(batch)
     say("clean and corrupted runs", 0.05)
-    runs = prepare_runs(model, saes, batch, cfg.metric)
+    runs = open_runs(model, saes, batch, cfg.metric, pair_batch)
     timings["runs"] = time.perf_counter() - t
     say(f"node effects ({cfg.method})", 0.15)
     method = registry.get(cfg.method)
     if method.kind == "selection":
+        runs = one_batch(runs, f"{cfg.method} (a selection method)")
         attr = attribute(runs, "atp", cfg.aggregation)
         t = time.perf_counter()
         nodes = method.run(runs, cfg, progress=lambda d, n: say(cfg.method, 0.15 + 0.5 * d / n))
         timings["nodes"] = time.perf_counter() - t
     else:
-        attr = method.run(runs, cfg.aggregation, cfg.steps,
-                          progress=lambda d, n: say(f"node effects ({cfg.method})", 0.15 + 0.5 * d / n))
+        node_progress = lambda d, n: say(f"node effects ({cfg.method})", 0.15 + 0.5 * d / n)  # noqa: E731
+        if isinstance(runs, PairStream):
+            attr = runs.attribute(cfg.method, cfg.aggregation, cfg.steps, node_progress)
+        else:
+            attr = method.run(runs, cfg.aggregation, cfg.steps, progress=node_progress)
         timings["nodes"] = attr.timings_s["nodes"]
         if cfg.target_faithfulness is not None:
             say(f"searching the smallest circuit with faithfulness ≥ {cfg.target_faithfulness:g}", 0.55)
@@ -342,8 +352,11 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     if cfg.edges and edge_nodes:
         say("edges", 0.7)
         effects = {n: attr.space.value(attr.effects, n) for n in edge_nodes}
-        edges, et = edge_effects(runs, edge_nodes, effects,
-                                 progress=lambda d, n: say("edges", 0.7 + 0.3 * d / max(n, 1)))
+        edge_progress = lambda d, n: say("edges", 0.7 + 0.3 * d / max(n, 1))  # noqa: E731
+        if isinstance(runs, PairStream):
+            edges, et = runs.edge_effects(edge_nodes, effects, progress=edge_progress)
+        else:
+            edges, et = edge_effects(runs, edge_nodes, effects, progress=edge_progress)
         timings.update(et)
     meta = _metadata(model, saes, cfg, attr, batch, timings)
     d = Discovery(runs, attr, edge_nodes, edges, nx.DiGraph(), meta)
@@ -418,7 +431,8 @@ def verify(runs: PairRuns, G: nx.DiGraph, progress=None) -> dict:
     keys, _ = graph_effects(G, runs)
     ids = [n for n in G.nodes if not is_end_id(n)]
     recorded = torch.tensor([float(G.nodes[n].get("effect") or 0.0) for n in ids])
-    exact = exact_effects(runs, keys, progress=progress).float()
+    exact = (runs.exact_effects(keys, progress) if isinstance(runs, PairStream)
+             else exact_effects(runs, keys, progress=progress)).float()
     return {
         "n_nodes": len(ids),
         "pearson": pearson(recorded, exact),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .ablation import ablation_values, check_ablation, circuit_metric
+from .ablation import check_ablation
 from .attribution import PairRuns
 from .errors import InputError
 from .nodes import Node
@@ -74,7 +74,7 @@ def score_circuits(runs: PairRuns, circuits: list[list[Node]], ablation: str = "
     Raises:
         InputError: unknown ablation; a node at a hook point without an SAE or out of range.
     """
-    values = ablation_values(runs, ablation)
+    ablated = runs.ablated_metric(ablation)
     per_position = aggregation == "none"
     none = runs.space.keep_masks([], per_position)
     every = runs.space.keep_masks([], per_position, complement=True)
@@ -82,7 +82,7 @@ def score_circuits(runs: PairRuns, circuits: list[list[Node]], ablation: str = "
     for nodes in circuits:
         keeps += [runs.space.keep_masks(nodes, per_position),
                   runs.space.keep_masks(nodes, per_position, complement=True)]
-    ms = circuit_metric(runs, keeps, values).tolist()
+    ms = ablated(keeps).tolist()
     m_full, m_empty = ms[0], ms[1]
     out = []
     for c, nodes in enumerate(circuits):
@@ -162,18 +162,17 @@ def smallest_faithful(runs: PairRuns, ranked: list[Node], target: float, ablatio
     target = check_target(target)
     if not ranked:
         raise InputError("no node has a non-zero effect: there is no circuit to grow")
-    values = ablation_values(runs, ablation)
+    ablated = runs.ablated_metric(ablation)
     per_position = aggregation == "none"
     none = runs.space.keep_masks([], per_position)
-    m_full, m_empty = circuit_metric(runs, [runs.space.keep_masks([], per_position, complement=True), none],
-                                     values).tolist()
+    m_full, m_empty = ablated([runs.space.keep_masks([], per_position, complement=True), none]).tolist()
     tried = {} if tried is None else tried
 
     def evaluate(sizes: list[int]) -> None:
         sizes = [n for n in sorted(set(sizes)) if n not in tried]
         if sizes:
             keeps = [runs.space.keep_masks(ranked[:n], per_position) for n in sizes]
-            for n, m in zip(sizes, circuit_metric(runs, keeps, values).tolist()):
+            for n, m in zip(sizes, ablated(keeps).tolist()):
                 tried[n] = _ratio(m, m_empty, m_full)
 
     def reaches(n: int) -> bool:
@@ -204,18 +203,15 @@ def random_nodes(runs: PairRuns, size: int, seed: int, aggregation: str = "sum")
     of Marks et al. 2024, §4. Deterministic in ``seed``."""
     space = runs.space
     pool = []
-    for i, rec in enumerate(runs.clean):
-        # latents are active when positive; neurons (GELU/SiLU can be negative) when non-zero
-        act = rec.f * runs.mask[..., None]
-        active = act > 0 if space.has_error(i) else act != 0
+    for i, active in enumerate(runs.active_units()):  # [pos, d_sae]: active on some real clean token
         errs = space.has_error(i)
         if aggregation == "sum":
-            pool += [space.node_at(i, k) for k in torch.nonzero(active.any((0, 1))).flatten().tolist()]
+            pool += [space.node_at(i, k) for k in torch.nonzero(active.any(0)).flatten().tolist()]
             pool += [space.node_at(i, space.d_sae[i])] if errs else []
         else:
-            pos_feat = torch.nonzero(active.any(0)).tolist()
+            pos_feat = torch.nonzero(active).tolist()
             pool += [space.node_at(i, k, p) for p, k in pos_feat]
-            pool += [space.node_at(i, space.d_sae[i], p) for p in range(1, rec.f.shape[1])] if errs else []
+            pool += [space.node_at(i, space.d_sae[i], p) for p in range(1, active.shape[0])] if errs else []
     rng = random.Random(seed)
     return rng.sample(pool, min(size, len(pool)))
 

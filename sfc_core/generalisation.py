@@ -111,17 +111,17 @@ def heldout_for(model, task: str, inside: list[PromptPair], n: int, by: str = "n
 
 def rerun(runs, pairs: list[PromptPair]):
     """Spliced runs of other ``pairs`` with the model, SAEs and metric of ``runs`` (a
-    :class:`~sfc_core.attribution.PairRuns`).
+    :class:`~sfc_core.attribution.PairRuns`, or a :class:`~sfc_core.batching.PairStream` when they need several
+    pair batches, :func:`~sfc_core.batching.open_runs`).
 
     Raises:
         InputError: bad pairs (see :func:`~sfc_core.pairs.tokenize_pairs`).
     """
-    from .attribution import prepare_runs
+    from .batching import open_runs
     from .discovery import DiscoverConfig, as_batch
 
     saes = {site.hook_name: site.sae for site in runs.sites if site.sae is not None}
-    return prepare_runs(runs.model, saes, as_batch(runs.model, pairs, DiscoverConfig(metric=runs.metric)),
-                        runs.metric)
+    return open_runs(runs.model, saes, as_batch(runs.model, pairs, DiscoverConfig(metric=runs.metric)), runs.metric)
 
 
 def heldout_scores(G: nx.DiGraph, inside, heldout, ablation: str = "mean", by: str | None = None) -> dict:

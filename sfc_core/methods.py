@@ -44,6 +44,10 @@ class Method:
             comparison and the other methods are also scored at its sizes.
         passes: ``passes(cfg, n_sites) -> float``: the method's cost in forward+backward passes over the pairs
             (measured on 20 IOI pairs, README's benchmark tables), for :func:`estimate_seconds`.
+        pair_means: attribution methods whose effects are *not* a mean over pairs of per-pair values (AtP*'s
+            magnitudes): ``(partial(runs, aggregation, steps) -> pair means, finish(pair means) -> effects)``
+            for running in pair batches (:mod:`sfc_core.batching`); the pair means support ``map(fn)`` (over their
+            ``[..., pos, k]`` tensors), ``scaled(w)`` and ``plus(other)``. ``None``: the effects themselves are pair means.
     """
 
     name: str
@@ -57,6 +61,7 @@ class Method:
     options: tuple[str, ...] = ()
     clean_gradient: bool = False
     passes: Callable = lambda cfg, n_sites: 1.0
+    pair_means: tuple[Callable, Callable] | None = None
 
 
 #: What every discovery adds to its method: the clean and corrupted spliced runs and the edges among the app's
@@ -130,6 +135,18 @@ def _atp_star(runs, aggregation="sum", steps=defaults.IG_STEPS, progress=None):
     from .attribution import atp_star
 
     return atp_star(runs, aggregation)
+
+
+def _graddrop_pair_means(runs, aggregation="sum", steps=defaults.IG_STEPS):
+    from .attribution import graddrop_estimates
+
+    return graddrop_estimates(runs, aggregation)
+
+
+def _graddrop_finish(estimates):
+    from .attribution import graddrop_effects
+
+    return graddrop_effects(estimates)
 
 
 def _ig(runs, aggregation="sum", steps=defaults.IG_STEPS, progress=None):
@@ -216,7 +233,8 @@ register(Method("atp", "AtP — attribution patching (fast)", "attribution", "fa
                 clean_gradient=True, passes=lambda cfg, n_sites: 1.0))
 register(Method("atp_star", "AtP* — attribution patching with GradDrop", "attribution", "medium",
                 "Kramár et al. 2024, AtP*: GradDrop (QK fix n/a to residual SAE nodes)", _atp_star,
-                _compare_by_effect("atp_star"), clean_gradient=True, passes=lambda cfg, n_sites: 3.0))
+                _compare_by_effect("atp_star"), clean_gradient=True, passes=lambda cfg, n_sites: 3.0,
+                pair_means=(_graddrop_pair_means, _graddrop_finish)))
 register(Method("ig", "IG — integrated gradients", "attribution", "medium",
                 "Marks et al. 2024, eq. 3 (Sundararajan et al. 2017)", _ig, _compare_by_effect("ig"),
                 options=("steps",), passes=lambda cfg, n_sites: 1.6 * cfg.steps))

@@ -146,6 +146,10 @@ def ablation_section(runs, loaded, feature: int, key: str, default_kind: str = "
     if loaded.hook_name not in hooks:
         st.info(f"The current runs have no SAE at {loaded.hook_name}.")
         return
+    if hasattr(runs, "head"):  # pairs streamed in batches (sfc_core.batching): the table shows the first batch
+        st.caption(f"On the first {runs.head().n} of {runs.n} pairs: the pairs run in batches that fit the "
+                   "memory budget, and this table shows one batch.")
+        runs = runs.head()
     cache = ui.panel_cache()
     ck = ("ablate", id(runs), loaded.hook_name, int(feature), kind)
     with ui.guard("Ablating the feature"):
