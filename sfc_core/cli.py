@@ -637,9 +637,13 @@ def _parse_head(text: str, what: str) -> tuple[int, int]:
     return layer, head
 
 
-def _check_internals_options(out: Path, pairs, task, n, chunk: int | None = None) -> None:
+def _check_internals_options(out: Path, pairs, task, n, chunk: int | None = None, multi_token: str = "reject",
+                             length_mismatch: str = "skip") -> None:
     from .errors import InputError
+    from .pairs import check_pair_option
 
+    check_pair_option("multi_token", multi_token)
+    check_pair_option("length_mismatch", length_mismatch)
     _check_pair_source(pairs, task, n)
     if n is not None and n > 1000:
         raise InputError("--n must be at most 1000")
@@ -676,7 +680,7 @@ def trace(
     directions = ["denoise", "noise"] if direction == "both" else [check_direction(direction)]
     if template_group not in ("refuse", "largest"):
         raise InputError(f"--template-group must be refuse or largest, not '{template_group}'")
-    _check_internals_options(out, pairs, task, n, chunk)
+    _check_internals_options(out, pairs, task, n, chunk, multi_token, length_mismatch)
     layer_list = _parse_ints(layers, "--layers")
     model = _internals_model(model_name)
     batch = _internals_batch(model, pairs, task, n, one_template, multi_token, length_mismatch, trace)
@@ -721,7 +725,9 @@ def lens(
         raise InputError("--top-k must be between 1 and 50")
     if pair < 0 or (position is not None and position < 0):
         raise InputError("--pair and --position must not be negative")
-    _check_internals_options(out, pairs, task, n)
+    if run not in ("clean", "corrupted"):
+        raise InputError(f"--run must be clean or corrupted, not '{run}'")
+    _check_internals_options(out, pairs, task, n, None, multi_token, length_mismatch)
     model = _internals_model(model_name)
     batch = _internals_batch(model, pairs, task, n, False, multi_token, length_mismatch, lens)
     if position is not None and position > int(batch.last_pos[min(pair, batch.n - 1)]):
@@ -784,7 +790,7 @@ def heads(
         sender, receiver = (_parse_head(p.strip(), "--path") for p in path.split(">"))
     if not (patching or pattern_head or path):
         raise InputError("nothing to do: give --pattern or --path with --no-patching")
-    _check_internals_options(out, pairs, task, n, chunk)
+    _check_internals_options(out, pairs, task, n, chunk, multi_token, length_mismatch)
     layer_list = _parse_ints(layers, "--layers")
     model = _internals_model(model_name)
     if layer_list is not None:

@@ -346,6 +346,9 @@ def _cli_cases(d: Path) -> list[list[str]]:
         ["compare", "--task", "ioi", "--out", str(d / "missing" / "c.json")],
         ["trace", "--task", "ioi", "--chunk", "0", "--out", str(out)],
         ["lens", "--task", "ioi", "--top-k", "99", "--out", str(out)],
+        ["lens", "--task", "ioi", "--run", "both", "--out", str(out)],
+        ["trace", "--task", "ioi", "--multi-token", "keep", "--out", str(out)],
+        ["heads", "--task", "ioi", "--length-mismatch", "pad", "--out", str(out)],
         ["heads", "--task", "ioi", "--path", "3.1", "--out", str(out)],
         ["tasks", "--n", "0"],
     ]
