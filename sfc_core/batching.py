@@ -382,14 +382,16 @@ class PairStream:
         return total
 
 
-def open_runs(model, saes: dict, batch, metric: str = "logit_diff", pair_batch: int | None = None):
-    """The runs of ``batch``: one :class:`~sfc_core.attribution.PairRuns` when every pair fits one batch of the
-    memory budget (``pair_batch``, default :func:`pair_batch_size`), else a :class:`PairStream`.
+def open_runs(model, saes: dict, batch, metric: str = "logit_diff", pair_batch: int | None = None,
+              memory_gb: float | None = None):
+    """The runs of ``batch``: one :class:`~sfc_core.attribution.PairRuns` when every pair fits one batch
+    (``pair_batch`` pairs, default :func:`pair_batch_size` for ``memory_gb``), else a :class:`PairStream`.
 
     Raises:
-        InputError / IncompatibleSAEError / NumericalError: as :func:`~sfc_core.attribution.prepare_runs`.
+        InputError: a bad ``pair_batch`` or ``memory_gb``; as :func:`~sfc_core.attribution.prepare_runs`.
+        IncompatibleSAEError / NumericalError: as :func:`~sfc_core.attribution.prepare_runs`.
     """
-    size = pair_batch_size(model, saes, batch.pos) if pair_batch is None else bounds.check(
+    size = pair_batch_size(model, saes, batch.pos, memory_gb) if pair_batch is None else bounds.check(
         "pair_batch", pair_batch, "pairs per batch")
     if batch.n <= size:
         return prepare_runs(model, saes, batch, metric)

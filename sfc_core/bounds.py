@@ -46,8 +46,8 @@ BOUNDS: dict[str, Bound] = {
 def describe(name: str) -> str:
     """``"1-1000"`` (or ``"> 0 and ≤ 1000"``) for ``--help`` texts."""
     b = BOUNDS[name]
-    lo, hi = (int(b.lo), int(b.hi)) if b.integer else (b.lo, b.hi)
-    return f"> {lo:g} and ≤ {hi:g}" if b.open_lo else f"{lo:g}-{hi:g}"
+    lo, hi = (str(int(b.lo)), str(int(b.hi))) if b.integer else (f"{b.lo:g}", f"{b.hi:g}")
+    return f"> {lo} and ≤ {hi}" if b.open_lo else f"{lo}-{hi}"
 
 
 def check(name: str, value, what: str | None = None):

@@ -316,6 +316,9 @@ def discover(
     length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
     model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
     sae_release: str = typer.Option(None, help="SAE Lens release (needs --model)"),
+    memory_gb: float = typer.Option(defaults.MEMORY_BUDGET_GB, "--memory-gb",
+                                    help="peak memory to plan pair batches for, GB "
+                                         f"({bounds.describe('memory_gb')}): more pairs run in several batches"),
 ) -> None:
     """Find a sparse feature circuit for prompt pairs and write it as sfc-circuit/2 JSON."""
     from .discovery import DiscoverConfig, discover as run_discover
@@ -334,13 +337,14 @@ def discover(
                          mask_lambda=mask_lambda, mask_steps=mask_steps, mask_t_max=t_max, budget=budget,
                          synergy_pool=synergy_pool, target_faithfulness=target_faithfulness, ablation=ablation)
     cfg.check()
+    bounds.check("memory_gb", memory_gb, "--memory-gb")
     _check_pair_source(pairs, task, n)
     _check_out(out)
     model, saes = _load_model_and_saes(model_name, sae_release, layers)
     loaded = _load_pairs(model, pairs, task, n)
     bar = _Bar("discover")
     try:
-        result = run_discover(model, saes, loaded, cfg, progress=bar)
+        result = run_discover(model, saes, loaded, cfg, progress=bar, memory_gb=memory_gb)
     finally:
         bar.close()
     _say_warnings(result.runs.batch, discover)
@@ -366,7 +370,7 @@ def discover(
 
 
 def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int | None,
-                     sae_dirs: list[Path] | None = None):
+                     sae_dirs: list[Path] | None = None, memory_gb: float | None = None):
     """Model, SAEs and spliced runs matching a saved circuit. SAEs load from the bundle, SAE Lens releases, or
     folders the user passed (``sae_dirs``): never from a folder the file alone names."""
     from .batching import open_runs
@@ -398,7 +402,7 @@ def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int
     cfg = DiscoverConfig(metric=meta.get("metric", "logit_diff"))
     batch = as_batch(model, loaded, cfg)
     _say_warnings(batch)  # evaluate / verify take no pair options: the warnings name no flag
-    return G, open_runs(model, saes, batch, cfg.metric)
+    return G, open_runs(model, saes, batch, cfg.metric, memory_gb=memory_gb)
 
 
 @app.command()
@@ -417,6 +421,9 @@ def evaluate(
                                            "templates) or seed (fresh draws)"),
     sae_dir: list[Path] = typer.Option(None, "--sae-dir", help="an SAE folder the circuit file names as a source "
                                                                "(repeatable); other folders are never read"),
+    memory_gb: float = typer.Option(defaults.MEMORY_BUDGET_GB, "--memory-gb",
+                                    help="peak memory to plan pair batches for, GB "
+                                         f"({bounds.describe('memory_gb')}): more pairs run in several batches"),
 ) -> None:
     """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline; with
     --heldout, also on pairs of the same task it was not found on, next to the in-sample scores."""
@@ -429,7 +436,8 @@ def evaluate(
     if heldout is not None and heldout not in HELDOUT_BY:
         raise InputError(f"--heldout must be one of {', '.join(HELDOUT_BY)}, not {heldout!r}")
     _check_out(out)
-    G, runs = _circuit_context(circuit, pairs, task, n, sae_dir)
+    bounds.check("memory_gb", memory_gb, "--memory-gb")
+    G, runs = _circuit_context(circuit, pairs, task, n, sae_dir, memory_gb)
     report = run_evaluate(runs, G, size_list, ablation)
     if heldout is not None:
         report["heldout"] = _heldout_report(G, runs, task or G.graph.get("task"), heldout, ablation)
@@ -463,13 +471,17 @@ def verify(
     out: Path = typer.Option(None, help="write the per-node comparison as JSON"),
     sae_dir: list[Path] = typer.Option(None, "--sae-dir", help="an SAE folder the circuit file names as a source "
                                                                "(repeatable); other folders are never read"),
+    memory_gb: float = typer.Option(defaults.MEMORY_BUDGET_GB, "--memory-gb",
+                                    help="peak memory to plan pair batches for, GB "
+                                         f"({bounds.describe('memory_gb')}): more pairs run in several batches"),
 ) -> None:
     """Exact patching of a circuit's nodes; agreement (Spearman, Pearson) with its recorded effects."""
     from .discovery import verify as run_verify
 
     if out is not None:
         _check_out(out)
-    G, runs = _circuit_context(circuit, pairs, task, n, sae_dir)
+    bounds.check("memory_gb", memory_gb, "--memory-gb")
+    G, runs = _circuit_context(circuit, pairs, task, n, sae_dir, memory_gb)
     report = run_verify(runs, G)
     if out is not None:
         _write_json(report, out)

@@ -279,7 +279,8 @@ def _metadata(model, saes, cfg: DiscoverConfig, attr: Attribution, batch: PairBa
 
 
 def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), progress=None,
-             edge_pool: int | None = None, pair_batch: int | None = None) -> Discovery:
+             edge_pool: int | None = None, pair_batch: int | None = None,
+             memory_gb: float | None = None) -> Discovery:
     """Find a sparse feature circuit for ``pairs`` (Marks et al. 2024: node IEs §2, edges §3 eq. 5).
 
     Args:
@@ -289,8 +290,8 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         edge_pool: compute edges among this many top nodes by |effect| (default: all the
             selected ones): more than selected, so a looser selection later reuses them; fewer
             when a selection method keeps more, to bound the edge cost.
-        pair_batch: pairs per batch (default: as many as fit the memory budget,
-            :func:`~sfc_core.batching.pair_batch_size`). When the pairs need several batches, the discovery's
+        pair_batch: pairs per batch (default: as many as fit ``memory_gb``, default
+            ``defaults.MEMORY_BUDGET_GB``, :func:`~sfc_core.batching.pair_batch_size`). When the pairs need several batches, the discovery's
             ``runs`` is a :class:`~sfc_core.batching.PairStream` and attribution, edges and scores stream over
             them (the same figures to float precision, memory of one batch).
 
@@ -314,7 +315,7 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     if cfg.aggregation == "none":
         check_position_resolved(batch)
     say("clean and corrupted runs", 0.05)
-    runs = open_runs(model, saes, batch, cfg.metric, pair_batch)
+    runs = open_runs(model, saes, batch, cfg.metric, pair_batch, memory_gb)
     timings["runs"] = time.perf_counter() - t
     say(f"node effects ({cfg.method})", 0.15)
     method = registry.get(cfg.method)

@@ -328,7 +328,7 @@ def _cli_cases(d: Path) -> list[list[str]]:
         disc + ["--node-threshold", "nan"], disc + ["--node-threshold", "-1"], disc + ["--edge-threshold", "inf"],
         disc + ["--method", "mask", "--mask-lambda", "0"], disc + ["--method", "mask", "--t-max", "1"],
         disc + ["--method", "fap", "--budget", "0"], disc + ["--target-faithfulness", "3"],
-        disc + ["--ablation", "resample"], disc + ["--bogus"], disc + ["--top-k", "5", "--node-threshold", "1"],
+        disc + ["--ablation", "resample"], disc + ["--bogus"], disc + ["--memory-gb", "0.1"], disc + ["--top-k", "5", "--node-threshold", "1"],
         ["discover", "--task", "ioi", "--out", str(d)],
         ["discover", "--task", "ioi", "--out", str(d / "missing" / "c.json")],
         ["discover", "--pairs", str(bad_pairs), "--out", str(out)],
