@@ -66,6 +66,10 @@ def _say_warnings(batch, command=None) -> None:
         typer.echo(message_line(w, command, prefix="warning"), err=True)
 
 
+#: What an interrupted command (SIGINT, SIGTERM) says: its output file is untouched (atomic writes).
+INTERRUPTED = "interrupted: the output was not written (an existing file is as it was)"
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -86,7 +90,7 @@ def user_errors(fn):
             typer.echo(message_line(exc, fn), err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: nothing was written", err=True)
+            typer.echo(INTERRUPTED, err=True)
             raise typer.Exit(130) from None
         finally:
             if main_thread:
@@ -294,8 +298,10 @@ def discover(
     method: str = typer.Option("atp", help=METHOD_HELP),
     layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
     node_threshold: float = typer.Option(None, help="keep nodes with |effect| >= T"),
-    top_k: int = typer.Option(None, help=f"keep the K nodes of largest |effect| (default 50; {bounds.describe('top_k')})"),
-    top_k_per_layer: int = typer.Option(None, help=f"keep the K largest per SAE ({bounds.describe('top_k_per_layer')})"),
+    top_k: int = typer.Option(None, help="keep the K nodes of largest |effect| "
+                                         f"(default 50; {bounds.describe('top_k')})"),
+    top_k_per_layer: int = typer.Option(None, help="keep the K largest per SAE "
+                                                   f"({bounds.describe('top_k_per_layer')})"),
     target_faithfulness: float = typer.Option(
         None, help="keep the smallest top-n by |effect| whose faithfulness reaches this, in (0, 1.5] "
                    "(attribution methods; replaces the node rules; edges among its top "
@@ -306,12 +312,14 @@ def discover(
     aggregate: str = typer.Option("sum", help="sum over positions, or none (nodes per position)"),
     metric: str = typer.Option("logit_diff", help="logit_diff | prob_diff | kl"),
     steps: int = typer.Option(10, help=f"IG steps ({bounds.describe('steps')})"),
-    mask_lambda: float = typer.Option(defaults.MASK_LAMBDA, help=f"mask: sparsity weight λ ({bounds.describe('mask_lambda')})"),
+    mask_lambda: float = typer.Option(defaults.MASK_LAMBDA,
+                                      help=f"mask: sparsity weight λ ({bounds.describe('mask_lambda')})"),
     mask_steps: int = typer.Option(200, help=f"mask: optimisation steps ({bounds.describe('mask_steps')})"),
     t_max: float = typer.Option(200.0, help=f"mask: final temperature T_max ({bounds.describe('mask_t_max')})"),
     budget: int = typer.Option(50, help=f"fap / fap-synergy: number of latents K ({bounds.describe('budget')})"),
-    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is "
-                                     f"measured ({bounds.describe('synergy_pool')})"),
+    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL,
+                                     help="fap-synergy: candidates whose pairwise synergy is measured "
+                                          f"({bounds.describe('synergy_pool')})"),
     multi_token: str = typer.Option("reject", help="multi-token answers: reject | truncate"),
     length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
     model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
@@ -501,8 +509,9 @@ def compare(
     lambdas: str = typer.Option(",".join(f"{v:g}" for v in defaults.MASK_LAMBDAS), help="mask: λ values of the sweep"),
     mask_steps: int = typer.Option(200, help="mask: optimisation steps per λ"),
     t_max: float = typer.Option(200.0, help="mask: final temperature"),
-    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL, help="fap-synergy: candidates whose pairwise synergy is "
-                                     f"measured ({bounds.describe('synergy_pool')})"),
+    synergy_pool: int = typer.Option(defaults.FAP_SYNERGY_POOL,
+                                     help="fap-synergy: candidates whose pairwise synergy is measured "
+                                          f"({bounds.describe('synergy_pool')})"),
     layers: str = typer.Option(None, help="comma-separated SAE layers (default: all bundled)"),
     units: str = typer.Option(None, help="instead of methods, compare node units: features, neurons (the MLP "
                                          "neurons of the SAEs' layers), resid (the residual stream's directions at "
@@ -535,6 +544,7 @@ def compare(
     unit_list = _check_units(units)
     target_list = _parse_floats(targets, "--targets")
     bounds.check("synergy_pool", synergy_pool, "--synergy-pool")
+    bounds.check("mask_steps", mask_steps, "--mask-steps")
     _check_pair_source(pairs, task, n)
     _check_out(out)
     if unit_list:
@@ -550,7 +560,7 @@ def compare(
     side = partial_path(out)
     try:
         report = compare_methods(runs, method_list, size_list, ablation, lam_list, mask_cfg, synergy_pool, bar,
-                                 on_method=lambda partial: _write_json({**partial, "task": task, "partial": True}, side))
+                                 on_method=lambda part: _write_json({**part, "task": task, "partial": True}, side))
     finally:
         bar.close()
     report["task"] = task
@@ -859,7 +869,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted: nothing was written", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except TyperException as exc:  # click's usage errors, as typer re-exports them
         if type(exc).__name__ == "NoArgsIsHelpError":  # `sfc bundle`: the group's help

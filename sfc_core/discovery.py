@@ -290,10 +290,10 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         edge_pool: compute edges among this many top nodes by |effect| (default: all the
             selected ones): more than selected, so a looser selection later reuses them; fewer
             when a selection method keeps more, to bound the edge cost.
-        pair_batch: pairs per batch (default: as many as fit ``memory_gb``, default
-            ``defaults.MEMORY_BUDGET_GB``, :func:`~sfc_core.batching.pair_batch_size`). When the pairs need several batches, the discovery's
-            ``runs`` is a :class:`~sfc_core.batching.PairStream` and attribution, edges and scores stream over
-            them (the same figures to float precision, memory of one batch).
+        pair_batch: pairs per batch (default: as many as fit ``memory_gb`` GB, default
+            ``defaults.MEMORY_BUDGET_GB``; :func:`~sfc_core.batching.pair_batch_size`). When the pairs need several
+            batches, the discovery's ``runs`` is a :class:`~sfc_core.batching.PairStream` and attribution, edges
+            and scores stream over them (the same figures to float precision, memory of one batch).
 
     Returns:
         :class:`Discovery`; node effects ``[d_sae + 1]`` (or ``[pos, d_sae + 1]``) per site and edge

@@ -46,8 +46,9 @@ class Method:
             (measured on 20 IOI pairs, README's benchmark tables), for :func:`estimate_seconds`.
         pair_means: attribution methods whose effects are *not* a mean over pairs of per-pair values (AtP*'s
             magnitudes): ``(partial(runs, aggregation, steps) -> pair means, finish(pair means) -> effects)``
-            for running in pair batches (:mod:`sfc_core.batching`); the pair means support ``map(fn)`` (over their
-            ``[..., pos, k]`` tensors), ``scaled(w)`` and ``plus(other)``. ``None``: the effects themselves are pair means.
+            for running in pair batches (:mod:`sfc_core.batching`); the pair means support ``map(fn)`` (over
+            their ``[..., pos, k]`` tensors), ``scaled(w)`` and ``plus(other)``. ``None``: the effects themselves
+            are pair means.
     """
 
     name: str

@@ -328,7 +328,8 @@ def _cli_cases(d: Path) -> list[list[str]]:
         disc + ["--node-threshold", "nan"], disc + ["--node-threshold", "-1"], disc + ["--edge-threshold", "inf"],
         disc + ["--method", "mask", "--mask-lambda", "0"], disc + ["--method", "mask", "--t-max", "1"],
         disc + ["--method", "fap", "--budget", "0"], disc + ["--target-faithfulness", "3"],
-        disc + ["--ablation", "resample"], disc + ["--bogus"], disc + ["--memory-gb", "0.1"], disc + ["--top-k", "5", "--node-threshold", "1"],
+        disc + ["--ablation", "resample"], disc + ["--bogus"], disc + ["--memory-gb", "0.1"],
+        disc + ["--top-k", "5", "--node-threshold", "1"],
         ["discover", "--task", "ioi", "--out", str(d)],
         ["discover", "--task", "ioi", "--out", str(d / "missing" / "c.json")],
         ["discover", "--pairs", str(bad_pairs), "--out", str(out)],
@@ -401,7 +402,7 @@ def test_sigterm_in_a_command_exits_130_with_one_line(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from sfc_core.cli import user_errors
+    from sfc_core.cli import INTERRUPTED, user_errors
     from sfc_core.jsonio import write_json_atomic
 
     out = tmp_path / "out.json"
@@ -416,6 +417,26 @@ def test_sigterm_in_a_command_exits_130_with_one_line(tmp_path):
 
     before = signal.getsignal(signal.SIGTERM)
     r = CliRunner().invoke(app, [])
-    assert r.exit_code == 130 and r.output.strip() == "interrupted: nothing was written"
+    assert r.exit_code == 130 and r.output.strip() == INTERRUPTED
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_circuit_file_alone_never_opens_a_folder(tmp_path):
+    """SAE sources: the bundle and SAE Lens release ids load; a folder only when the user passed it (--sae-dir)."""
+    from sfc_core.saes import check_sae_source, known_releases
+
+    sae_dir = tmp_path / "my_saes"
+    (sae_dir / "L3").mkdir(parents=True)
+    assert check_sae_source("bundled") == "bundled"
+    release = sorted(known_releases())[0]
+    assert check_sae_source(f"{release}/some_id") == "release"
+    assert check_sae_source(str(sae_dir / "L3"), [sae_dir]) == "folder"
+    assert check_sae_source(str(sae_dir), [sae_dir]) == "folder"
+    for source, allowed in ((str(sae_dir / "L3"), []), (str(tmp_path), [sae_dir]),
+                            (str(sae_dir / ".." / "elsewhere"), [sae_dir]), ("/etc", [sae_dir])):
+        with pytest.raises(SFCError, match="pass that folder with --sae-dir"):
+            check_sae_source(source, allowed)
+    for bad in (None, "", 3, ["bundled"]):
+        with pytest.raises(SFCError, match="release id or a folder"):
+            check_sae_source(bad)
