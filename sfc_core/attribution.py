@@ -541,8 +541,8 @@ class GradDropEstimates:
     """AtP* before its magnitudes: per site, AtP ``base`` ``[d_sae + 1]`` (or ``[pos, d_sae + 1]``) and the
     estimates ``est`` ``[k, ...]`` with each of the ``k`` downstream dropped blocks, all pair means (metric units);
     ``n_up`` dropped blocks upstream of each site; ``n_wanted`` blocks dropped in all. Pair means add up over pair
-    batches (:meth:`scaled`, :meth:`plus`); the magnitudes of :func:`graddrop_effects` do not, so batches combine
-    these first (:mod:`sfc_core.batching`)."""
+    batches (:meth:`map`, :meth:`scaled`, :meth:`plus`); the magnitudes of :func:`graddrop_effects` do not, so
+    batches combine these first (:mod:`sfc_core.batching`)."""
 
     base: list[torch.Tensor]
     est: list[torch.Tensor]
