@@ -403,15 +403,20 @@ def from_neuronpedia(doc: dict) -> nx.DiGraph:
 
     Raises:
         InputError: not attribution-graph JSON, a node without ``sfc_id`` (a graph from another tool), a link
-            or supernode naming an unknown node, or a label / supernode breaking the rules of
-            :mod:`sfc_core.annotations`.
+            or supernode naming an unknown node, a weight that is not a number, or anything
+            :func:`~sfc_core.circuit.from_json` refuses in an ``sfc-circuit`` file (non-finite numbers, cycles,
+            bad labels or supernodes).
     """
     from .nodes import graph_node, node_attrs
 
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or not isinstance(doc.get("links"), list):
         raise InputError("not a Neuronpedia graph: expected \"nodes\" and \"links\" lists")
-    meta = doc.get("metadata") or {}
-    info = meta.get("info") or {}
+    meta, q = doc.get("metadata") or {}, doc.get("qParams") or {}
+    info = meta.get("info") or {} if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not isinstance(info, dict) or not isinstance(q, dict):
+        raise InputError("not a Neuronpedia graph: metadata, metadata.info and qParams must be objects")
+    if not isinstance(q.get("supernodes") or [], list):
+        raise InputError("not a Neuronpedia graph: qParams.supernodes must be a list of [name, node_id, …]")
     G = nx.DiGraph()
     G.graph.update({k: info[k] for k in ("method", "metric", "saes", "n_pairs", "aggregation", "edge_threshold",
                                          "scores") if info.get(k) is not None})
@@ -420,7 +425,7 @@ def from_neuronpedia(doc: dict) -> nx.DiGraph:
     np_to_sfc = {}
     for i, node in enumerate(doc["nodes"]):
         sfc_id = node.get("sfc_id") if isinstance(node, dict) else None
-        if not sfc_id:
+        if not sfc_id or not isinstance(sfc_id, str):
             raise InputError(f"Neuronpedia node {i + 1} has no sfc_id: only graphs exported by SFC Explorer can be "
                              "read back")
         attrs = node_attrs(graph_node(sfc_id))
@@ -430,15 +435,20 @@ def from_neuronpedia(doc: dict) -> nx.DiGraph:
         if node.get("clerp") and node["clerp"] != node.get("sfc_auto_label"):
             attrs["label"] = node["clerp"]
         G.add_node(sfc_id, **attrs)
-        np_to_sfc[node.get("node_id")] = sfc_id
+        if not isinstance(node.get("node_id"), str):
+            raise InputError(f"Neuronpedia node {i + 1} ({sfc_id}) has no text node_id")
+        np_to_sfc[node["node_id"]] = sfc_id
     for link in doc["links"]:
         try:
             u, v = np_to_sfc[link["source"]], np_to_sfc[link["target"]]
         except (KeyError, TypeError):
-            raise InputError(f"Neuronpedia link {link!r} names a node not in the graph") from None
-        G.add_edge(u, v, weight=float(link.get("weight") or 0.0))
+            raise InputError(f"Neuronpedia link {str(link)[:80]} names a node not in the graph") from None
+        weight = link.get("weight") or 0.0
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise InputError(f"Neuronpedia link {u} -> {v}: weight must be a number, not {weight!r:.40}")
+        G.add_edge(u, v, weight=float(weight))
     groups = []
-    for entry in (doc.get("qParams") or {}).get("supernodes") or []:
+    for entry in q.get("supernodes") or []:
         if not isinstance(entry, list) or not entry:
             raise InputError(f"a Neuronpedia supernode must be [name, node_id, …], not {entry!r}")
         unknown = [x for x in entry[1:] if x not in np_to_sfc]
@@ -447,8 +457,9 @@ def from_neuronpedia(doc: dict) -> nx.DiGraph:
         groups.append({"name": entry[0], "nodes": [np_to_sfc[x] for x in entry[1:]]})
     if groups:
         G.graph["supernodes"] = groups
-    check_annotations(G)
-    return G
+    from .circuit import from_json, to_json
+
+    return from_json(to_json(G))  # every field checked as in an sfc-circuit file (numbers, ids, cycles, labels)
 
 
 # ------------------------------------------------------------------ file names

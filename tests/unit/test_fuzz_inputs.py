@@ -229,6 +229,33 @@ def test_circuit_files_fuzz(tmp_path):
     assert not fails, "\n".join(fails)
 
 
+def test_neuronpedia_files_fuzz():
+    """A Neuronpedia graph exported here and then mutated: read back or refused with a typed one-line error."""
+    from sfc_core.export import to_neuronpedia
+
+    fails, n = Failures(), 0
+    space = NodeSpace(HOOKS, (D_SAE, D_SAE))
+    base = to_neuronpedia(load_circuit(json.dumps(base_circuit())))
+    assert to_json(load_circuit(json.dumps(base)))["nodes"]  # the unmutated export reads back
+    for v in WEIRD:
+        for where, field in [("nodes", f) for f in ("sfc_id", "influence", "activation", "clerp", "node_id")] + \
+                            [("links", f) for f in ("source", "target", "weight")] + [("metadata", "info")]:
+            doc = copy.deepcopy(base)
+            target = doc["metadata"] if where == "metadata" else doc[where][1]
+            target[field] = v
+            for src in (json.dumps(doc), json.dumps(doc).encode()):
+                n += 1
+                G = fails.check(f"np {where}.{field}={v!r:.20}", lambda s=src: load_circuit(s))
+                if G is not None:
+                    fails.check(f"np nodes {where}.{field}", lambda g=G: circuit_nodes(g, space))
+        doc = copy.deepcopy(base)
+        doc["qParams"]["supernodes"] = v
+        n += 1
+        fails.check(f"np supernodes={v!r:.20}", lambda d=doc: load_circuit(json.dumps(d)))
+    assert n >= 300, n
+    assert not fails, "\n".join(fails)
+
+
 @pytest.mark.parametrize("mutation, match", [
     (lambda d: d["nodes"][3].__setitem__("effect", float("nan")), f"circuit node {HOOKS[1]}/7: effect"),
     (lambda d: d["edges"][1].__setitem__("weight", "abc"), "weight must be a finite number"),
