@@ -40,6 +40,9 @@ BOUNDS: dict[str, Bound] = {
     "chunk": Bound(1, 4_096),
     "pair_batch": Bound(1, 100_000),     # pairs per forward/backward batch
     "memory_gb": Bound(0.25, 1024.0, integer=False),
+    "corpus_tokens": Bound(1_000, 1_000_000_000),  # sfc bundle build: generated tokens
+    "epochs": Bound(0.0, 100.0, integer=False, open_lo=True),
+    "check_seqs": Bound(0, 100_000),     # sfc bundle check: held-out sequences (0: as recorded)
 }
 
 

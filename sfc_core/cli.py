@@ -103,8 +103,9 @@ def user_errors(fn):
 @user_errors
 def bundle_build(
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    tokens: int = typer.Option(65_000, help="tokens of English text to sample from the model"),
-    epochs: float = typer.Option(5.0, help="passes over the cached activations"),
+    tokens: int = typer.Option(65_000, help="tokens of English text to sample from the model "
+                                            f"({bounds.describe('corpus_tokens')})"),
+    epochs: float = typer.Option(5.0, help=f"passes over the cached activations ({bounds.describe('epochs')})"),
     work_dir: Path = typer.Option(Path(".work/bundle"), help="resumable build folder"),
     index_only: bool = typer.Option(False, "--index-only",
                                     help="rebuild only the held-out corpus and the feature index with its labels "
@@ -117,8 +118,8 @@ def bundle_build(
 
     if device not in ("cpu", "cuda"):
         raise InputError(f"--device must be cpu or cuda, not '{device}'")
-    if tokens <= 0 or epochs <= 0:
-        raise InputError("--tokens and --epochs must be positive")
+    bounds.check("corpus_tokens", tokens, "--tokens")
+    bounds.check("epochs", epochs, "--epochs")
     cfg = BuildConfig(device=device, epochs=epochs, corpus=CorpusConfig(generated_tokens=tokens), check_seqs=24)
     if index_only:
         manifest = update_manifest_index(build_index(cfg, work_dir, log=lambda m: typer.echo(m, err=True)))
@@ -143,11 +144,13 @@ def bundle_labels() -> None:
 @user_errors
 def bundle_check(
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
-    seqs: int = typer.Option(0, help="held-out sequences for CE-loss recovered (0: as recorded at build time)"),
+    seqs: int = typer.Option(0, help="held-out sequences for CE-loss recovered (0: as recorded at build time; "
+                                     f"{bounds.describe('check_seqs')})"),
 ) -> None:
     """Load the shipped bundle, recompute each SAE's quality on held-out tokens; exit 0 only if all pass."""
     from .bundle import check_bundle
 
+    bounds.check("check_seqs", seqs, "--seqs")
     report = check_bundle(n_seqs=seqs or None)
     if as_json:
         typer.echo(json.dumps(report, indent=1))

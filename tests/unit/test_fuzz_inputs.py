@@ -379,6 +379,8 @@ def _cli_cases(d: Path) -> list[list[str]]:
         ["heads", "--task", "ioi", "--length-mismatch", "pad", "--out", str(out)],
         ["heads", "--task", "ioi", "--path", "3.1", "--out", str(out)],
         ["tasks", "--n", "0"],
+        ["bundle", "build", "--tokens", "0"], ["bundle", "build", "--epochs", "1e9"],
+        ["bundle", "check", "--seqs", "-1"],
     ]
 
 
