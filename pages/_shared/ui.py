@@ -288,12 +288,13 @@ def run_discovery(m, sae_dict: dict, pairs: list, cfg, key: str, label: str = "F
 
 def runs_for(m, sae_dict: dict, pairs: list, hooks: list[str]):
     """Spliced clean/corrupted runs of ``pairs`` with the SAEs at ``hooks`` (cached per session), tokenized with
-    the explorer's pair options (:func:`state.pair_options`).
+    the explorer's pair options (:func:`state.pair_options`): one batch, or a ``PairStream`` when the pairs need
+    several batches of the memory budget (:func:`sfc_core.batching.open_runs`).
 
     Raises:
         InputError: a hook point without a loaded SAE; bad pairs.
     """
-    from sfc_core.attribution import prepare_runs
+    from sfc_core.batching import open_runs
     from sfc_core.pairs import tokenize_pairs
 
     missing = [h for h in hooks if h not in sae_dict]
@@ -307,7 +308,7 @@ def runs_for(m, sae_dict: dict, pairs: list, hooks: list[str]):
     if key not in cache:
         with st.spinner("Running the clean and corrupted prompts…"):
             batch = tokenize_pairs(m, pairs, **options)
-            cache[key] = prepare_runs(m, sub, batch)
+            cache[key] = open_runs(m, sub, batch)
         while len(cache) > 3:
             cache.pop(next(iter(cache)))
     return cache[key]
