@@ -124,3 +124,17 @@ def test_selection_methods_refuse_pairs_beyond_one_batch():
     model, saes, batch = _setup()
     with pytest.raises(InputError, match="runs every pair in one batch"):
         discover(model, saes, batch, DiscoverConfig(method="mask", mask_steps=2), pair_batch=3)
+
+
+def test_open_runs_and_head():
+    """open_runs gives one PairRuns when the pairs fit one batch, else a PairStream whose head() is its first batch."""
+    from sfc_core.attribution import PairRuns
+    from sfc_core.batching import PairStream, open_runs
+
+    model, saes, batch = _setup()
+    assert isinstance(open_runs(model, saes, batch), PairRuns)  # 9 tiny pairs fit the default budget
+    stream = open_runs(model, saes, batch, pair_batch=4)
+    assert isinstance(stream, PairStream) and stream.n == batch.n and len(stream.slices) == 3
+    head = stream.head()
+    assert isinstance(head, PairRuns) and head.n == 3 and stream.head() is head
+    torch.testing.assert_close(head.m_clean, A.prepare_runs(model, saes, batch.subset(slice(0, 3))).m_clean)
