@@ -116,8 +116,14 @@ def _mean(x: torch.Tensor, m: torch.Tensor, per_position: bool = True) -> torch.
     every = (x * m).sum((0, 1)) / m.sum()
     if not per_position:
         return every
-    per_pos = m.sum(0)  # [pos, 1]
-    return torch.where(per_pos > 0, (x * m).sum(0) / per_pos.clamp(min=1), every)
+    return position_means((x * m).sum(0), m.sum(0), every)
+
+
+def position_means(sums: torch.Tensor, counts: torch.Tensor, every: torch.Tensor) -> torch.Tensor:
+    """Per-position means ``[pos, d]`` from sums ``[pos, d]`` over ``counts`` ``[pos, 1]`` real tokens; a position
+    no token reaches takes ``every`` ``[d]``, the mean over all real tokens (the rule of ``"mean"`` ablation; also
+    used for means accumulated over pair batches, :mod:`sfc_core.batching`)."""
+    return torch.where(counts > 0, sums / counts.clamp(min=1), every)
 
 
 def _group_means(x: torch.Tensor, m: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:

@@ -181,6 +181,23 @@ class PairRuns:
             out.append((act > 0 if self.space.has_error(i) else act != 0).any(0))
         return out
 
+    # The three computations :class:`~sfc_core.batching.PairStream` also offers, so that callers need not ask which
+    # of the two they hold.
+    def attribute(self, method: str = "atp", aggregation: str = "sum", steps: int = defaults.IG_STEPS,
+                  progress=None) -> "Attribution":
+        """:func:`attribute` on these runs."""
+        return attribute(self, method, aggregation, steps, progress)
+
+    def edge_effects(self, nodes, node_effects=None, progress=None) -> tuple[dict, dict]:
+        """:func:`~sfc_core.edges.edge_effects` on these runs."""
+        from .edges import edge_effects
+
+        return edge_effects(self, nodes, node_effects, progress=progress)
+
+    def exact_effects(self, nodes, progress=None) -> torch.Tensor:
+        """:func:`exact_effects` on these runs ``[len(nodes)]``."""
+        return exact_effects(self, nodes, progress=progress)
+
     def metric_after(self, x: torch.Tensor, start_block: int, reps: int = 1) -> torch.Tensor:
         """Metric per row ``[reps·n]`` (metric units) of running blocks ``start_block..`` (no SAE edits) on the
         residual ``x`` ``[reps·n, pos, d_model]``, whose shared-prefix positions must be the clean

@@ -22,7 +22,7 @@ import torch
 
 from . import bounds, defaults
 from . import methods as registry
-from .ablation import AblationValues, check_ablation, circuit_metric
+from .ablation import AblationValues, check_ablation, circuit_metric, position_means
 from .alignment import template_groups
 from .attribution import (Attribution, PairRuns, _activations, _check_aggregation, attribute, exact_effects,
                           prepare_runs)
@@ -84,10 +84,15 @@ def _pad_positions(t: torch.Tensor, width: int) -> torch.Tensor:
     return t if short == 0 else torch.cat([t, t.new_zeros(*t.shape[:-2], short, t.shape[-1])], dim=-2)
 
 
+def _size_for(model, saes, batch, pair_batch: int | None, memory_gb: float | None = None) -> int:
+    """Pairs per batch: ``pair_batch`` once checked, else :func:`pair_batch_size` for ``memory_gb``."""
+    if pair_batch is None:
+        return pair_batch_size(model, saes, batch.pos, memory_gb)
+    return bounds.check("pair_batch", pair_batch, "pairs per batch")
+
+
 def _resolve(model, saes, batch, pair_batch: int | None) -> list[slice]:
-    size = pair_batch_size(model, saes, batch.pos) if pair_batch is None else bounds.check(
-        "pair_batch", pair_batch, "pairs per batch")
-    return batch_slices(batch.n, size)
+    return batch_slices(batch.n, _size_for(model, saes, batch, pair_batch))
 
 
 def attribute_pairs(model, saes: dict, batch, method: str = "atp", aggregation: str = "sum",
@@ -216,12 +221,7 @@ def _batch_values(acc: dict, runs: PairRuns) -> AblationValues:
         if kind == "mean_all":
             total = mm.sum()
             return [f.sum(0) / total for f in fs], [e.sum(0) / total for e in es]
-        out = []
-        for sums in (fs, es):
-            every = [s.sum(0) / mm.sum() for s in sums]
-            out.append([torch.where(mm[:width] > 0, s[:width] / mm[:width].clamp(min=1), a)
-                        for s, a in zip(sums, every)])
-        return out
+        return [[position_means(s[:width], mm[:width], s.sum(0) / mm.sum()) for s in sums] for sums in (fs, es)]
 
     if kind == "mean_all" or len(acc["groups"]) == 1:
         f, e = means(next(iter(acc["groups"])))
@@ -278,6 +278,8 @@ class PairStream:
         self.sites = make_sites(model, saes)
         self.slices = _resolve(model, saes, batch, pair_batch)
         self._ablation: dict[str, dict] = {}
+        self._head: PairRuns | None = None
+        self._active: list[torch.Tensor] | None = None
 
     @property
     def n(self) -> int:
@@ -294,7 +296,7 @@ class PairStream:
     def head(self) -> PairRuns:
         """The :class:`~sfc_core.attribution.PairRuns` of the first pair batch (cached): for per-pair views that show
         some pairs (the feature panel's ablation table), never for a figure said to be over every pair."""
-        if getattr(self, "_head", None) is None:
+        if self._head is None:
             self._head = prepare_runs(self.model, self.saes, self.batch.subset(self.slices[0]), self.metric)
         return self._head
 
@@ -339,12 +341,13 @@ class PairStream:
         return ablated
 
     def active_units(self) -> list[torch.Tensor]:
-        """Per site ``[pos, d_sae]`` bool over every batch (:meth:`~sfc_core.attribution.PairRuns.active_units`)."""
-        out = None
-        for _, runs in self.runs():
-            part = [_pad_positions(a, self.batch.pos) for a in runs.active_units()]
-            out = part if out is None else [a | b for a, b in zip(out, part)]
-        return out
+        """Per site ``[pos, d_sae]`` bool over every batch (:meth:`~sfc_core.attribution.PairRuns.active_units`),
+        computed once: a faithfulness curve draws random circuits from it for every size and seed."""
+        if self._active is None:
+            for _, runs in self.runs():
+                part = [_pad_positions(a, self.batch.pos) for a in runs.active_units()]
+                self._active = part if self._active is None else [a | b for a, b in zip(self._active, part)]
+        return self._active
 
     def edge_effects(self, nodes, node_effects=None, progress=None) -> tuple[dict, dict]:
         """:func:`~sfc_core.edges.edge_effects` as pair-weighted means over the batches (edges are means over
@@ -391,8 +394,7 @@ def open_runs(model, saes: dict, batch, metric: str = "logit_diff", pair_batch: 
         InputError: a bad ``pair_batch`` or ``memory_gb``; as :func:`~sfc_core.attribution.prepare_runs`.
         IncompatibleSAEError / NumericalError: as :func:`~sfc_core.attribution.prepare_runs`.
     """
-    size = pair_batch_size(model, saes, batch.pos, memory_gb) if pair_batch is None else bounds.check(
-        "pair_batch", pair_batch, "pairs per batch")
+    size = _size_for(model, saes, batch, pair_batch, memory_gb)
     if batch.n <= size:
         return prepare_runs(model, saes, batch, metric)
     return PairStream(model, saes, batch, metric, size)
@@ -422,6 +424,6 @@ def check_one_batch(model, saes: dict, batch, what: str) -> None:
     Raises:
         InputError: more pairs than :func:`pair_batch_size` (the numbers and the fix in the message).
     """
-    size = pair_batch_size(model, saes, batch.pos)
+    size = _size_for(model, saes, batch, None)
     if batch.n > size:
         raise _too_many(what, batch.n, batch.pos, size)

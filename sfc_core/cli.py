@@ -249,13 +249,12 @@ class _Bar:
         self.bar.close()
 
 
-def _check_out(out: Path) -> None:
-    """Fail fast (before loading a model) when ``out`` cannot be written: a folder, no such folder, read-only."""
-    check_writable(out)
-
-
-def _write_json(doc: dict, out: Path) -> None:
-    write_json_atomic(doc, out)
+#: Options several commands share (typer reads an ``Option`` as a default value, so one object serves them all).
+MEMORY_OPTION = typer.Option(defaults.MEMORY_BUDGET_GB, "--memory-gb",
+                             help=f"peak memory to plan pair batches for, GB ({bounds.describe('memory_gb')}): "
+                                  "more pairs run in several batches")
+SAE_DIR_OPTION = typer.Option(None, "--sae-dir", help="an SAE folder the circuit file names as a source "
+                                                      "(repeatable); other folders are never read")
 
 
 def partial_path(out: Path) -> Path:
@@ -327,9 +326,7 @@ def discover(
     length_mismatch: str = typer.Option("skip", help="clean/corrupted length differs: skip | align_last"),
     model_name: str = typer.Option(None, "--model", help="TransformerLens model (default: bundled)"),
     sae_release: str = typer.Option(None, help="SAE Lens release (needs --model)"),
-    memory_gb: float = typer.Option(defaults.MEMORY_BUDGET_GB, "--memory-gb",
-                                    help="peak memory to plan pair batches for, GB "
-                                         f"({bounds.describe('memory_gb')}): more pairs run in several batches"),
+    memory_gb: float = MEMORY_OPTION,
 ) -> None:
     """Find a sparse feature circuit for prompt pairs and write it as sfc-circuit/2 JSON."""
     from .discovery import DiscoverConfig, discover as run_discover
@@ -350,7 +347,7 @@ def discover(
     cfg.check()
     bounds.check("memory_gb", memory_gb, "--memory-gb")
     _check_pair_source(pairs, task, n)
-    _check_out(out)
+    check_writable(out)
     model, saes = _load_model_and_saes(model_name, sae_release, layers)
     loaded = _load_pairs(model, pairs, task, n)
     bar = _Bar("discover")
@@ -430,11 +427,8 @@ def evaluate(
     heldout: str = typer.Option(None, help="also score the circuit on held-out pairs of its built-in task: names "
                                            "(none of the pairs' answer words), templates (none of their "
                                            "templates) or seed (fresh draws)"),
-    sae_dir: list[Path] = typer.Option(None, "--sae-dir", help="an SAE folder the circuit file names as a source "
-                                                               "(repeatable); other folders are never read"),
-    memory_gb: float = typer.Option(defaults.MEMORY_BUDGET_GB, "--memory-gb",
-                                    help="peak memory to plan pair batches for, GB "
-                                         f"({bounds.describe('memory_gb')}): more pairs run in several batches"),
+    sae_dir: list[Path] = SAE_DIR_OPTION,
+    memory_gb: float = MEMORY_OPTION,
 ) -> None:
     """Faithfulness and completeness of a circuit and of its top-n nodes, with a random baseline; with
     --heldout, also on pairs of the same task it was not found on, next to the in-sample scores."""
@@ -446,13 +440,13 @@ def evaluate(
     size_list = _parse_sizes(sizes)
     if heldout is not None and heldout not in HELDOUT_BY:
         raise InputError(f"--heldout must be one of {', '.join(HELDOUT_BY)}, not {heldout!r}")
-    _check_out(out)
+    check_writable(out)
     bounds.check("memory_gb", memory_gb, "--memory-gb")
     G, runs = _circuit_context(circuit, pairs, task, n, sae_dir, memory_gb)
     report = run_evaluate(runs, G, size_list, ablation)
     if heldout is not None:
         report["heldout"] = _heldout_report(G, runs, task or G.graph.get("task"), heldout, ablation)
-    _write_json(report, out)
+    write_json_atomic(report, out)
     line = {k: report[k] for k in ("n_nodes", "faithfulness", "completeness")}
     if heldout is not None:
         line["heldout_faithfulness"] = report["heldout"]["heldout"]["faithfulness"]
@@ -480,22 +474,19 @@ def verify(
     task: str = typer.Option(None, help="built-in task (default: the circuit's own task)"),
     n: int = typer.Option(None, help="use the first N pairs"),
     out: Path = typer.Option(None, help="write the per-node comparison as JSON"),
-    sae_dir: list[Path] = typer.Option(None, "--sae-dir", help="an SAE folder the circuit file names as a source "
-                                                               "(repeatable); other folders are never read"),
-    memory_gb: float = typer.Option(defaults.MEMORY_BUDGET_GB, "--memory-gb",
-                                    help="peak memory to plan pair batches for, GB "
-                                         f"({bounds.describe('memory_gb')}): more pairs run in several batches"),
+    sae_dir: list[Path] = SAE_DIR_OPTION,
+    memory_gb: float = MEMORY_OPTION,
 ) -> None:
     """Exact patching of a circuit's nodes; agreement (Spearman, Pearson) with its recorded effects."""
     from .discovery import verify as run_verify
 
     if out is not None:
-        _check_out(out)
+        check_writable(out)
     bounds.check("memory_gb", memory_gb, "--memory-gb")
     G, runs = _circuit_context(circuit, pairs, task, n, sae_dir, memory_gb)
     report = run_verify(runs, G)
     if out is not None:
-        _write_json(report, out)
+        write_json_atomic(report, out)
     typer.echo(json.dumps({k: report[k] for k in ("n_nodes", "spearman", "pearson", "seconds")}))
 
 
@@ -549,7 +540,7 @@ def compare(
     bounds.check("synergy_pool", synergy_pool, "--synergy-pool")
     bounds.check("mask_steps", mask_steps, "--mask-steps")
     _check_pair_source(pairs, task, n)
-    _check_out(out)
+    check_writable(out)
     if unit_list:
         return _compare_units(out, pairs, task, n, layers, unit_list, method_list[0], size_list, ablation,
                               target_list)
@@ -563,11 +554,11 @@ def compare(
     side = partial_path(out)
     try:
         report = compare_methods(runs, method_list, size_list, ablation, lam_list, mask_cfg, synergy_pool, bar,
-                                 on_method=lambda part: _write_json({**part, "task": task, "partial": True}, side))
+                                 on_method=lambda part: write_json_atomic({**part, "task": task, "partial": True}, side))
     finally:
         bar.close()
     report["task"] = task
-    _write_json(report, out)
+    write_json_atomic(report, out)
     side.unlink(missing_ok=True)
     typer.echo(json.dumps({m: {"n_latents": r["n_latents"], "faithfulness": r["faithfulness"]}
                            for m, r in report["methods"].items()}))
@@ -612,7 +603,7 @@ def _compare_units(out: Path, pairs, task, n, layers, unit_list, method, size_li
     check_one_batch(model, saes, batch, "sfc compare --units")
     report = neurons_vs_features(model, saes, batch, size_list, method, ablation, target_list, units=tuple(unit_list))
     report["task"] = task
-    _write_json(report, out)
+    write_json_atomic(report, out)
     typer.echo(json.dumps({"n_for": report["n_for"], "seconds": report.get("seconds")}, default=str))
 
 
@@ -674,7 +665,7 @@ def _check_internals_options(out: Path, pairs, task, n, chunk: int | None = None
         raise InputError("--n must be at most 1000")
     if chunk is not None and not 1 <= chunk <= 4096:
         raise InputError("--chunk must be between 1 and 4096")
-    _check_out(out)
+    check_writable(out)
 
 
 @app.command()
@@ -720,7 +711,7 @@ def trace(
         finally:
             bar.close()
         doc[d] = result.to_dict()
-    _write_json(doc, out)
+    write_json_atomic(doc, out)
     typer.echo(json.dumps({"out": str(out), "n_pairs": batch.n, "tokens": batch.pos,
                            **{d: {"seconds": doc[d]["seconds"], "m_clean": doc[d]["m_clean"],
                                   "m_corrupted": doc[d]["m_corrupted"]} for d in directions}}))
@@ -761,7 +752,7 @@ def lens(
                          f"{int(batch.last_pos[min(pair, batch.n - 1)])})")
     result = logit_lens(model, batch, run=run, pair=pair, top_k=top_k)
     doc = {"schema": "sfc-lens/1", "task": task, **result.to_dict()}
-    _write_json(doc, out)
+    write_json_atomic(doc, out)
     summary = {"out": str(out), "n_pairs": batch.n, "seconds": round(result.seconds, 3),
                "final_mean_logit_diff": doc["mean_logit_diff"][-1][int(batch.last_pos[pair])]}
     if position is not None:
@@ -852,7 +843,7 @@ def heads(
         doc["path"] = pp.to_dict()
         summary["path"] = {k: doc["path"][k] for k in ("sender", "receiver", "receiver_input", "direction", "effect",
                                                        "normalised")}
-    _write_json(doc, out)
+    write_json_atomic(doc, out)
     typer.echo(json.dumps(summary))
 
 

@@ -22,10 +22,9 @@ from . import bounds, defaults
 from . import methods as registry
 from .ablation import check_ablation
 from .alignment import check_position_resolved
-from .attribution import AGGREGATIONS, Attribution, PairRuns, attribute, exact_effects
-from .batching import PairStream, one_batch, open_runs
+from .attribution import AGGREGATIONS, Attribution, PairRuns, attribute
+from .batching import one_batch, open_runs
 from .circuit import build_graph, circuit_nodes, select_nodes
-from .edges import edge_effects
 from .errors import InputError
 from .evaluation import TargetSearch, check_target, faithfulness_curve, score_circuits, smallest_faithful
 from .nodes import Node, is_end_id
@@ -132,7 +131,10 @@ class Discovery:
     """Everything one discovery produced: kept for re-selection without recompute (app sliders).
 
     Attributes:
-        runs: the spliced clean/corrupted runs (for edges, ablation, steering on these pairs).
+        runs: the spliced clean/corrupted runs (for edges, ablation, steering on these pairs): a
+            :class:`~sfc_core.attribution.PairRuns`, or a :class:`~sfc_core.batching.PairStream` when the pairs need
+            several batches of the memory budget (both offer ``attribute``, ``edge_effects``, ``exact_effects``,
+            ``ablated_metric`` and ``active_units``).
         attribution: node effects of every node (AtP's for selection methods).
         edge_nodes: nodes among which edges were computed (the selected nodes, or the top ``edge_pool`` by
             ``|effect|``: more than selected for a looser re-selection, fewer to bound the edge cost).
@@ -326,11 +328,8 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
         nodes = method.run(runs, cfg, progress=lambda d, n: say(cfg.method, 0.15 + 0.5 * d / n))
         timings["nodes"] = time.perf_counter() - t
     else:
-        node_progress = lambda d, n: say(f"node effects ({cfg.method})", 0.15 + 0.5 * d / n)  # noqa: E731
-        if isinstance(runs, PairStream):
-            attr = runs.attribute(cfg.method, cfg.aggregation, cfg.steps, node_progress)
-        else:
-            attr = method.run(runs, cfg.aggregation, cfg.steps, progress=node_progress)
+        attr = runs.attribute(cfg.method, cfg.aggregation, cfg.steps,
+                              progress=lambda d, n: say(f"node effects ({cfg.method})", 0.15 + 0.5 * d / n))
         timings["nodes"] = attr.timings_s["nodes"]
         if cfg.target_faithfulness is not None:
             say(f"searching the smallest circuit with faithfulness ≥ {cfg.target_faithfulness:g}", 0.55)
@@ -353,11 +352,8 @@ def discover(model, saes: dict, pairs, cfg: DiscoverConfig = DiscoverConfig(), p
     if cfg.edges and edge_nodes:
         say("edges", 0.7)
         effects = {n: attr.space.value(attr.effects, n) for n in edge_nodes}
-        edge_progress = lambda d, n: say("edges", 0.7 + 0.3 * d / max(n, 1))  # noqa: E731
-        if isinstance(runs, PairStream):
-            edges, et = runs.edge_effects(edge_nodes, effects, progress=edge_progress)
-        else:
-            edges, et = edge_effects(runs, edge_nodes, effects, progress=edge_progress)
+        edges, et = runs.edge_effects(edge_nodes, effects,
+                                      progress=lambda d, n: say("edges", 0.7 + 0.3 * d / max(n, 1)))
         timings.update(et)
     meta = _metadata(model, saes, cfg, attr, batch, timings)
     d = Discovery(runs, attr, edge_nodes, edges, nx.DiGraph(), meta)
@@ -432,8 +428,7 @@ def verify(runs: PairRuns, G: nx.DiGraph, progress=None) -> dict:
     keys, _ = graph_effects(G, runs)
     ids = [n for n in G.nodes if not is_end_id(n)]
     recorded = torch.tensor([float(G.nodes[n].get("effect") or 0.0) for n in ids])
-    exact = (runs.exact_effects(keys, progress) if isinstance(runs, PairStream)
-             else exact_effects(runs, keys, progress=progress)).float()
+    exact = runs.exact_effects(keys, progress).float()
     return {
         "n_nodes": len(ids),
         "pearson": pearson(recorded, exact),
