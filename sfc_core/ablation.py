@@ -171,7 +171,7 @@ def _circuit_chunk(runs, keeps, values: AblationValues) -> torch.Tensor:
         keep = keep.expand(reps, n, *x.shape[1:2], keep.shape[-1]).reshape(reps * n, x.shape[1], -1)
         f = torch.where(keep[..., :-1], f, _rows(values.f[i], reps))
         err = torch.where(keep[..., -1:], err, _rows(values.err[i], reps))
-        new = decode(runs.sites[i], f, err)
+        new = decode(runs.sites[i], x, f, err)
         return torch.cat([x[:, :1], new[:, 1:]], dim=1)  # BOS passes through
 
     with torch.no_grad():
@@ -219,6 +219,16 @@ def latents_logits(runs, latents: list[Node], values: AblationValues) -> torch.T
     return runs.last_logits(_latent_sets_final(runs, start, [latents], values))
 
 
+def _start(runs, i: int) -> tuple[torch.Tensor, int]:
+    """``(residual, block)`` where a run that changes nothing before site ``i`` starts: the recorded clean residual
+    at site ``i``, or the embedding for a site whose dictionary reads its block's internals (neurons,
+    transcoders: ``reads_block``), which a run starting after that block could not see."""
+    site = runs.sites[i]
+    if getattr(site.sae, "reads_block", False):
+        return runs.embed_clean, 0
+    return runs.clean[i].x, site.n_blocks_before
+
+
 def _latent_sets_final(runs, start: int, sets: list[list[Node]], values: AblationValues) -> torch.Tensor:
     """Final residual ``[len(sets)·n, pos, d_model]``, one block of ``n`` rows per set."""
     reps, space = len(sets), runs.space
@@ -236,10 +246,9 @@ def _latent_sets_final(runs, start: int, sets: list[list[Node]], values: Ablatio
                     delta[rows] += change[..., None] * W[k]
         return x + delta
 
+    x, block = _start(runs, start)
     with torch.no_grad():
-        x = runs.clean[start].x.repeat(reps, 1, 1)
-        return run_from(runs.model, runs.sites, x, runs.sites[start].n_blocks_before, edit,
-                        stop_block=runs.model.cfg.n_layers)
+        return run_from(runs.model, runs.sites, x.repeat(reps, 1, 1), block, edit, stop_block=runs.model.cfg.n_layers)
 
 
 # ------------------------------------------------------------------ soft masks (mask optimisation)
@@ -265,9 +274,9 @@ def soft_masked_resid(runs, candidates: list[torch.Tensor], soft: list[torch.Ten
         mixed = base.index_copy(-1, cand, s * fc + (1 - s) * values.f[i][..., cand].expand_as(fc))
         if error == "mean":
             err = values.err[i].expand_as(err)
-        new = decode(runs.sites[i], mixed, err)
+        new = decode(runs.sites[i], x, mixed, err)
         return torch.cat([x[:, :1], new[:, 1:]], dim=1)
 
     # Nothing is masked before the first site, so start from its recorded clean input.
-    first = runs.sites[0].n_blocks_before
-    return run_from(runs.model, runs.sites, runs.clean[0].x, first, edit, stop_block=runs.model.cfg.n_layers)
+    x, block = _start(runs, 0)
+    return run_from(runs.model, runs.sites, x, block, edit, stop_block=runs.model.cfg.n_layers)

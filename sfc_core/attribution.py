@@ -144,6 +144,14 @@ class PairRuns:
         ref = self.clean_logprobs.repeat(reps, 1) if self.clean_logprobs is not None else None
         return get_metric(self.metric)(logits, ns, ref)
 
+    def metric_of_rows(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Metric ``[r]`` (metric units) from last-position logits ``[r, d_vocab]`` whose row ``j`` belongs to pair
+        ``rows[j]``."""
+        ns = SimpleNamespace(last_pos=torch.zeros_like(rows), answer_ids=self.batch.answer_ids[rows],
+                             wrong_ids=self.batch.wrong_ids[rows])
+        ref = self.clean_logprobs[rows] if self.clean_logprobs is not None else None
+        return get_metric(self.metric)(logits, ns, ref)
+
     def metric_from_resid(self, resid: torch.Tensor, reps: int = 1, offset: int = 0) -> torch.Tensor:
         """Metric per row ``[reps·n]`` (metric units) from the final residual
         ``[reps·n, pos − offset, d_model]``."""

@@ -25,6 +25,8 @@ BUNDLED_SAE_SOURCE = "bundled"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = Path(os.environ.get("SFC_ASSETS_DIR", REPO_ROOT / "assets"))
 SAE_DIR = ASSETS_DIR / "saes"
+#: Shipped per-layer MLP transcoders (:mod:`sfc_core.transcoders`), one SAE Lens folder per layer.
+TRANSCODER_DIR = ASSETS_DIR / "transcoders"
 FEATURE_INDEX_DIR = ASSETS_DIR / "feature_index"
 CORPUS_HELDOUT_FILE = ASSETS_DIR / "corpus_heldout.safetensors"
 BUNDLE_MANIFEST = ASSETS_DIR / "bundle.json"

@@ -95,6 +95,25 @@ def is_neuron_hook(hook_name: str) -> bool:
     return hp.module == "mlp" and hp.kind == "post" and hp.layer >= 0
 
 
+def mlp_out(layer: int) -> str:
+    """``blocks.{layer}.hook_mlp_out``: the MLP's output, ``[batch, pos, d_model]``; the engine's transcoder sites
+    (:mod:`sfc_core.transcoders`).
+
+    Raises:
+        InputError: a negative layer.
+    """
+    return get_act_name("mlp_out", layer)
+
+
+def is_transcoder_hook(hook_name: str) -> bool:
+    """Whether a hook name is an MLP's output ``blocks.{L}.hook_mlp_out`` (a transcoder site)."""
+    try:
+        hp = parse(hook_name)
+    except InputError:
+        return False
+    return not hp.module and hp.kind == "mlp_out" and hp.layer >= 0
+
+
 def parse(hook_name: str) -> HookPoint:
     """:class:`HookPoint` of a hook name.
 
@@ -130,7 +149,8 @@ def short_kind(hook_name: str) -> str:
 def blocks_before(hook_name: str, n_layers: int) -> int:
     """Number of transformer blocks that run before a site's hook point is edited (``resid_post`` L → L+1,
     ``resid_pre`` L → L, ``hook_embed`` → 0; a neuron site ``blocks.L.mlp.hook_post`` → L+1: its neurons are
-    edited exactly through their write ``post @ W_out`` into the residual stream after block L).
+    edited exactly through their write ``post @ W_out`` into the residual stream after block L; a transcoder site
+    ``blocks.L.hook_mlp_out`` → L+1 likewise, through its features' write ``f @ W_dec``).
 
     Raises:
         InputError: not a residual-stream (or MLP neuron) hook point of a model with ``n_layers`` layers.
@@ -141,7 +161,7 @@ def blocks_before(hook_name: str, n_layers: int) -> int:
         hp = parse(hook_name)
     except InputError:
         hp = None
-    if hp is not None and is_neuron_hook(hook_name) and hp.layer < n_layers:
+    if hp is not None and (is_neuron_hook(hook_name) or is_transcoder_hook(hook_name)) and hp.layer < n_layers:
         return hp.layer + 1
     if hp is not None and not hp.module and 0 <= hp.layer < n_layers:
         if hp.kind == "resid_post":

@@ -37,7 +37,8 @@ _LOCAL = threading.local()
 _INSTALL_LOCK = threading.Lock()
 
 
-def _slots() -> dict:
+def capture_slots() -> dict:
+    """This thread's captured hook outputs ``{key: tensor}`` (:func:`install_capture`)."""
     slots = getattr(_LOCAL, "slots", None)
     if slots is None:
         slots = _LOCAL.slots = {}
@@ -48,14 +49,15 @@ def _installed(hp) -> bool:
     return getattr(hp, "_sfc_capture_id", None) in getattr(hp, "_forward_hooks", {})
 
 
-def _install(hp, key) -> None:
-    """A permanent forward hook on HookPoint ``hp`` storing its output under ``key`` (thread-local), once."""
+def install_capture(hp, key) -> None:
+    """A permanent forward hook on HookPoint ``hp`` storing its output under ``key`` in :func:`capture_slots`
+    (thread-local), installed once; the output is unchanged. Shared with :mod:`sfc_core.transcoders`."""
     with _INSTALL_LOCK:
         if _installed(hp):
             return
 
         def capture(t, hook=None):
-            _slots()[key] = t  # returns None: the output is unchanged (same object)
+            capture_slots()[key] = t  # returns None: the output is unchanged (same object)
 
         hp.add_hook(capture, dir="fwd", is_permanent=True)
         hp._sfc_capture_id = hp.fwd_hooks[-1].hook.id
@@ -77,6 +79,8 @@ class NeuronDictionary:
     """
 
     is_neurons = True
+    #: Reads block L's internals through capture hooks: a pass must run block L to encode here.
+    reads_block = True
 
     def __init__(self, model, layer: int):
         n_layers = int(model.cfg.n_layers)
@@ -90,8 +94,8 @@ class NeuronDictionary:
             raise InputError(f"block {layer} has no MLP with hook_post and W_out: no neuron site there")
         self._mlp = mlp
         self._key = (id(model), self.layer)
-        _install(mlp.hook_post, self._key + ("post",))
-        _install(block.hook_resid_post, self._key + ("resid",))
+        install_capture(mlp.hook_post, self._key + ("post",))
+        install_capture(block.hook_resid_post, self._key + ("resid",))
         self.cfg = SimpleNamespace(d_sae=int(mlp.W_out.shape[0]), d_in=int(mlp.W_out.shape[1]),
                                    metadata=SimpleNamespace(hook_name=self.hook_name))
 
@@ -108,7 +112,7 @@ class NeuronDictionary:
             InputError: ``x`` is not block L's output in this thread's latest pass (a run that starts after
                 block L cannot see the neurons).
         """
-        slots = _slots()
+        slots = capture_slots()
         if slots.get(self._key + ("resid",)) is not x or self._key + ("post",) not in slots:
             raise InputError(f"neurons at {self.hook_name} are read while block {self.layer} runs: this pass "
                              f"started after block {self.layer}, so neuron nodes cannot be used here")

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from .errors import IncompatibleSAEError, InputError, NumericalError
-from .hooks import blocks_before, is_neuron_hook
+from .hooks import blocks_before, is_neuron_hook, is_transcoder_hook
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,13 @@ def make_sites(model, saes: dict) -> list[Site]:
     """Sites sorted by depth from ``{hook_name: LoadedSAE | SAE}``.
 
     A ``blocks.L.mlp.hook_post`` entry must be a :class:`~sfc_core.neurons.NeuronDictionary` (the MLP's
-    neurons as a site: decoder ``W_out``, no error node; edited after block L).
+    neurons as a site: decoder ``W_out``, no error node; edited after block L), and a ``blocks.L.hook_mlp_out``
+    entry a :class:`~sfc_core.transcoders.TranscoderDictionary` (the MLP's transcoder, edited after block L).
 
     Raises:
         InputError: no SAE given, a hook point that is not ``resid_pre``/``resid_post`` of this model (or an MLP
-            ``hook_post`` with its neuron dictionary), or two SAEs at the same residual point.
+            ``hook_post`` with its neuron dictionary, or ``hook_mlp_out`` with its transcoder), or two SAEs at the
+            same residual point.
         IncompatibleSAEError: an SAE's ``d_in`` differs from the model's ``d_model``.
     """
     if not saes:
@@ -73,30 +75,48 @@ def make_sites(model, saes: dict) -> list[Site]:
         if is_neuron_hook(hook) != bool(getattr(sae, "is_neurons", False)):
             raise InputError(f"'{hook}': MLP neuron sites (blocks.L.mlp.hook_post) take the model's own neurons "
                              "(sfc_core.neurons.neuron_sites), SAEs sit in the residual stream")
+        if is_transcoder_hook(hook) != bool(getattr(sae, "is_transcoder", False)):
+            raise InputError(f"'{hook}': MLP output sites (blocks.L.hook_mlp_out) take transcoders "
+                             "(sfc_core.transcoders.transcoder_sites), SAEs sit in the residual stream")
         n = blocks_before(hook, model.cfg.n_layers)
         if int(sae.cfg.d_in) != model.cfg.d_model:
             raise IncompatibleSAEError(f"SAE at '{hook}' has d_in={sae.cfg.d_in}, the model's d_model is {model.cfg.d_model}")
         sites.append(Site(hook, n, sae))
     sites.sort(key=lambda s: s.n_blocks_before)
     if len({s.n_blocks_before for s in sites}) != len(sites):
-        raise InputError("two SAEs sit at the same residual point; pick one")
+        raise InputError("two SAEs sit at the same residual point (a transcoder at layer L edits the residual "
+                         "after block L, as an SAE at blocks.L.hook_resid_post does); pick one")
     return sites
+
+
+def rest(site: Site, x: torch.Tensor) -> torch.Tensor | None:
+    """The part of ``x`` ``[b, p, d_model]`` that is neither the site's features' write nor its error node, or
+    ``None`` (SAE sites: ``x = decode(f) + ε``). A transcoder site (:class:`~sfc_core.transcoders.
+    TranscoderDictionary`) sits after a block whose MLP it replaces: ``x = decode(f) + ε + rest``, with ``rest`` the
+    residual before the MLP plus the transcoder's bias and skip term, recomputed in every pass, never a node."""
+    fn = getattr(site.sae, "rest", None)
+    return None if fn is None else fn(x)
 
 
 def encode(site: Site, x: torch.Tensor, bos_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f [b, p, d_sae], ε [b, p, d_model])`` of a residual ``x`` ``[b, p, d_model]``, with
-    ``decode(f) + ε == x`` and BOS features zero (``bos_first=False``: ``x`` starts after BOS, as past a
-    :class:`PrefixCache`). The error node ε is Marks et al. 2024, §2's."""
+    ``decode(f) + ε (+ rest) == x`` and BOS features zero (``bos_first=False``: ``x`` starts after BOS, as past a
+    :class:`PrefixCache`). The error node ε is Marks et al. 2024, §2's (a transcoder's: its MLP output's
+    reconstruction error, :func:`rest`)."""
     f = site.sae.encode(x)
     if bos_first:
         f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], dim=1)
     err = x - site.sae.decode(f)
-    return f, err
+    extra = rest(site, x)
+    return f, (err if extra is None else err - extra)
 
 
-def decode(site: Site, f: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
-    """``decode(f) + ε`` ``[b, p, d_model]`` from features ``f`` ``[b, p, d_sae]`` and ε ``[b, p, d_model]``."""
-    return site.sae.decode(f) + err
+def decode(site: Site, x: torch.Tensor, f: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    """``decode(f) + ε (+ rest)`` ``[b, p, d_model]`` from features ``f`` ``[b, p, d_sae]`` and ε ``[b, p, d_model]``,
+    in the pass whose residual at the site is ``x`` ``[b, p, d_model]`` (its :func:`rest`)."""
+    out = site.sae.decode(f) + err
+    extra = rest(site, x)
+    return out if extra is None else out + extra
 
 
 #: ``edit(site_index, x) -> x`` applied at each site; ``x`` is ``[batch, pos, d_model]``.

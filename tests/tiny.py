@@ -100,3 +100,19 @@ def tiny_bpe_model(n_layers: int = 1):
                                                       d_vocab=len(tok), n_ctx=64, act_fn="gelu"))
     model.tokenizer = tok
     return model
+
+
+def tiny_transcoder(layer: int, d_model: int = 16, d_sae: int = 24, seed: int = 0, threshold: float = 0.05):
+    """A random SAE Lens ``JumpReLUSkipTranscoder`` (float64) for block ``layer`` of :func:`tiny_model`."""
+    from sfc_core.transcoders import to_sae_lens
+
+    g = torch.Generator().manual_seed(seed)
+    weights = {
+        "W_enc": torch.randn(d_model, d_sae, generator=g, dtype=torch.float64) * 0.5,
+        "b_enc": torch.randn(d_sae, generator=g, dtype=torch.float64) * 0.1,
+        "W_dec": torch.randn(d_sae, d_model, generator=g, dtype=torch.float64) * 0.5,
+        "b_dec": torch.randn(d_model, generator=g, dtype=torch.float64) * 0.1,
+        "W_skip": torch.randn(d_model, d_model, generator=g, dtype=torch.float64) * 0.1,
+        "threshold": torch.full((d_sae,), threshold, dtype=torch.float64),
+    }
+    return to_sae_lens(weights, layer, model_name="tiny", dtype=torch.float64)

@@ -94,7 +94,7 @@ def test_neuron_site_layout_has_no_error_node():
         space.node_at(1, 4)
 
 
-def test_neuron_sites_refuse_saes_and_runs_that_start_past_them():
+def test_neuron_sites_refuse_saes_and_encodes_outside_their_block():
     model = tiny_model(n_layers=2)
     with pytest.raises(InputError, match="neuron sites"):
         make_sites(model, {H0: tiny_sae(hook=H0)})
@@ -104,9 +104,20 @@ def test_neuron_sites_refuse_saes_and_runs_that_start_past_them():
     assert list(d) == [H0, H1] and d[H0].cfg.d_sae == 32 and d[H0].cfg.d_in == 16
     with pytest.raises(InputError, match="started after block 0"):
         d[H0].encode(torch.zeros(1, 3, 16, dtype=torch.float64))
-    runs = prepare_neuron_runs(model, [0, 1], _batch())
-    with pytest.raises(InputError, match="started after block"):
-        latent_sets_metric(runs, [[N.neuron(H1, 0)]], ablation_values(runs))
+    batch = _batch()
+    runs = prepare_neuron_runs(model, [0, 1], batch)
+    # a run that would start past block 1 starts at the embedding instead (ablation._start), so FAP-Synergy's
+    # ablated sets work on neurons: equal to a hooked run with neuron 0 of block 1 at its ablation value
+    values = ablation_values(runs)
+    got = float(latent_sets_metric(runs, [[N.neuron(H1, 0)]], values)[0])
+    mask = runs.mask
+
+    def set_neuron(post):
+        post = post.clone()
+        post[..., 0] = torch.where(mask, values.f[1][..., 0].expand_as(mask), post[..., 0])
+        return post
+
+    assert got == pytest.approx(_hooked_metric(model, batch, {H1: set_neuron}), abs=1e-9)
 
 
 # ------------------------------------------------------------------ AtP vs exact, engine vs hooks

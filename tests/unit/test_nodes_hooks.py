@@ -35,7 +35,8 @@ def test_blocks_before_and_bad_hooks():
     assert hooks.blocks_before("blocks.3.hook_resid_post", 30) == 4
     assert hooks.blocks_before("blocks.3.hook_resid_pre", 30) == 3
     assert hooks.blocks_before("hook_embed", 30) == 0
-    for bad in ("blocks.30.hook_resid_post", "blocks.3.hook_mlp_out", "nonsense", "blocks.x.hook_resid_post"):
+    assert hooks.blocks_before("blocks.3.hook_mlp_out", 30) == 4  # a transcoder site edits after block 3
+    for bad in ("blocks.30.hook_resid_post", "blocks.30.hook_mlp_out", "blocks.3.attn.hook_z", "nonsense", "blocks.x.hook_resid_post"):
         with pytest.raises(InputError, match="unknown or unsupported hook point"):
             hooks.blocks_before(bad, 30)
     with pytest.raises(InputError, match="not a hook point"):
