@@ -266,7 +266,8 @@ def sidebar_options(sae_dict: dict) -> Options:
                                                                 "scoring it:"))
         st.divider()
         # No `type=` filter: Streamlit would raise on a wrong extension; the content is validated instead.
-        st.file_uploader("Load a saved circuit (sfc-circuit JSON, or a Neuronpedia JSON exported here)",
+        st.file_uploader("Load a saved circuit (sfc-circuit JSON, a Neuronpedia JSON exported here, or a "
+                         "circuit-tracer / Neuronpedia attribution-graph JSON)",
                          key="circuit_upload",
                          on_change=_on_circuit_upload)
         _flash("_flash_circuit")
@@ -603,6 +604,13 @@ def _score_summary(shown: Shown) -> None:
             b.metric("completeness", f"{saved['completeness']:.3f}", help="as saved in the file")
         st.caption(f"saved in the file ({saved.get('ablation', '?')} ablation, the pairs it was found on); "
                    "score it on the current pairs under *3 · Scores*")
+    elif (G.graph.get("imported") or {}).get("format") == "circuit-tracer":
+        st.warning("Faithfulness not measured: a circuit-tracer graph file carries none, and its nodes carry no "
+                   "effects (circuit-tracer's influence ranks nodes; it is not in metric units). Score it under "
+                   "*3 · Scores* (it needs transcoders at its layers) before reading the graph as an explanation.")
+        imported = G.graph["imported"]
+        st.caption(f"circuit-tracer graph '{imported.get('slug') or '?'}' ({imported.get('scan') or '?'}): "
+                   "edges are its attributions; " + "; ".join(imported.get("notes") or ["nothing merged"]) + ".")
     else:
         st.warning("This circuit file carries no faithfulness: score it under *3 · Scores* before reading "
                    "the graph as an explanation.")

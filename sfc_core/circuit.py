@@ -21,7 +21,7 @@ from . import bounds
 from .annotations import check_annotations
 from .attribution import Attribution
 from .errors import InputError
-from .jsonio import as_text, parse_json, read_json_file, write_json_atomic
+from .jsonio import load_json, write_json_atomic
 from .nodes import EMBED, KINDS, METRIC, Node, NodeSpace, from_fields, is_end_id, node_attrs
 
 SCHEMA = "sfc-circuit/2"
@@ -295,21 +295,18 @@ def save_circuit(G: nx.DiGraph, path: str | Path) -> None:
 
 
 def load_circuit(path_or_text: str | Path | bytes) -> nx.DiGraph:
-    """Read an ``sfc-circuit/2`` (or ``/1``) file (path), JSON text (a leading BOM is dropped) or UTF-8 bytes; a
-    Neuronpedia graph JSON exported by this project (:func:`~sfc_core.export.from_neuronpedia`) is read too.
+    """Read an ``sfc-circuit/2`` (or ``/1``) file (path), JSON text (a leading BOM is dropped) or UTF-8 bytes; an
+    attribution-graph JSON in the Neuronpedia schema (a document without ``schema`` but with ``qParams`` or
+    ``links``: exported by this project or written by circuit-tracer) is read by
+    :func:`~sfc_core.export.from_neuronpedia`.
 
     Raises:
         InputError: missing file, not UTF-8, invalid or too deep/large JSON (:func:`~sfc_core.jsonio.parse_json`),
-            or not a valid circuit (:func:`from_json`).
+            or not a valid circuit (:func:`from_json`, :func:`~sfc_core.export.from_neuronpedia`).
     """
-    if isinstance(path_or_text, (bytes, bytearray)):
-        doc = parse_json(path_or_text, "circuit file")
-    elif as_text(str(path_or_text), "circuit file").lstrip().startswith("{"):
-        doc = parse_json(str(path_or_text), "circuit file")
-    else:
-        doc = read_json_file(path_or_text, "circuit file")
-    if isinstance(doc, dict) and "qParams" in doc and "schema" not in doc:
-        from .export import from_neuronpedia  # a Neuronpedia graph this project exported
+    doc = load_json(path_or_text, "circuit file")
+    if isinstance(doc, dict) and "schema" not in doc and ("qParams" in doc or "links" in doc):
+        from .export import from_neuronpedia  # ours or circuit-tracer's
 
         return from_neuronpedia(doc)
     return from_json(doc)

@@ -1,5 +1,8 @@
 """Exports of a circuit graph and its figure: GraphML, CSV, standalone HTML, PNG/SVG, Neuronpedia JSON, and
-the readers that bring GraphML, CSV and Neuronpedia JSON back to a circuit graph.
+the readers that bring GraphML, CSV and Neuronpedia-schema graph JSON back to a circuit graph. The one reader of
+Neuronpedia-schema JSON, :func:`read_graph_json` / :func:`from_neuronpedia`, reads both this project's export and
+circuit-tracer's attribution-graph files (its transcoder features, MLP errors, embeddings and logits become latent,
+error, ``embed`` and ``metric`` nodes: :func:`_from_circuit_tracer`).
 
 Labels and supernodes (:mod:`sfc_core.annotations`) travel in every format: GraphML and CSV carry per node
 ``label``, ``auto_label`` and ``supernode`` (its supernode's name); GraphML's ``metadata`` also holds the
@@ -274,7 +277,7 @@ def to_neuronpedia(G: nx.DiGraph, slug: str | None = None) -> dict:
         "metric": meta.get("metric") or "logit_diff",
         "generator": {"name": "SFC Explorer", "version": "1"},
     }
-    for key in ("saes", "n_pairs", "aggregation", "edge_threshold", "scores"):
+    for key in ("saes", "n_pairs", "aggregation", "edge_threshold", "scores", "n_layers"):
         if meta.get(key) is not None:
             info[key] = _jsonable(meta[key])
     return {
@@ -397,18 +400,53 @@ def from_csv(nodes_csv: str, edges_csv: str) -> nx.DiGraph:
     return G
 
 
-def from_neuronpedia(doc: dict) -> nx.DiGraph:
-    """The circuit graph of a :func:`to_neuronpedia` document written by this project (its nodes carry
-    ``sfc_id``): nodes, effects (``influence``), links, labels (``clerp``) and supernodes.
+#: circuit-tracer's ``feature_type`` values (``circuit_tracer.frontend.graph_models.Node``, 0.5.0) and what each
+#: becomes here (:func:`_from_circuit_tracer`): a transcoder latent, an error node, the embed or the metric end point.
+CIRCUIT_TRACER_TYPES = {"cross layer transcoder": "transcoder", "mlp reconstruction error": "error",
+                        "embedding": "embed", "logit": "metric"}
+#: ``metadata["metric"]`` of a circuit read from a circuit-tracer graph: its logit targets, probability-weighted.
+CIRCUIT_TRACER_METRIC = "p-weighted output logits"
+_CT_FEATURE_ID = re.compile(r"^(\d+)_(\d+)_(\d+)$")  # "{layer}_{feature}_{ctx_idx}"
+_CT_LOGIT_CLERP = re.compile(r'^Output "(.*)" \(p=[^()]*\)$', re.DOTALL)
+_MAX_INDEX = 10 ** 9
+
+
+def read_graph_json(source: str | os.PathLike | bytes | dict) -> nx.DiGraph:
+    """The circuit graph of an attribution-graph JSON in the Neuronpedia schema: this project's
+    :func:`to_neuronpedia` export or a graph file written by circuit-tracer (``create_graph_files``), given as
+    a file path, JSON text, UTF-8 bytes or the parsed document (read with the limits of
+    :mod:`sfc_core.jsonio`: at most 20 MB, nesting at most 32). See :func:`from_neuronpedia` for the schema.
 
     Raises:
-        InputError: not attribution-graph JSON, a node without ``sfc_id`` (a graph from another tool), a link
-            or supernode naming an unknown node, a weight that is not a number, or anything
-            :func:`~sfc_core.circuit.from_json` refuses in an ``sfc-circuit`` file (non-finite numbers, cycles,
-            bad labels or supernodes).
+        InputError: a missing or unreadable file, not UTF-8, too large, not valid JSON, or anything
+            :func:`from_neuronpedia` refuses.
     """
-    from .nodes import graph_node, node_attrs
+    from .jsonio import load_json
 
+    doc = source if isinstance(source, dict) else load_json(source, "graph file")
+    return from_neuronpedia(doc)
+
+
+def from_neuronpedia(doc: dict) -> nx.DiGraph:
+    """The circuit graph of an attribution-graph document in the Neuronpedia schema (the one reader of that
+    schema): top level ``metadata``, ``qParams``, ``nodes``, ``links``.
+
+    * **Exported here** (:func:`to_neuronpedia`; its nodes carry ``sfc_id``): nodes, effects (``influence``,
+      metric units), activations, links, labels (``clerp``; ``sfc_auto_label`` tells the automatic ones apart)
+      and supernodes come back exactly.
+    * **circuit-tracer** (no ``sfc_id``; see :func:`_from_circuit_tracer` for the mapping): transcoder
+      features, MLP reconstruction errors, the embeddings and the logits become latent, error, ``embed`` and
+      ``metric`` nodes; ``clerp`` the labels, ``ctx_idx`` the positions, ``qParams.supernodes`` the supernodes.
+
+    The result is checked as :func:`~sfc_core.circuit.from_json` checks an ``sfc-circuit`` file, and built
+    apart from any other graph: on error nothing is returned, half-read or changed.
+
+    Raises:
+        InputError: not attribution-graph JSON (no ``nodes`` / ``links`` lists; ``metadata`` / ``qParams`` not
+            objects), some nodes with ``sfc_id`` and others without, a link or supernode naming an unknown
+            node, a weight that is not a finite number, an unknown circuit-tracer ``feature_type``, or anything
+            :func:`~sfc_core.circuit.from_json` refuses (non-finite numbers, cycles, bad labels or supernodes).
+    """
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or not isinstance(doc.get("links"), list):
         raise InputError("not a Neuronpedia graph: expected \"nodes\" and \"links\" lists")
     meta, q = doc.get("metadata") or {}, doc.get("qParams") or {}
@@ -417,18 +455,41 @@ def from_neuronpedia(doc: dict) -> nx.DiGraph:
         raise InputError("not a Neuronpedia graph: metadata, metadata.info and qParams must be objects")
     if not isinstance(q.get("supernodes") or [], list):
         raise InputError("not a Neuronpedia graph: qParams.supernodes must be a list of [name, node_id, …]")
+    if any(isinstance(node, dict) and "sfc_id" in node for node in doc["nodes"]):
+        G = _from_sfc_export(doc, meta, info, q)
+    else:
+        G = _from_circuit_tracer(doc, meta, q)
+    from .circuit import from_json, to_json
+
+    return from_json(to_json(G))  # every field checked as in an sfc-circuit file (numbers, ids, cycles, labels)
+
+
+def _from_sfc_export(doc: dict, meta: dict, info: dict, q: dict) -> nx.DiGraph:
+    """The unchecked graph of a :func:`to_neuronpedia` document (see :func:`from_neuronpedia`)."""
+    from .nodes import graph_node, node_attrs
+
     G = nx.DiGraph()
     G.graph.update({k: info[k] for k in ("method", "metric", "saes", "n_pairs", "aggregation", "edge_threshold",
                                          "scores") if info.get(k) is not None})
     G.graph.update(model=meta.get("scan"), node_threshold=meta.get("node_threshold"),
                    prompt_tokens=list(meta.get("prompt_tokens") or []))
+    if isinstance(meta.get("prompt"), str) and meta["prompt"]:
+        G.graph["prompt"] = meta["prompt"]
+    # n_layers: written in info since the reader of circuit-tracer files came; before, only as the metric's layer
+    n_layers = info.get("n_layers")
+    if n_layers is None:
+        layer = next((n.get("layer") for n in doc["nodes"] if isinstance(n, dict) and n.get("sfc_id") == "metric"),
+                     None)
+        n_layers = int(layer) - 1 if isinstance(layer, str) and layer.isdigit() and len(layer) <= 10 else None
+    if isinstance(n_layers, int) and not isinstance(n_layers, bool):
+        G.graph["n_layers"] = n_layers
     np_to_sfc = {}
     for i, node in enumerate(doc["nodes"]):
         sfc_id = node.get("sfc_id") if isinstance(node, dict) else None
         if not sfc_id or not isinstance(sfc_id, str):
-            raise InputError(f"Neuronpedia node {i + 1} has no sfc_id: only graphs exported by SFC Explorer can be "
-                             "read back")
-        attrs = node_attrs(graph_node(sfc_id))
+            raise InputError(f"Neuronpedia node {i + 1} has no sfc_id, but others have: a graph exported by "
+                             "SFC Explorer and then edited?")
+        attrs = node_attrs(graph_node(sfc_id), None, G.graph.get("n_layers"))
         attrs.update(effect=node.get("influence"), activation=node.get("activation"))
         if node.get("sfc_auto_label"):
             attrs["auto_label"] = node["sfc_auto_label"]
@@ -451,15 +512,218 @@ def from_neuronpedia(doc: dict) -> nx.DiGraph:
     for entry in q.get("supernodes") or []:
         if not isinstance(entry, list) or not entry:
             raise InputError(f"a Neuronpedia supernode must be [name, node_id, …], not {entry!r}")
-        unknown = [x for x in entry[1:] if x not in np_to_sfc]
+        unknown = [x for x in entry[1:] if not isinstance(x, str) or x not in np_to_sfc]
         if unknown:
             raise InputError(f"supernode {entry[0]!r} names {unknown[0]!r}, which is not a node of this graph")
         groups.append({"name": entry[0], "nodes": [np_to_sfc[x] for x in entry[1:]]})
     if groups:
         G.graph["supernodes"] = groups
-    from .circuit import from_json, to_json
+    return G
 
-    return from_json(to_json(G))  # every field checked as in an sfc-circuit file (numbers, ids, cycles, labels)
+
+def _ct_int(value, where: str, what: str) -> int:
+    """A circuit-tracer integer field (``layer`` is written as text: ``"7"``), ``0 ≤ value ≤ 10⁹``.
+
+    Raises:
+        InputError: not a whole number in that range.
+    """
+    v = int(value) if isinstance(value, str) and value.isdigit() and len(value) <= 10 else value
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_INDEX:
+        raise InputError(f"{where}: {what} must be a whole number from 0 to {_MAX_INDEX}, not {value!r:.40}")
+    return v
+
+
+def _ct_text(value, where: str) -> str:
+    """A circuit-tracer label (``clerp``, a supernode's name) as a label here: control characters written as
+    escapes, stripped, at most :data:`~sfc_core.annotations.MAX_LABEL_CHARS` characters (``""``: none).
+
+    Raises:
+        InputError: not text.
+    """
+    from .annotations import MAX_LABEL_CHARS, printable
+
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"{where} must be text, not {value!r:.40}")
+    return printable(value).strip()[:MAX_LABEL_CHARS].strip()
+
+
+def _from_circuit_tracer(doc: dict, meta: dict, q: dict) -> nx.DiGraph:
+    """The unchecked graph of a circuit-tracer attribution-graph file (``create_graph_files``, 0.5.0).
+
+    Mapping (circuit-tracer field → here):
+
+    * ``"cross layer transcoder"`` node ``"{layer}_{feature}_{ctx_idx}"`` → the latent ``feature`` (read from
+      ``node_id``: the file's ``feature`` field is a Cantor pairing of layer and index) of layer ``layer``'s
+      transcoder, at hook point ``blocks.{layer}.hook_mlp_out`` (where a transcoder writes) and position
+      ``ctx_idx``; ``activation`` kept.
+    * ``"mlp reconstruction error"`` → the error node at ``blocks.{layer}.hook_mlp_out``, position ``ctx_idx``.
+    * ``"embedding"`` (one per prompt token) → the one ``embed`` node; links from several are summed.
+    * ``"logit"`` (one per logit target) → the one ``metric`` node, standing for the targets weighted by their
+      ``token_prob`` p (circuit-tracer's own weighting of influence); a link into logit i counts ``p_i · weight``.
+      Without probabilities the ``is_target_logit`` logits count 1 (all logits equally when none is marked).
+      ``n_layers`` = the logits' ``layer`` − 1 (circuit-tracer puts them one past the last layer).
+    * ``clerp`` → ``label`` (control characters escaped, at most 200 characters); ``links`` → edges with their
+      ``weight`` (circuit-tracer's direct attributions, as in the file); ``qParams.supernodes``
+      (``[[name, node_id, …]]``) → supernodes of the feature and error nodes (embedding and logit members are
+      left out, being merged; a supernode of only those is dropped; a repeated name gets " (2)").
+    * ``metadata.scan`` → ``model``; ``prompt``, ``prompt_tokens`` kept; ``method`` ``"circuit-tracer"``,
+      ``metric`` :data:`CIRCUIT_TRACER_METRIC`, ``aggregation`` ``"none"`` (position-resolved). The file's
+      ``slug``, ``node_threshold`` (a share of circuit-tracer's influence, not an |effect| threshold),
+      ``transcoder_list``, logit targets and what was merged or dropped go to ``metadata["imported"]``.
+    * ``effect`` is ``None``: circuit-tracer's ``influence`` is the cumulative share of total influence at the
+      node's rank (unsigned, in (0, 1]), not an effect in metric units; a circuit-tracer file carries no
+      faithfulness either.
+
+    Raises:
+        InputError: a node without a text ``node_id`` or with a repeated one, an unknown ``feature_type``, a
+            bad ``layer`` / ``ctx_idx`` / ``token_prob`` / ``clerp``, a transcoder feature whose ``node_id`` is
+            not ``{layer}_{feature}_{ctx_idx}``, two nodes that are the same node here, a link naming an unknown
+            node or with a weight that is not a finite number, a link from a node to itself once merged, or a
+            supernode that is not ``[name, node_id, …]`` or names an unknown node.
+    """
+    from .annotations import MAX_LABEL_CHARS
+    from .nodes import EMBED, EMBED_ID, METRIC, METRIC_ID, error, from_fields, is_end_id, node_attrs
+
+    G = nx.DiGraph()
+    to_id: dict[str, str] = {}  # file node_id -> node id here
+    logits: list[dict] = []
+    n_embeddings = 0
+    for i, node in enumerate(doc["nodes"]):
+        if not isinstance(node, dict):
+            raise InputError(f"graph node {i + 1} must be an object, not {node!r:.60}")
+        nid = node.get("node_id")
+        if not isinstance(nid, str) or not nid:
+            raise InputError(f"graph node {i + 1} has no text node_id")
+        where = f"graph node {nid[:60]!r}"
+        if nid in to_id:
+            raise InputError(f"{where} appears twice")
+        ftype = node.get("feature_type")
+        kind = CIRCUIT_TRACER_TYPES.get(ftype) if isinstance(ftype, str) else None
+        if kind is None:
+            raise InputError(f"{where}: unknown feature_type {ftype!r:.40} (circuit-tracer graphs have "
+                             + ", ".join(map(repr, CIRCUIT_TRACER_TYPES)) + ")")
+        ctx = _ct_int(node.get("ctx_idx"), where, "ctx_idx")
+        label = _ct_text(node.get("clerp"), f"{where}: clerp")
+        if kind == "embed":
+            to_id[nid] = EMBED_ID
+            n_embeddings += 1
+            continue
+        if kind == "metric":
+            prob = node.get("token_prob", 0.0)
+            if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
+                raise InputError(f"{where}: token_prob must be a probability from 0 to 1, not {prob!r:.40}")
+            layer = node.get("layer")
+            token = _CT_LOGIT_CLERP.match(node.get("clerp") or "")
+            logits.append({"node_id": nid, "token": token.group(1) if token else label, "token_prob": float(prob),
+                           "is_target_logit": node.get("is_target_logit") is True,
+                           "layer": int(layer) if isinstance(layer, str) and layer.isdigit() and len(layer) <= 10
+                           else layer if isinstance(layer, int) and not isinstance(layer, bool) else None})
+            to_id[nid] = METRIC_ID
+            continue
+        layer = _ct_int(node.get("layer"), where, "layer")
+        hook = hooks.get_act_name("mlp_out", layer)
+        if kind == "transcoder":
+            m = _CT_FEATURE_ID.match(nid)
+            if m is None or int(m.group(1)) != layer or int(m.group(2)) > _MAX_INDEX:
+                raise InputError(f"{where}: a transcoder feature's node_id must be \"{{layer}}_{{feature}}_"
+                                 f"{{ctx_idx}}\" with its layer {layer}")
+            unit = from_fields(hook, int(m.group(2)), ctx, where=where)  # the engine's kind of a unit there
+        else:
+            unit = error(hook, ctx)
+        if unit.id in G:
+            first = next(k for k, v in to_id.items() if v == unit.id)
+            raise InputError(f"{where} and graph node {first[:60]!r} are the same node here ({unit.id})")
+        attrs = {**node_attrs(unit), "effect": None, "activation": node.get("activation")}
+        if label:
+            attrs["label"] = label
+        G.add_node(unit.id, **attrs)
+        to_id[nid] = unit.id
+
+    inner_layers = [d["layer"] for _, d in G.nodes(data=True)]
+    logit_layers = [lg["layer"] for lg in logits if lg["layer"] is not None]
+    n_layers = max(max(inner_layers, default=-1) + 1, max(logit_layers, default=0) - 1)
+    probs = [lg["token_prob"] for lg in logits]
+    if sum(probs) > 0:
+        weights, rule = probs, "token_prob"
+    elif any(lg["is_target_logit"] for lg in logits):
+        weights, rule = [1.0 if lg["is_target_logit"] else 0.0 for lg in logits], "is_target_logit"
+    else:
+        weights, rule = [1.0 / len(logits)] * len(logits) if logits else [], "equal"
+    logit_weight = {lg["node_id"]: w for lg, w in zip(logits, weights)}
+
+    edges: dict[tuple[str, str], float] = {}
+    for j, link in enumerate(doc["links"]):
+        if not isinstance(link, dict):
+            raise InputError(f"graph link {j + 1} must be an object with source, target and weight")
+        src, dst = link.get("source"), link.get("target")
+        if not isinstance(src, str) or not isinstance(dst, str) or src not in to_id or dst not in to_id:
+            raise InputError(f"graph link {j + 1} ({src!r:.40} -> {dst!r:.40}) names a node not in the graph")
+        w = link.get("weight")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise InputError(f"graph link {src} -> {dst}: weight must be a finite number, not {w!r:.40}")
+        u, v = to_id[src], to_id[dst]
+        if u == v:
+            raise InputError(f"graph link {src} -> {dst} runs from a node to itself ({u})")
+        scale = logit_weight.get(dst, 1.0)
+        if scale:
+            edges[(u, v)] = edges.get((u, v), 0.0) + float(w) * scale
+    for (u, v), w in edges.items():
+        for end, node in ((EMBED_ID, EMBED), (METRIC_ID, METRIC)):
+            if end in (u, v) and end not in G:
+                G.add_node(end, **node_attrs(node, None, n_layers), effect=None, activation=None)
+        G.add_edge(u, v, weight=w)
+    for end, node, present in ((EMBED_ID, EMBED, n_embeddings), (METRIC_ID, METRIC, logits)):
+        if present and end not in G:  # kept without links, as circuit-tracer keeps them
+            G.add_node(end, **node_attrs(node, None, n_layers), effect=None, activation=None)
+
+    groups, names, dropped = [], set(), []
+    for entry in q.get("supernodes") or []:
+        if not isinstance(entry, list) or len(entry) < 2:
+            raise InputError(f"a graph supernode must be [name, node_id, …], not {entry!r:.80}")
+        name = _ct_text(entry[0], "a supernode's name") or "supernode"
+        unknown = [x for x in entry[1:] if not isinstance(x, str) or x not in to_id]
+        if unknown:
+            raise InputError(f"supernode {name!r} names {unknown[0]!r:.60}, which is not a node of this graph")
+        members = list(dict.fromkeys(to_id[x] for x in entry[1:] if not is_end_id(to_id[x])))
+        if not members:
+            dropped.append(name)
+            continue
+        base, k = name, 2
+        while name in names:  # circuit-tracer allows repeated names, supernodes here do not
+            name = f"{base[:MAX_LABEL_CHARS - 12]} ({k})"
+            k += 1
+        names.add(name)
+        groups.append({"name": name, "nodes": members})
+    if groups:
+        G.graph["supernodes"] = groups
+
+    notes = []
+    if n_embeddings > 1:
+        notes.append(f"the {n_embeddings} embedding nodes (one per prompt token) are one embed node here; their "
+                     "links are summed")
+    if len(logits) > 1:
+        notes.append(f"the {len(logits)} logit nodes are one metric node here, weighted by {rule}")
+    if dropped:
+        notes.append(f"{len(dropped)} supernode(s) of only embedding / logit nodes left out: "
+                     + ", ".join(dropped)[:120])
+    tokens = meta.get("prompt_tokens") or []
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise InputError("graph file: metadata.prompt_tokens must be a list of texts")
+    G.graph.update(
+        model=meta.get("scan") if isinstance(meta.get("scan"), str) else None,
+        method="circuit-tracer", metric=CIRCUIT_TRACER_METRIC, aggregation="none", n_layers=n_layers,
+        prompt=meta.get("prompt") if isinstance(meta.get("prompt"), str) else "",
+        prompt_tokens=list(tokens),
+        imported=_jsonable({
+            "format": "circuit-tracer", "slug": meta.get("slug"), "scan": meta.get("scan"),
+            "transcoder_list": meta.get("transcoder_list") or [], "node_threshold": meta.get("node_threshold"),
+            "schema_version": meta.get("schema_version"), "logit_weights": rule,
+            "logits": [{k: lg[k] for k in ("node_id", "token", "token_prob", "is_target_logit")} for lg in logits],
+            "notes": notes}),
+    )
+    return G
 
 
 # ------------------------------------------------------------------ file names

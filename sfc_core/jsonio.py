@@ -112,6 +112,20 @@ def read_json_file(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES)
     return parse_json(data, f"{what} {path.name}", max_bytes)
 
 
+def load_json(source: str | Path | bytes, what: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """One JSON document from a user, given as a file path, as JSON text (an object: its first character after
+    whitespace and a BOM is ``{``) or as UTF-8 bytes; limits and errors of :func:`parse_json`.
+
+    Raises:
+        InputError: a missing or unreadable file, not UTF-8, too large, not valid JSON, or nested too deep.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        return parse_json(source, what, max_bytes)
+    if as_text(str(source), what).lstrip().startswith("{"):
+        return parse_json(str(source), what, max_bytes)
+    return read_json_file(source, what, max_bytes)
+
+
 def check_writable(out: str | Path, flag: str = "--out") -> Path:
     """Fail before any work when ``out`` cannot be written as a file.
 
