@@ -204,3 +204,73 @@ if nvf:
     st.caption(f"{nvf['n_pairs']} pairs; MLP neurons at layers {', '.join(map(str, nvf['layers']))} (d_mlp "
                "each); residual directions (d_model each) and features at the SAE hook points of the same layers. "
                "An empty count: no top-n of the ranking reaches that faithfulness.")
+
+# ------------------------------------------------------------------ PIE's protocol (issue 15 point 3)
+st.divider()
+st.subheader("PIE's protocol on transcoder features")
+st.markdown(
+    "PIE (Prune → Interpret → Evaluate) scores every **feature occurrence** (layer, position, feature) of each prompt "
+    "by FAP, gradient × the change of its write into the MLP output, keeps the top **K** per prompt and removes "
+    "the rest by patching their writes to their corrupted-prompt values (or zero), the MLPs' reconstruction "
+    "errors kept. **Fidelity** is `1 − min(KL, 1)` of the last token's distribution against the clean run; the "
+    "dotted lines are the share of prompts whose top prediction changed. FAP-Synergy re-ranks the occurrences "
+    "near the budget boundary by measured pairwise synergy; random keeps K occurrences at random.")
+from sfc_core.pie import MODES as PIE_MODES  # noqa: E402
+
+pc1, pc2, pc3 = st.columns([2, 1, 1])
+pie_budgets_text = pc1.text_input("Budgets K (occurrences per prompt)", "10, 25, 50, 75, 100", key="pie_budgets")
+pie_mode = pc2.selectbox("Removal", list(PIE_MODES), key="pie_mode",
+                         help="corrupted: removed writes take their corrupted-prompt values; zero: removed writes are 0")
+pie_synergy = pc3.checkbox("FAP-Synergy", value=False, key="pie_synergy",
+                           help="Hundreds of patched forward passes per prompt and budget: minutes on a CPU.")
+pie_upload = st.file_uploader("…or open a report written by `sfc compare --features transcoders --protocol pie`",
+                              key="pie_upload")
+if st.button("Run PIE on these pairs", key="pie_run"):
+    with ui.guard("Running PIE's protocol on the bundled transcoders"):
+        try:
+            from sfc_core.attribution import prepare_runs
+            from sfc_core.discovery import as_batch
+            from sfc_core.pie import pie_compare
+
+            pie_budgets = S.parse_sizes(pie_budgets_text)
+            with st.spinner("Attributing transcoder features and patching them out (a minute or more on a CPU)…"):
+                runs = prepare_runs(m, ui.transcoders(), as_batch(m, pairs, _config("atp", pie_budgets)))
+                chosen = ("fap", "fap-synergy", "random") if pie_synergy else ("fap", "random")
+                ss["pie_result"] = pie_compare(runs, pie_budgets, pie_mode, methods=chosen)
+        except SFCError as exc:
+            st.error(S.screen_message(exc), icon="🚫")
+if pie_upload is not None:
+    with ui.guard("Reading the PIE report"):
+        try:
+            from sfc_core.jsonio import load_json
+            from sfc_core.pie import check_report
+
+            ss["pie_result"] = check_report(load_json(pie_upload.getvalue(), "PIE report"))
+        except SFCError as exc:
+            st.error(S.screen_message(exc), icon="🚫")
+
+pie_report = ss.get("pie_result")
+if pie_report:
+    from sfc_core.pie import seed_claims
+    from sfc_core.viz import pie_figure
+
+    st.plotly_chart(pie_figure(pie_report), key="pie_curve")
+    table = [{"method": name, "K": k, "KL (nats)": row["kl"][j], "prediction change": row["pred_change"][j],
+              "fidelity": row["fidelity"][j]}
+             for name, row in pie_report["methods"].items() for j, k in enumerate(row["budgets"])]
+    st.dataframe(pd.DataFrame(table), hide_index=True,
+                 column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                for k in ("KL (nats)", "prediction change", "fidelity")})
+    claims = seed_claims(pie_report)
+    if claims["synergy50_reaches_fap75"] is not None:
+        st.write(f"FAP-Synergy at K = 50: KL {claims['synergy50_kl']:.3f} nats; FAP at K = 75: "
+                 f"{claims['fap75_kl']:.3f} — PIE's claim (Synergy@50 reaches FAP@75) "
+                 f"{'holds' if claims['synergy50_reaches_fap75'] else 'does not hold'} here.")
+    if claims["random_k_to_match_fap100"]:
+        st.write(f"Random occurrences match FAP at K = 100 from K = {claims['random_k_to_match_fap100']} "
+                 f"({claims['random_ratio']:.0f}×; PIE-Pipeline reports ~40×).")
+    elif pie_report.get("random_to_match"):
+        st.write("Random occurrences never matched FAP at K = 100 within these prompts' occurrences.")
+    st.caption(f"{pie_report.get('n_pairs', '?')} prompts; occurrences per prompt "
+               f"{(pie_report.get('occurrences') or {}).get('min', '?')}–"
+               f"{(pie_report.get('occurrences') or {}).get('max', '?')}; removal: {pie_report.get('mode')}.")

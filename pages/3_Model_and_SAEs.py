@@ -76,7 +76,10 @@ if submitted:
         if new.cfg.model_name != defaults.BUNDLED_MODEL_NAME and ss.get("sae_spec", {}).get("kind") == "bundled":
             st.warning("The bundled SAEs only fit the bundled model: choose SAEs for this model below.")
 
-kind = st.radio("SAEs", ["bundled", "SAE Lens release", "local SAE folder"], horizontal=True, key="sae_kind")
+kind = st.radio("Sites", ["bundled", "bundled transcoders", "SAE Lens release", "local SAE folder"], horizontal=True,
+                key="sae_kind", help="bundled: residual-stream SAEs at 7 layers; bundled transcoders: one per MLP at "
+                                     "all 30 layers (features are the MLP outputs' latents, error nodes their "
+                                     "reconstruction errors)")
 with st.form("sae_form"):
     release = layers_text = path = ""
     if kind == "SAE Lens release":
@@ -84,6 +87,9 @@ with st.form("sae_form"):
         layers_text = st.text_input("Layers", placeholder="3, 7, 11", key="sae_layers")
     elif kind == "local SAE folder":
         path = st.text_input("Folder (SAE Lens format: cfg.json + sae_weights.safetensors)", key="sae_path")
+    elif kind == "bundled transcoders":
+        st.caption("The per-layer MLP transcoders shipped in assets/transcoders (JumpReLU with a skip term; "
+                   "quality figures in assets/bundle.json, `sfc bundle check`).")
     else:
         st.caption("The SAEs shipped in assets/saes.")
     sae_submitted = st.form_submit_button("Load SAEs")
@@ -97,6 +103,8 @@ if sae_submitted:
             if not path.strip():
                 raise InputError("type the path of an SAE folder")
             spec = {"kind": "folder", "path": path.strip()}
+        elif kind == "bundled transcoders":
+            spec = {"kind": "transcoders"}
         else:
             spec = {"kind": "bundled"}
         loaded = ui.load_saes_for_spec(ss.get("model_name", defaults.BUNDLED_MODEL_NAME), spec)

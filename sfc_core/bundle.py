@@ -43,6 +43,8 @@ from .errors import AssetError
 from .pairs import special_positions, special_token_ids
 
 QUALITY_BAR = {"fve": 0.80, "ce_recovered": 0.90, "l0": 64.0, "dead_frac": 0.10}
+#: Everything under ``assets/`` (SAEs, transcoders, feature index, held-out corpus) in MB (issue 15's budget).
+ASSETS_BUDGET_MB = 200.0
 #: Training shrinks tokens whose residual norm exceeds this multiple of the median norm (per
 #: hook point) down to that norm: SmolLM2 has "massive activations" (Sun et al. 2024) on a
 #: few delimiters, ~10⁴× the norm² of a normal token, which would otherwise own the MSE loss
@@ -501,8 +503,9 @@ def check_bundle(model=None, n_seqs: int | None = None) -> dict:
 
     Returns:
         ``{"model", "saes": [{"hook_name", "d_sae", "fve", "ce_recovered", "l0", "dead_frac", "ce_clean",
-        "ce_spliced", "ce_zero", "passes"}], "assets_mb", "quality_bar", "passes"}`` (CE in nats/token,
-        sizes in MB).
+        "ce_spliced", "ce_zero", "passes"}], "transcoders": {...}, "assets_mb", "assets_budget_mb", "quality_bar",
+        "passes"}`` (CE in nats/token, sizes in MB; ``transcoders``:
+        :func:`~sfc_core.transcoders.check_transcoders`).
 
     Raises:
         AssetError: any shipped file is missing or corrupted.
@@ -518,12 +521,18 @@ def check_bundle(model=None, n_seqs: int | None = None) -> dict:
     quality = bundle_quality(model, {h: s.sae for h, s in loaded.items()}, tokens, n)
     rows = [{"hook_name": h, "d_sae": loaded[h].d_sae, **{k: round(v, 4) for k, v in q.items()},
              "passes": passes_bar(q)} for h, q in quality.items()]
+    from .transcoders import check_transcoders
+
+    transcoders = check_transcoders(model)
+    size = round(assets_mb(), 2)
     return {
         "model": defaults.BUNDLED_MODEL_NAME,
         "saes": rows,
-        "assets_mb": round(assets_mb(), 2),
+        "transcoders": transcoders,
+        "assets_mb": size,
+        "assets_budget_mb": ASSETS_BUDGET_MB,
         "quality_bar": QUALITY_BAR,
-        "passes": all(r["passes"] for r in rows),
+        "passes": all(r["passes"] for r in rows) and transcoders["passes"] and size <= ASSETS_BUDGET_MB,
     }
 
 

@@ -20,10 +20,13 @@ from .ablation import check_ablation
 from .hooks import resid_post
 from .errors import Fix, SFCError
 from .jsonio import check_writable, write_json_atomic
+from .pie import MODES as PIE_MODES
+from .pie import PIE_BUDGETS
 
 METHOD_HELP = " | ".join(registry.names())
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sparse feature circuits explorer engine.")
+
 bundle_app = typer.Typer(no_args_is_help=True, help="Build or check the offline bundle (model + SAEs + feature index).")
 app.add_typer(bundle_app, name="bundle")
 
@@ -105,22 +108,42 @@ def bundle_build(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     tokens: int = typer.Option(65_000, help="tokens of English text to sample from the model "
                                             f"({bounds.describe('corpus_tokens')})"),
-    epochs: float = typer.Option(5.0, help=f"passes over the cached activations ({bounds.describe('epochs')})"),
+    epochs: float = typer.Option(None, help="passes over the cached activations (default: 5 for SAEs, "
+                                            f"TranscoderBuildConfig's for transcoders; {bounds.describe('epochs')})"),
     work_dir: Path = typer.Option(Path(".work/bundle"), help="resumable build folder"),
     index_only: bool = typer.Option(False, "--index-only",
                                     help="rebuild only the held-out corpus and the feature index with its labels "
                                          "from the shipped SAEs (no retraining; resumable)"),
+    transcoders: bool = typer.Option(False, "--transcoders",
+                                     help="build the per-layer MLP transcoders (all layers) and their feature index "
+                                          "instead of the SAEs (resumable, layer by layer)"),
+    layers: str = typer.Option(None, help="--transcoders: comma-separated layers (default: all)"),
 ) -> None:
-    """Build the corpus, train the SAEs, index their features and write assets/ (resumable)."""
+    """Build the corpus, train the SAEs (or, with --transcoders, the MLP transcoders), index their features and
+    write assets/ (resumable)."""
     from .bundle import BuildConfig, build_bundle, build_index, update_manifest_index
     from .corpus import CorpusConfig
     from .errors import InputError
 
     if device not in ("cpu", "cuda"):
         raise InputError(f"--device must be cpu or cuda, not '{device}'")
+    if epochs is not None:
+        bounds.check("epochs", epochs, "--epochs")
+    if transcoders:
+        from .transcoders import TranscoderBuildConfig, build_transcoders
+
+        base = TranscoderBuildConfig()
+        chosen = _parse_ints(layers, "--layers") or list(base.layers)
+        bad = [L for L in chosen if not 0 <= L < 30]
+        if bad:
+            raise InputError(f"--layers must be within 0..29, not {bad[0]}")
+        cfg = TranscoderBuildConfig(layers=tuple(chosen), epochs=epochs or base.epochs)
+        report = build_transcoders(cfg, work_dir, log=lambda m: typer.echo(m, err=True))
+        typer.echo(json.dumps({"quality": report["quality"], "all_layers": report["all_layers"],
+                               "timings_s": report["timings_s"]}, indent=1))
+        return
     bounds.check("corpus_tokens", tokens, "--tokens")
-    bounds.check("epochs", epochs, "--epochs")
-    cfg = BuildConfig(device=device, epochs=epochs, corpus=CorpusConfig(generated_tokens=tokens), check_seqs=24)
+    cfg = BuildConfig(device=device, epochs=epochs or 5.0, corpus=CorpusConfig(generated_tokens=tokens), check_seqs=24)
     if index_only:
         manifest = update_manifest_index(build_index(cfg, work_dir, log=lambda m: typer.echo(m, err=True)))
         typer.echo(json.dumps({"heldout_tokens": manifest["heldout_tokens"], "quality": manifest["quality"],
@@ -155,11 +178,15 @@ def bundle_check(
     if as_json:
         typer.echo(json.dumps(report, indent=1))
     else:
-        for row in report["saes"]:
+        for row in report["saes"] + report["transcoders"]["layers"]:
             typer.echo(f"{row['hook_name']:28s} d_sae={row['d_sae']} fve={row['fve']:.3f} "
                        f"ce_rec={row['ce_recovered']:.3f} l0={row['l0']:.1f} dead={row['dead_frac']:.3f} "
                        f"{'ok' if row['passes'] else 'BELOW BAR'}")
-        typer.echo(f"assets: {report['assets_mb']} MB")
+        if report["transcoders"]["present"]:
+            everything = report["transcoders"]["all_layers"]
+            typer.echo(f"all {report['transcoders']['n_layers']} MLPs replaced by transcoders: "
+                       f"ce_rec={everything['ce_recovered']:.3f} {'ok' if everything['passes'] else 'BELOW BAR'}")
+        typer.echo(f"assets: {report['assets_mb']} MB (budget {report['assets_budget_mb']:.0f} MB)")
     if not report["passes"]:
         raise typer.Exit(1)
 
@@ -179,15 +206,15 @@ def _parse_ints(text: str | None, what: str) -> list[int] | None:
     return values
 
 
-def _parse_sizes(text: str) -> list[int]:
-    """``--sizes`` as circuit sizes (each within :data:`~sfc_core.bounds.BOUNDS` ``"size"``).
+def _parse_sizes(text: str, what: str = "--sizes") -> list[int]:
+    """``--sizes`` (or the option ``what``) as circuit sizes (each within :data:`~sfc_core.bounds.BOUNDS` ``"size"``).
 
     Raises:
         InputError: not comma-separated integers, empty, or a size out of range.
     """
-    values = _parse_ints(text, "--sizes")
+    values = _parse_ints(text, what)
     for v in values:
-        bounds.check("size", v, "--sizes")
+        bounds.check("size", v, what)
     return values
 
 
@@ -387,7 +414,7 @@ def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int
     from .errors import InputError
     from .model import load_model
     from .metrics import get_metric
-    from .saes import check_sae_source, load_bundled_saes, load_sae_by_source
+    from .saes import check_sae_source, load_bundled_sites, load_sae_by_source
 
     _check_pair_source(pairs, task, n, required=False)
     G = load_circuit(circuit)
@@ -401,8 +428,8 @@ def _circuit_context(circuit: Path, pairs: Path | None, task: str | None, n: int
     get_metric(meta.get("metric", "logit_diff"))
     model_name = meta.get("model")
     model = load_model(None if model_name in (None, defaults.BUNDLED_MODEL_NAME) else model_name)
-    if all(s.get("source") == defaults.BUNDLED_SAE_SOURCE for s in sae_meta):
-        saes = load_bundled_saes(model, [s["hook_name"] for s in sae_meta])
+    if all(check_sae_source(s.get("source")) == "bundled" for s in sae_meta):
+        saes = load_bundled_sites(model, [s["hook_name"] for s in sae_meta])
     else:
         saes = {s["hook_name"]: load_sae_by_source(model, s.get("source"), allowed_folders=sae_dirs or ())
                 for s in sae_meta}
@@ -511,9 +538,18 @@ def compare(
                                          "neurons of the SAEs' layers), resid (the residual stream's directions at "
                                          "the SAEs' hook points), comma-separated; ranked by the first of --methods"),
     targets: str = typer.Option("0.5,0.8", help="--units: faithfulness targets whose node counts are reported"),
+    features: str = typer.Option("saes", help="whose features are the nodes: saes (the residual SAEs) or "
+                                              "transcoders (the per-layer MLP transcoders)"),
+    protocol: str = typer.Option("sfc", help="sfc (ablation faithfulness, this project's) or pie (PIE's: per-prompt "
+                                             "FAP / FAP-Synergy / random budgets, removal by patching, last-token KL "
+                                             "fidelity; needs --features transcoders)"),
+    pie_mode: str = typer.Option("corrupted", help="--protocol pie: removed writes take their corrupted-prompt "
+                                                   "values (corrupted) or zero (zero)"),
+    budgets: str = typer.Option(",".join(map(str, PIE_BUDGETS)), help="--protocol pie: occurrences kept per prompt"),
 ) -> None:
     """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline); with
-    --units, feature vs neuron circuits of the same pairs (Marks et al. 2024, §4)."""
+    --units, feature vs neuron circuits of the same pairs (Marks et al. 2024, §4); with --protocol pie, PIE's
+    fidelity of FAP, FAP-Synergy and random feature budgets on transcoder features."""
     from .attribution import prepare_runs
     from .batching import check_one_batch
     from .compare import compare_methods
@@ -521,6 +557,19 @@ def compare(
     from .errors import InputError
     from .masks import MaskConfig
 
+    if features not in ("saes", "transcoders"):
+        raise InputError(f"--features must be saes or transcoders, not '{features}'")
+    if protocol not in ("sfc", "pie"):
+        raise InputError(f"--protocol must be sfc or pie, not '{protocol}'")
+    if protocol == "pie":
+        if features != "transcoders":
+            raise InputError("--protocol pie scores transcoder features: add --features transcoders")
+        if pie_mode not in PIE_MODES:
+            raise InputError(f"--pie-mode must be one of {', '.join(PIE_MODES)}, not '{pie_mode}'")
+        budget_list = _parse_sizes(budgets, "--budgets")
+        _check_pair_source(pairs, task, n)
+        check_writable(out)
+        return _compare_pie(out, pairs, task, n, layers, budget_list, pie_mode)
     ablation = check_ablation(ablation)
     size_list = _parse_sizes(sizes)
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
@@ -544,7 +593,7 @@ def compare(
     if unit_list:
         return _compare_units(out, pairs, task, n, layers, unit_list, method_list[0], size_list, ablation,
                               target_list)
-    model, saes = _load_model_and_saes(None, None, layers)
+    model, saes = _load_model_and_sites(features, layers)
     loaded = _load_pairs(model, pairs, task, n)
     batch = as_batch(model, loaded, DiscoverConfig())
     _say_warnings(batch, compare)
@@ -565,6 +614,41 @@ def compare(
 
 
 UNITS = ("features", "neurons", "resid")
+
+
+def _load_model_and_sites(features: str, layers: str | None):
+    """The bundled model with its residual SAEs (``saes``) or its MLP transcoders (``transcoders``) at ``layers``."""
+    if features == "saes":
+        return _load_model_and_saes(None, None, layers)
+    from .model import load_model
+    from .transcoders import load_bundled_transcoders
+
+    model = load_model()
+    return model, load_bundled_transcoders(model, _parse_ints(layers, "--layers"))
+
+
+def _compare_pie(out: Path, pairs, task, n, layers, budget_list: list[int], mode: str) -> None:
+    """``sfc compare --features transcoders --protocol pie``: :func:`sfc_core.pie.pie_compare`, written to ``out``."""
+    from .attribution import prepare_runs
+    from .batching import check_one_batch
+    from .discovery import DiscoverConfig, as_batch
+    from .pie import pie_compare
+
+    model, sites = _load_model_and_sites("transcoders", layers)
+    batch = as_batch(model, _load_pairs(model, pairs, task, n), DiscoverConfig())
+    _say_warnings(batch, compare)
+    check_one_batch(model, sites, batch, "sfc compare")
+    runs = prepare_runs(model, sites, batch)
+    bar = _Bar("compare (PIE)")
+    try:
+        report = pie_compare(runs, budget_list, mode, progress=bar)
+    finally:
+        bar.close()
+    report.update(task=task, features="transcoders", layers=sorted(int(s.split(".")[1]) for s in sites))
+    write_json_atomic(report, out)
+    typer.echo(json.dumps({m: {"budgets": r["budgets"], "kl": [round(v, 4) for v in r["kl"]],
+                               "fidelity": [round(v, 4) for v in r["fidelity"]]}
+                           for m, r in report["methods"].items()}))
 
 
 def _check_units(units: str | None) -> list[str]:

@@ -20,6 +20,8 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 BUNDLED_LAYERS: tuple[int, ...] = (3, 7, 11, 15, 19, 23, 27)
 #: Source label of the bundled SAEs in circuit metadata.
 BUNDLED_SAE_SOURCE = "bundled"
+#: Source label of the bundled MLP transcoders (:mod:`sfc_core.transcoders`) in circuit metadata.
+BUNDLED_TRANSCODER_SOURCE = "bundled transcoders"
 
 #: Repository root and shipped assets.
 REPO_ROOT = Path(__file__).resolve().parent.parent

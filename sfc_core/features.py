@@ -161,16 +161,20 @@ def next_tokens(model, prompt: str, k: int = 8) -> list[tuple[str, float]]:
 
 def encode_prompt(model, loaded, prompt: str) -> dict:
     """One SAE on one prompt: ``{"features": [pos − 1, d_sae]`` (BOS dropped), ``"fve"``: the fraction of the
-    residual's variance the SAE's reconstruction explains over those positions (unitless)}.
+    residual's variance the SAE's reconstruction explains over those positions (unitless)}. A transcoder
+    (:class:`~sfc_core.transcoders.TranscoderDictionary`) reconstructs its MLP's output instead of the residual.
 
     Raises:
         InputError: an empty or too long prompt, or an SAE at a non-residual hook point.
     """
     tokens = _prompt_tokens(model, prompt)
-    x = residual_at(model, tokens, loaded.hook_name)
-    with torch.no_grad():
-        f = loaded.sae.encode(x.to(loaded.sae.W_enc.dtype))
-        x_hat = loaded.sae.decode(f)
+    if hasattr(loaded.sae, "prompt_features"):
+        f, x, x_hat = loaded.sae.prompt_features(model, tokens)
+    else:
+        x = residual_at(model, tokens, loaded.hook_name)
+        with torch.no_grad():
+            f = loaded.sae.encode(x.to(loaded.sae.W_enc.dtype))
+            x_hat = loaded.sae.decode(f)
     xs, xh = x[0, 1:].float(), x_hat[0, 1:].float()
     fve = 1 - float((xs - xh).pow(2).sum() / (xs - xs.mean(0)).pow(2).sum())
     return {"features": f[0, 1:].float(), "fve": fve}

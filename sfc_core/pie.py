@@ -395,3 +395,43 @@ def _random_to_match(runs, occ: Occurrences, out: dict, clean_logits, draws: int
             return {"reference": reference, "fap_kl": target, "k": None, "ratio": None, "curve": curve,
                     "note": f"random never matched with all {fewest} occurrences of the smallest prompt kept"}
         k = min(2 * k, fewest)
+
+
+def check_report(doc) -> dict:
+    """A PIE report read from a user's file (:func:`pie_compare`'s JSON), checked field by field.
+
+    Raises:
+        InputError: not a PIE report, or a method row whose lists are missing, of unequal length or not finite
+            numbers (one line naming it).
+    """
+    if not isinstance(doc, dict) or doc.get("protocol") != "pie" or not isinstance(doc.get("methods"), dict):
+        raise InputError("not a PIE report: expected the JSON of 'sfc compare --features transcoders --protocol pie'")
+    for name, row in doc["methods"].items():
+        if not isinstance(row, dict):
+            raise InputError(f"PIE report: method {name!r} is not an object")
+        ks = row.get("budgets")
+        if not isinstance(ks, list) or not ks:
+            raise InputError(f"PIE report: method {name!r} has no budgets")
+        for key in ("kl", "pred_change", "fidelity"):
+            vals = row.get(key)
+            if not isinstance(vals, list) or len(vals) != len(ks) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+                raise InputError(f"PIE report: method {name!r} needs {len(ks)} finite numbers in {key!r}")
+    return doc
+
+
+def seed_claims(report: dict) -> dict:
+    """The two figures PIE's summary claims, read off a report: whether FAP-Synergy at K = 50 reaches FAP's
+    fidelity at K = 75 (``None`` when either was not run), and the K at which random matches FAP at K = 100."""
+    rows = report.get("methods", {})
+
+    def at(name, k):
+        row = rows.get(name) or {}
+        ks = row.get("budgets") or []
+        return row["kl"][ks.index(k)] if k in ks else None
+
+    syn50, fap75 = at("fap-synergy", 50), at("fap", 75)
+    match = report.get("random_to_match") or {}
+    return {"synergy50_kl": syn50, "fap75_kl": fap75,
+            "synergy50_reaches_fap75": None if syn50 is None or fap75 is None else bool(syn50 <= fap75),
+            "random_k_to_match_fap100": match.get("k"), "random_ratio": match.get("ratio")}

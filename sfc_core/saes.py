@@ -146,6 +146,25 @@ def load_bundled_saes(model, hook_names: list[str] | None = None, device: str = 
     return out
 
 
+def load_bundled_sites(model, hook_names: list[str]) -> dict[str, LoadedSAE]:
+    """The shipped dictionaries at ``hook_names``: residual SAEs (:func:`load_bundled_saes`) and, at
+    ``blocks.L.hook_mlp_out``, MLP transcoders (:func:`~sfc_core.transcoders.load_bundled_transcoders`).
+
+    Raises:
+        AssetError: a shipped file is missing or unreadable.
+        InputError: a hook point with nothing shipped there.
+    """
+    from .hooks import is_transcoder_hook
+    from .transcoders import load_bundled_transcoders
+
+    tc = [h for h in hook_names if is_transcoder_hook(h)]
+    rest = [h for h in hook_names if h not in tc]
+    out = load_bundled_saes(model, rest) if rest else {}
+    if tc:
+        out.update(load_bundled_transcoders(model, [layer_of(h) for h in tc]))
+    return out
+
+
 def load_sae_folder(model, path: str | Path, device: str = "cpu") -> LoadedSAE:
     """Load an SAE saved in SAE Lens' on-disk format (``cfg.json`` + ``sae_weights.safetensors``).
 
@@ -262,7 +281,7 @@ def check_sae_source(source, allowed_folders=()) -> str:
     """
     if not isinstance(source, str) or not source:
         raise InputError(f"an SAE source must be a release id or a folder, not {source!r}")
-    if source == defaults.BUNDLED_SAE_SOURCE:
+    if source in (defaults.BUNDLED_SAE_SOURCE, defaults.BUNDLED_TRANSCODER_SOURCE):
         return "bundled"
     release, _, sae_id = source.partition("/")
     if release in known_releases() and sae_id:

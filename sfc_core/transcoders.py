@@ -68,7 +68,10 @@ class TranscoderBuildConfig:
             (cosine decay to lr/10).
         aux_k / aux_coef / dead_tokens: AuxK's latents, loss weight, and the tokens without activation after which
             a feature counts as dead during training.
-        check_seqs: held-out sequences for CE-loss recovered.
+        train_seqs: training-corpus rows used (0: all); chunk_seqs: rows per activation chunk.
+        heldout_seqs: first held-out rows for FVE, L0, dead fraction and the feature index; check_seqs: of them,
+            the rows for CE-loss recovered. index_top_k / index_window: top contexts per feature and tokens
+            ``(before, after)`` the max (smaller than the SAEs': 30 layers of features must fit the assets budget).
     """
 
     layers: tuple[int, ...] = tuple(range(30))
@@ -81,8 +84,12 @@ class TranscoderBuildConfig:
     aux_coef: float = 1 / 32
     dead_tokens: int = 100_000
     seed: int = 0
+    train_seqs: int = 0
     chunk_seqs: int = 64
+    heldout_seqs: int = 512
     check_seqs: int = 24
+    index_top_k: int = 8
+    index_window: tuple[int, int] = (8, 3)
 
 
 # ---------------------------------------------------------------- activations
@@ -117,7 +124,7 @@ def collect_mlp_activations(model, tokens: torch.Tensor, layers: list[int], out_
             for hook, key in names.items():
                 parts[key].append(cache[hook][:, 1:].reshape(-1, cache[hook].shape[-1]).half())
         tmp = path.with_suffix(".tmp")
-        save_file({k: torch.cat(v) for k, v in parts.items()}, str(tmp))
+        save_file({k: torch.cat(v) for k, v in parts.items()}, str(tmp), metadata={"seq_len": str(tokens.shape[1])})
         tmp.rename(path)
     return paths
 
@@ -136,12 +143,22 @@ def load_layer(paths: list[Path], layer: int, keep: torch.Tensor | None = None) 
 
 
 # ---------------------------------------------------------------- training
-def _batch_topk(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """BatchTopK: ReLU of ``pre`` ``[batch, d_sae]`` keeping only the ``k · batch`` largest entries."""
-    acts = pre.relu()
-    flat = acts.flatten()
-    top = flat.topk(k * pre.shape[0], sorted=False)
-    return torch.zeros_like(flat).scatter_(0, top.indices, top.values).view_as(acts)
+def _batch_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchTopK of ``pre`` ``[batch, d_sae]``: the ``k · batch`` largest positive entries, as ``(values, indices)``
+    ``[batch, 2k]`` (zero values where a row has fewer). Each row's global top entries are among its own ``2k``
+    largest unless one row holds more than twice its share, which the candidates cap (a CPU-cheap BatchTopK)."""
+    vals, idx = pre.topk(min(2 * k, pre.shape[1]), dim=-1, sorted=False)
+    vals = vals.relu()
+    flat = vals.flatten()
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[flat.topk(k * pre.shape[0], sorted=False).indices] = True
+    return vals * keep.view_as(vals), idx
+
+
+def _sparse_decode(vals: torch.Tensor, idx: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
+    """``Σ_j vals[:, j] · W_dec[idx[:, j]]`` ``[batch, d_out]``. Dense on purpose: on a CPU one dense matmul and its
+    backward beat ``embedding_bag`` / ``torch.sparse`` (whose backward sorts the indices) by 3×."""
+    return torch.zeros(vals.shape[0], W_dec.shape[0], dtype=vals.dtype).scatter(1, idx, vals) @ W_dec
 
 
 def train_transcoder(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderBuildConfig, seed: int = 0,
@@ -168,7 +185,7 @@ def train_transcoder(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderBuildConfi
         "b_dec": (y.float().mean(0) / s_out), "W_skip": torch.zeros(d_out, d_in),
     }
     params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    opt = torch.optim.Adam(params.values(), lr=cfg.lr, betas=(0.9, 0.999))
+    opt = torch.optim.Adam(params.values(), lr=cfg.lr, betas=(0.9, 0.999), foreach=True)
     steps = max(1, int(n * cfg.epochs) // cfg.batch_tokens)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))))
@@ -182,21 +199,21 @@ def train_transcoder(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderBuildConfi
         pos += cfg.batch_tokens
         xb, yb = x[idx].float() / s_in, y[idx].float() / s_out
         pre = xb @ params["W_enc"] + params["b_enc"]
-        acts = _batch_topk(pre, cfg.k)
-        recon = acts @ params["W_dec"] + params["b_dec"] + xb @ params["W_skip"].T
+        vals, top_idx = _batch_topk(pre, cfg.k)
+        recon = _sparse_decode(vals, top_idx, params["W_dec"]) + params["b_dec"] + xb @ params["W_skip"].T
         err = yb - recon
         var = (yb - yb.mean(0)).pow(2).sum(-1).mean()
         loss = err.pow(2).sum(-1).mean() / var
-        fired = (acts > 0).any(0)
+        fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
+        fired[top_idx[vals.detach() > 0]] = True
         since_active = torch.where(fired, torch.zeros_like(since_active), since_active + len(idx))
         dead = since_active > cfg.dead_tokens
         if dead.any():
-            aux_pre = torch.where(dead, pre, torch.full_like(pre, -math.inf)).relu()
-            k_aux = min(cfg.aux_k, int(dead.sum()))
-            top = aux_pre.topk(k_aux, dim=-1)
-            aux_acts = torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
+            aux_pre = torch.where(dead, pre, torch.full_like(pre, -math.inf))
+            top = aux_pre.topk(min(cfg.aux_k, int(dead.sum())), dim=-1)
             e = err.detach()
-            aux_loss = (aux_acts @ params["W_dec"] - e).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-8)
+            aux = _sparse_decode(top.values.relu(), top.indices, params["W_dec"])
+            aux_loss = (aux - e).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-8)
             loss = loss + cfg.aux_coef * aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -374,6 +391,16 @@ class TranscoderDictionary:
         return resid_mid + self.transcoder.b_dec + x_norm.to(self.transcoder.W_skip.dtype) @ self.transcoder.W_skip.T
 
 
+    def prompt_features(self, model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f [b, p, d_sae], mlp_out [b, p, d_model], ŷ [b, p, d_model])`` of ``tokens`` ``[b, p]`` (no-grad):
+        the features, the MLP output they reconstruct and the reconstruction (with bias and skip)."""
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, names_filter=[input_hook(self.layer), output_hook(self.layer)],
+                                            stop_at_layer=self.layer + 1)
+            x_norm = cache[input_hook(self.layer)].to(self.transcoder.W_enc.dtype)
+            return self.transcoder.encode(x_norm), cache[output_hook(self.layer)], self.transcoder(x_norm)
+
+
 def _capture_slots() -> dict:
     from .neurons import capture_slots
 
@@ -398,7 +425,8 @@ def transcoder_sites(model, transcoders: dict) -> dict:
 
 
 def load_bundled_transcoders(model, layers=None, root: Path | None = None) -> dict:
-    """The shipped transcoders as engine sites (:func:`transcoder_sites`), all layers or ``layers``.
+    """The shipped transcoders as engine sites, all layers or ``layers``: ``{blocks.L.hook_mlp_out: LoadedSAE}``
+    whose ``sae`` is a :class:`TranscoderDictionary` (source ``"bundled transcoders"``).
 
     Raises:
         AssetError: the shipped transcoders are missing or unreadable.
@@ -411,4 +439,264 @@ def load_bundled_transcoders(model, layers=None, root: Path | None = None) -> di
     missing = [L for L in wanted if L not in dirs]
     if missing:
         raise InputError(f"no shipped transcoder at layer(s) {missing}; shipped: {sorted(dirs)}")
-    return transcoder_sites(model, {L: load_transcoder_dir(dirs[L]) for L in wanted})
+    from .saes import LoadedSAE
+
+    sites = transcoder_sites(model, {L: load_transcoder_dir(dirs[L]) for L in wanted})
+    return {h: LoadedSAE(h, d, defaults.BUNDLED_TRANSCODER_SOURCE) for h, d in sites.items()}
+
+
+# ---------------------------------------------------------------- quality
+def _replace_hooks(tcs: dict, mode: str, special: torch.Tensor) -> list:
+    """TransformerLens hooks that replace each layer's MLP output by its transcoder's ``ŷ(x_norm)`` (error
+    dropped) or by zero, except at ``special`` ``[b, p]`` positions (passed through, as in training)."""
+    seen: dict[int, torch.Tensor] = {}
+    out = []
+    for L, tc in tcs.items():
+        def keep_in(act, hook, L=L):
+            seen[L] = act
+            return act
+
+        def replace(act, hook, L=L, tc=tc):
+            new = torch.zeros_like(act) if mode == "zero" else tc(seen[L].to(tc.W_enc.dtype)).to(act.dtype)
+            return torch.where(special[..., None], act, new)
+
+        out += [(input_hook(L), keep_in), (output_hook(L), replace)]
+    return out
+
+
+def ce_recovered(model, tcs: dict, tokens: torch.Tensor, ce_clean: float, batch_seqs: int = 8) -> dict:
+    """CE-loss recovered with the MLPs of every layer in ``tcs`` (``{layer: transcoder}``) replaced at once:
+    ``(CE_zero − CE_replaced) / (CE_zero − CE_clean)`` on ``tokens`` ``[n_seq, seq_len]`` (CE in nats/token; zero:
+    those MLP outputs zero-ablated), special-token positions passed through.
+
+    Returns:
+        ``{"ce_recovered", "ce_clean", "ce_spliced", "ce_zero"}``.
+    """
+    from .pairs import special_positions, special_token_ids
+
+    special_ids = special_token_ids(model.tokenizer)
+    ce = {"spliced": 0.0, "zero": 0.0}
+    for b in range(0, len(tokens), batch_seqs):
+        toks = tokens[b:b + batch_seqs].long()
+        special = special_positions(toks, special_ids)
+        with torch.inference_mode():
+            for mode in ce:
+                ce[mode] += model.run_with_hooks(toks, return_type="loss",
+                                                 fwd_hooks=_replace_hooks(tcs, mode, special)).item() * len(toks)
+    ce = {k: v / len(tokens) for k, v in ce.items()}
+    return {"ce_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce_clean), "ce_clean": ce_clean,
+            "ce_spliced": ce["spliced"], "ce_zero": ce["zero"]}
+
+
+def activation_chunks(paths: list[Path], tcs: dict, special: torch.Tensor, out_dir: Path) -> list[Path]:
+    """Sparse feature-activation chunks of the transcoders ``tcs`` (``{layer: transcoder}``) over cached held-out
+    MLP activations (:func:`collect_mlp_activations`' chunks, BOS dropped), in the format of
+    :func:`~sfc_core.feature_index.collect_sparse_activations` (BOS rows restored as zeros, ``special`` ``[rows]``
+    special-token rows zeroed and left out of the quality sums), so that
+    :func:`~sfc_core.feature_index.index_from_chunks` builds the index and the FVE / L0 / dead figures of the MLP
+    outputs. Resumable per chunk.
+    """
+    from safetensors.torch import save_file
+
+    from . import hooks as hp
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outs, start = [], 0
+    for c, path in enumerate(tqdm(paths, desc="transcoder activations (chunks)")):
+        target = out_dir / f"chunk_{c:05d}.safetensors"
+        outs.append(target)
+        rows, seq_len = _chunk_shape(path)
+        spec = special[start:start + rows]
+        start += rows
+        if target.is_file():
+            continue
+        tensors = {}
+        for L, tc in tcs.items():
+            x, y = (t.float() for t in load_layer([path], L))
+            with torch.no_grad():
+                f = tc.encode(x.to(tc.W_enc.dtype)).float()
+                y_hat = tc(x.to(tc.W_enc.dtype)).float()
+            ok = ~spec
+            err = (y[ok] - y_hat[ok]).pow(2).sum().double()
+            yd = y[ok].double()
+            f[spec] = 0
+            f = _with_bos_rows(f, seq_len)
+            width = max(int((f > 0).sum(-1).max()), 1)
+            val, idx = f.topk(width, dim=-1)
+            key = hp.sae_key(output_hook(L))
+            tensors[f"{key}.idx"] = idx.to(torch.int16).contiguous()
+            tensors[f"{key}.val"] = val.half().contiguous()
+            tensors[f"{key}.q"] = torch.tensor([float(err), float(yd.pow(2).sum()), float(ok.sum()),
+                                                float((f > 0).sum()), 0.0], dtype=torch.float64)
+            tensors[f"{key}.qsum"] = yd.sum(0)
+            tensors[f"{key}.ever"] = (f > 0).any(0)
+        tmp = target.with_suffix(".tmp")
+        save_file(tensors, str(tmp))
+        tmp.rename(target)
+    return outs
+
+
+def _chunk_shape(path: Path) -> tuple[int, int]:
+    """``(rows, seq_len)`` of an activation chunk of :func:`collect_mlp_activations`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        key = next(k for k in f.keys() if k.startswith("in."))
+        return f.get_slice(key).get_shape()[0], int((f.metadata() or {}).get("seq_len", 128))
+
+
+def _with_bos_rows(f: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """``[rows, d]`` of ``seq_len − 1`` positions per sequence → ``[rows/(seq_len−1)·seq_len, d]`` with a zero BOS
+    row first in each sequence (the index addresses full held-out rows)."""
+    body = f.view(-1, seq_len - 1, f.shape[-1])
+    return torch.cat([torch.zeros_like(body[:, :1]), body], dim=1).reshape(-1, f.shape[-1])
+
+
+# ---------------------------------------------------------------- build
+def _layer_quality_ok(q: dict) -> bool:
+    return q["fve"] >= QUALITY_BAR["fve"] and q["dead_frac"] <= QUALITY_BAR["dead_frac"] and \
+        q["ce_recovered"] >= QUALITY_BAR["ce_recovered"]
+
+
+def train_all(cfg: TranscoderBuildConfig, work_dir: Path, model, corpus: dict, log=print) -> dict:
+    """Resumable stages 1–2: cache the training tokens' MLP activations, then train each layer not yet in
+    ``work_dir/transcoders`` and copy it to ``assets/transcoders``. Returns ``{"train_tokens", "train_s": {layer:
+    seconds}}``."""
+    from .pairs import special_positions, special_token_ids
+
+    tokens = corpus["train"][:cfg.train_seqs] if cfg.train_seqs else corpus["train"]
+    paths = collect_mlp_activations(model, tokens, list(cfg.layers), work_dir / "mlp_acts", cfg.chunk_seqs)
+    keep = ~special_positions(tokens[:, 1:], special_token_ids(model.tokenizer)).reshape(-1)
+    out_root = work_dir / "transcoders"
+    out_root.mkdir(parents=True, exist_ok=True)
+    times_file = out_root / "train_seconds.json"
+    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    defaults.TRANSCODER_DIR.mkdir(parents=True, exist_ok=True)
+    for L in tqdm(cfg.layers, desc="transcoders (layers)"):
+        folder = out_root / transcoder_key(L)
+        if not (folder / "cfg.json").is_file():
+            t = time.time()
+            x, y = load_layer(paths, L, keep)
+            weights = train_transcoder(x, y, cfg, seed=cfg.seed + L, progress=f"layer {L}")
+            save_transcoder(to_sae_lens(weights, L, dtype=torch.float16), folder)
+            times[str(L)] = round(time.time() - t, 1)
+            times_file.write_text(json.dumps(times))
+            log(f"layer {L}: trained in {times[str(L)]} s on {len(x)} tokens")
+        target = defaults.TRANSCODER_DIR / transcoder_key(L)
+        if not (target / "cfg.json").is_file():
+            shutil.copytree(folder, target.with_name(target.name + ".tmp"), dirs_exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            target.with_name(target.name + ".tmp").rename(target)
+    return {"train_tokens": int(keep.sum()), "train_s": times}
+
+
+def index_and_quality(cfg: TranscoderBuildConfig, work_dir: Path, model, log=print) -> dict:
+    """Resumable stage 3: the shipped transcoders' feature index (``assets/feature_index/L{L}_mlp_out``, top
+    contexts over the first ``heldout_seqs`` held-out rows, with labels) and their quality figures: FVE of the MLP
+    output, L0 and dead fraction on those rows' ordinary tokens, CE-loss recovered per layer and with every layer
+    replaced at once on the first ``check_seqs`` rows.
+
+    Returns:
+        ``{"quality": {hook: {...}}, "all_layers": {...}, "heldout_tokens", "timings_s"}``.
+    """
+    from .bundle import clean_ce, load_heldout_tokens
+    from .feature_index import index_file, index_from_chunks, logit_effects, save_index_file
+    from .labels import label_metadata
+    from .pairs import special_positions, special_token_ids
+
+    t = time.time()
+    tokens = load_heldout_tokens()[:cfg.heldout_seqs]
+    hpaths = collect_mlp_activations(model, tokens, list(cfg.layers), work_dir / "mlp_heldout", cfg.chunk_seqs)
+    special = special_positions(tokens[:, 1:], special_token_ids(model.tokenizer)).reshape(-1)
+    tcs = {L: load_transcoder_dir(defaults.TRANSCODER_DIR / transcoder_key(L)) for L in cfg.layers}
+    chunks = activation_chunks(hpaths, tcs, special, work_dir / "tc_index_chunks")
+    sites = transcoder_sites(model, tcs)
+    quality = {}
+    for L in tqdm(cfg.layers, desc="transcoder feature index"):
+        hook = output_hook(L)
+        tensors, quality[hook] = index_from_chunks(chunks, hook, tokens, tcs[L].cfg.d_sae, model.tokenizer,
+                                                   cfg.index_top_k, cfg.index_window)
+        tensors.update(logit_effects(sites[hook], model))
+        meta = label_metadata(tensors, tokens, model.tokenizer, cfg.index_window)
+        save_index_file(tensors, index_file(hook), hook, cfg.index_window, meta)
+    timings = {"heldout_activations_and_index_s": time.time() - t}
+    t = time.time()
+    probe = tokens[:cfg.check_seqs]
+    base = clean_ce(model, probe)
+    for L in tqdm(cfg.layers, desc="CE-loss recovered"):
+        quality[output_hook(L)].update(ce_recovered(model, {L: tcs[L]}, probe, base))
+    everything = ce_recovered(model, tcs, probe, base)
+    timings["ce_s"] = time.time() - t
+    quality = {h: {k: round(v, 4) for k, v in q.items()} for h, q in quality.items()}
+    return {"quality": quality, "all_layers": {k: round(v, 4) for k, v in everything.items()},
+            "heldout_tokens": int((~special).sum()), "timings_s": timings}
+
+
+def build_transcoders(cfg: TranscoderBuildConfig, work_dir: Path = Path(".work/bundle"), log=print) -> dict:
+    """``sfc bundle build --transcoders``: corpus (the SAEs', :func:`~sfc_core.corpus.build_corpus`) → cached MLP
+    activations → one transcoder per layer → feature index and quality, recorded under ``"transcoders"`` in
+    ``assets/bundle.json``. Every stage resumes where it stopped.
+
+    Raises:
+        AssetError: the bundled GGUF, the held-out corpus or the manifest is missing.
+    """
+    from .bundle import load_manifest
+    from .corpus import CorpusConfig, build_corpus
+    from .model import load_model
+
+    t0 = time.time()
+    model = load_model()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    corpus = build_corpus(work_dir, CorpusConfig(), model.tokenizer)
+    trained = train_all(cfg, work_dir, model, corpus, log)
+    result = index_and_quality(cfg, work_dir, model, log)
+    manifest = load_manifest()
+    manifest["transcoders"] = {
+        "build": asdict(cfg), "train_tokens": trained["train_tokens"],
+        "tokens_seen": int(trained["train_tokens"] * cfg.epochs), "heldout_tokens": result["heldout_tokens"],
+        "timings_s": {"train_per_layer_s": trained["train_s"],
+                      **{k: round(v, 1) for k, v in result["timings_s"].items()},
+                      "total_s": round(time.time() - t0, 1)},
+        "torch_threads": torch.get_num_threads(),
+        "quality": result["quality"], "all_layers": result["all_layers"],
+    }
+    defaults.BUNDLE_MANIFEST.write_text(json.dumps(manifest, indent=1))
+    return manifest["transcoders"]
+
+
+def check_transcoders(model, n_seqs: int | None = None) -> dict:
+    """``sfc bundle check``'s transcoder part: the shipped transcoders load and fit the model, and their quality
+    figures (recorded at build time in ``assets/bundle.json``; CE-loss recovered with every layer replaced is
+    recomputed on ``n_seqs`` held-out rows) against :data:`QUALITY_BAR`.
+
+    Returns:
+        ``{"layers": [{"hook_name", "d_sae", "fve", "l0", "dead_frac", "ce_recovered", "passes"}], "all_layers":
+        {"ce_recovered", ...}, "quality_bar", "passes"}`` (``{"present": False, ...}`` when none are shipped).
+
+    Raises:
+        AssetError: a shipped transcoder is unreadable or the manifest lacks its figures.
+    """
+    from .bundle import clean_ce, load_heldout_tokens, load_manifest
+
+    dirs = bundled_transcoder_dirs()
+    if not dirs:
+        return {"present": False, "passes": True, "quality_bar": QUALITY_BAR, "layers": []}
+    recorded = load_manifest().get("transcoders")
+    if not recorded:
+        raise AssetError("assets/bundle.json has no transcoder figures; rebuild with 'sfc bundle build --transcoders'")
+    tcs = {L: load_transcoder_dir(p) for L, p in dirs.items()}
+    transcoder_sites(model, tcs)  # they fit the model
+    rows = []
+    for L, tc in tcs.items():
+        q = recorded["quality"].get(output_hook(L))
+        if q is None:
+            raise AssetError(f"assets/bundle.json has no figures for the transcoder at layer {L}")
+        rows.append({"hook_name": output_hook(L), "d_sae": int(tc.cfg.d_sae), **q, "passes": _layer_quality_ok(q)})
+    n = n_seqs or recorded["build"]["check_seqs"]
+    probe = load_heldout_tokens()[:n]
+    everything = ce_recovered(model, tcs, probe, clean_ce(model, probe))
+    everything = {k: round(v, 4) for k, v in everything.items()}
+    ok_all = everything["ce_recovered"] >= QUALITY_BAR["ce_recovered_all"]
+    return {"present": True, "layers": rows, "all_layers": {**everything, "passes": ok_all},
+            "n_layers": len(rows), "quality_bar": QUALITY_BAR,
+            "passes": all(r["passes"] for r in rows) and ok_all and len(rows) == int(model.cfg.n_layers)}

@@ -607,3 +607,41 @@ def curve_figure(curves: dict[str, dict], title: str = "faithfulness and complet
                  "line": {"color": "#bbbbbb", "width": 1, "dash": "dot"}} for y in (0.0, 1.0)],
     )
     return fig
+
+
+def pie_figure(report: dict, title: str | None = None) -> go.Figure:
+    """PIE's behavioural fidelity ``1 − min(KL, 1)`` (solid, left axis) and the prediction-change rate (dotted)
+    against the budget K (feature occurrences kept per prompt, log axis), one colour per method.
+
+    Args:
+        report: :func:`sfc_core.pie.pie_compare`'s report (``methods: {name: {"budgets", "fidelity",
+            "pred_change"}}``, ``mode``, ``n_pairs``); random's doubling budgets (``random_to_match.curve``) extend
+            its fidelity line.
+
+    Returns:
+        A figure: x = K (log), y = unitless in [0, 1]; traces ``"<method> fidelity"`` and ``"<method> prediction
+        change"`` per method.
+    """
+    fig = go.Figure()
+    for i, (name, row) in enumerate((report.get("methods") or {}).items()):
+        colour = _PALETTE[i % len(_PALETTE)]
+        ks, fid = list(row.get("budgets") or []), list(row.get("fidelity") or [])
+        if name == "random":
+            extra = [(p["k"], p["fidelity"]) for p in (report.get("random_to_match") or {}).get("curve", [])
+                     if p["k"] not in ks]
+            pts = sorted(zip(ks, fid)) + sorted(extra)
+            ks, fid = [k for k, _ in pts], [f for _, f in pts]
+        fig.add_trace(go.Scatter(x=ks, y=fid, mode="lines+markers", name=f"{name} fidelity", line={"color": colour},
+                                 hovertemplate=f"{html.escape(name, quote=False)}: K=%{{x}}, fidelity %{{y:.3f}}"
+                                               "<extra></extra>"))
+        fig.add_trace(go.Scatter(x=row.get("budgets") or [], y=row.get("pred_change") or [], mode="lines+markers",
+                                 name=f"{name} prediction change", line={"color": colour, "dash": "dot"},
+                                 hovertemplate=f"{html.escape(name, quote=False)}: K=%{{x}}, prediction change "
+                                               "%{y:.2f}<extra></extra>"))
+    mode = report.get("mode", "corrupted")
+    fig.update_layout(
+        title=title or f"PIE fidelity vs budget ({mode} removal, {report.get('n_pairs', '?')} prompts)",
+        xaxis={"title": "K: feature occurrences kept per prompt", "type": "log"},
+        yaxis={"title": "fidelity 1 − min(KL, 1) (solid) · prediction change (dotted)", "range": [-0.02, 1.02]},
+        legend={"orientation": "h", "y": -0.25}, margin={"t": 50})
+    return fig

@@ -96,6 +96,13 @@ def _bundled_saes(model_name: str) -> dict:
     return load_bundled_saes(_model(model_name))
 
 
+@st.cache_resource(show_spinner="Loading the bundled transcoders…")
+def _bundled_transcoders(model_name: str) -> dict:
+    from sfc_core.transcoders import load_bundled_transcoders
+
+    return load_bundled_transcoders(_model(model_name))
+
+
 @st.cache_resource(show_spinner="Loading SAEs from SAE Lens…")
 def _release_saes(model_name: str, release: str, layers: tuple[int, ...]) -> dict:
     from sfc_core.saes import load_release_layers
@@ -134,12 +141,22 @@ def load_saes_for_spec(model_name: str, spec: dict) -> dict:
     kind = spec.get("kind", "bundled")
     if kind == "bundled":
         return dict(_bundled_saes(model_name))
+    if kind == "transcoders":
+        if model_name != defaults.BUNDLED_MODEL_NAME:
+            raise InputError("the bundled transcoders fit the bundled model only")
+        return dict(_bundled_transcoders(model_name))
     if kind == "release":
         return dict(_release_saes(model_name, spec["release"], tuple(spec["layers"])))
     if kind == "folder":
         loaded = _folder_sae(model_name, spec["path"])
         return {loaded.hook_name: loaded}
     raise InputError(f"unknown SAE choice {kind!r}")
+
+
+def transcoders() -> dict:
+    """The bundled MLP transcoders ``{blocks.L.hook_mlp_out: LoadedSAE}`` of the session's model, whatever sites the
+    explorer uses. Raises SFCError (another model, or none shipped)."""
+    return load_saes_for_spec(st.session_state.get("model_name", defaults.BUNDLED_MODEL_NAME), {"kind": "transcoders"})
 
 
 def saes() -> dict:

@@ -110,3 +110,19 @@ def test_discover_words_fixes_as_flags_and_shows_what_alignment_drops(tiny_cli, 
     assert r.exit_code == 0, r.output
     assert ("warning: row 1: aligned at the last token: the corrupted prompt loses its first 2 tokens 'The', "
             "' friend' (the clean prompt keeps them)") in r.output.splitlines()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--protocol", "pie"), "error: --protocol pie scores transcoder features: add --features transcoders"),
+    (("--protocol", "pie", "--features", "transcoders", "--pie-mode", "mean"),
+     "error: --pie-mode must be one of corrupted, zero, not 'mean'"),
+    (("--features", "neurons"), "error: --features must be saes or transcoders, not 'neurons'"),
+    (("--protocol", "acdc"), "error: --protocol must be sfc or pie, not 'acdc'"),
+    (("--protocol", "pie", "--features", "transcoders", "--budgets", "10,0"),
+     "error: --budgets must be 1-1000000, not 0"),
+])
+def test_pie_compare_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    r = _run("compare", "--task", "ioi", "--out", str(tmp_path / "p.json"), *args)
+    assert r.exit_code == 2
+    assert r.output.strip() == message
+    assert not (tmp_path / "p.json").exists()
