@@ -22,3 +22,15 @@ browser:
 
 test: setup browser
 	$(PY) -m pytest -q
+
+# circuit-tracer 0.5.0 as a peer (bench/bench_circuit_tracer.py) in a venv of its own: it needs
+# transformers<=4.57.3 and the project pins transformers==5.25.0, so it cannot be an extra of this project.
+PEER_VENV ?= .venv-peer
+.PHONY: peer-venv
+peer-venv: $(PEER_VENV)/.installed
+
+$(PEER_VENV)/.installed:
+	python3 -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q --upgrade pip
+	$(PEER_VENV)/bin/pip install -q torch==2.13.0 circuit-tracer==0.5.0
+	touch $@

@@ -546,6 +546,9 @@ def compare(
     pie_mode: str = typer.Option("corrupted", help="--protocol pie: removed writes take their corrupted-prompt "
                                                    "values (corrupted) or zero (zero)"),
     budgets: str = typer.Option(",".join(map(str, PIE_BUDGETS)), help="--protocol pie: occurrences kept per prompt"),
+    boundary_cap: int = typer.Option(32, help="--protocol pie: FAP-Synergy's most boundary candidates (PIE: 32)"),
+    partners: int = typer.Option(32, help="--protocol pie: FAP-Synergy's core partners with measured effects (PIE: 32)"),
+    partners_per_candidate: int = typer.Option(8, help="--protocol pie: partners drawn per candidate (PIE: 8)"),
 ) -> None:
     """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline); with
     --units, feature vs neuron circuits of the same pairs (Marks et al. 2024, §4); with --protocol pie, PIE's
@@ -567,9 +570,17 @@ def compare(
         if pie_mode not in PIE_MODES:
             raise InputError(f"--pie-mode must be one of {', '.join(PIE_MODES)}, not '{pie_mode}'")
         budget_list = _parse_sizes(budgets, "--budgets")
+        for flag, value in (("--boundary-cap", boundary_cap), ("--partners", partners),
+                            ("--partners-per-candidate", partners_per_candidate)):
+            if value < 1:
+                raise InputError(f"{flag} must be at least 1, not {value}")
         _check_pair_source(pairs, task, n)
         check_writable(out)
-        return _compare_pie(out, pairs, task, n, layers, budget_list, pie_mode)
+        from .pie import SynergyConfig
+
+        synergy = SynergyConfig(boundary_cap=boundary_cap, partners=partners,
+                                partners_per_candidate=partners_per_candidate)
+        return _compare_pie(out, pairs, task, n, layers, budget_list, pie_mode, synergy)
     ablation = check_ablation(ablation)
     size_list = _parse_sizes(sizes)
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
@@ -627,7 +638,7 @@ def _load_model_and_sites(features: str, layers: str | None):
     return model, load_bundled_transcoders(model, _parse_ints(layers, "--layers"))
 
 
-def _compare_pie(out: Path, pairs, task, n, layers, budget_list: list[int], mode: str) -> None:
+def _compare_pie(out: Path, pairs, task, n, layers, budget_list: list[int], mode: str, synergy) -> None:
     """``sfc compare --features transcoders --protocol pie``: :func:`sfc_core.pie.pie_compare`, written to ``out``."""
     from .attribution import prepare_runs
     from .batching import check_one_batch
@@ -641,7 +652,7 @@ def _compare_pie(out: Path, pairs, task, n, layers, budget_list: list[int], mode
     runs = prepare_runs(model, sites, batch)
     bar = _Bar("compare (PIE)")
     try:
-        report = pie_compare(runs, budget_list, mode, progress=bar)
+        report = pie_compare(runs, budget_list, mode, synergy=synergy, progress=bar)
     finally:
         bar.close()
     report.update(task=task, features="transcoders", layers=sorted(int(s.split(".")[1]) for s in sites))

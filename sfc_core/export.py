@@ -588,6 +588,7 @@ def _from_circuit_tracer(doc: dict, meta: dict, q: dict) -> nx.DiGraph:
 
     G = nx.DiGraph()
     to_id: dict[str, str] = {}  # file node_id -> node id here
+    types: dict[str, object] = {}  # file node_id -> its feature_type
     logits: list[dict] = []
     n_embeddings = 0
     for i, node in enumerate(doc["nodes"]):
@@ -597,9 +598,14 @@ def _from_circuit_tracer(doc: dict, meta: dict, q: dict) -> nx.DiGraph:
         if not isinstance(nid, str) or not nid:
             raise InputError(f"graph node {i + 1} has no text node_id")
         where = f"graph node {nid[:60]!r}"
-        if nid in to_id:
-            raise InputError(f"{where} appears twice")
         ftype = node.get("feature_type")
+        if nid in types:
+            clash = {types[nid], ftype} == {"mlp reconstruction error", "cross layer transcoder"}
+            raise InputError(f"{where} appears twice" + (
+                " (an MLP error node and a layer-0 feature: circuit-tracer 0.5.0 names error nodes "
+                "'0_{layer}_{pos}', the id of feature {layer} of layer 0, so their links cannot be told apart; "
+                "circuit-tracer issue #78)" if clash else ""))
+        types[nid] = ftype
         kind = CIRCUIT_TRACER_TYPES.get(ftype) if isinstance(ftype, str) else None
         if kind is None:
             raise InputError(f"{where}: unknown feature_type {ftype!r:.40} (circuit-tracer graphs have "

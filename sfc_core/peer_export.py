@@ -40,8 +40,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -292,5 +293,5 @@ def read_circuit_tracer(folder: str | os.PathLike) -> tuple[dict, dict[int, dict
     return config, layers
 
 
-__all__ = ["CIRCUIT_TRACER_VERSION", "FEATURE_INPUT_HOOK", "FEATURE_OUTPUT_HOOK", "export_circuit_tracer",
-           "circuit_tracer_tensors", "config_yaml", "layer_file", "read_circuit_tracer"]
+__all__ = ["CIRCUIT_TRACER_VERSION", "FEATURE_INPUT_HOOK", "FEATURE_OUTPUT_HOOK", "circuit_tracer_tensors",
+           "config_yaml", "export_circuit_tracer", "layer_file", "read_circuit_tracer"]

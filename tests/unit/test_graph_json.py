@@ -225,6 +225,9 @@ BAD = [
     (lambda d: d["links"].append({"source": "E_2_0", "target": "E_651_1", "weight": 1.0}), "from a node to itself"),
     (lambda d: d["links"].append({"source": "5_573_5", "target": "3_77_5", "weight": 1.0}), "leaves the metric"),
     (lambda d: d["nodes"].append(copy.deepcopy(d["nodes"][0])), "appears twice"),
+    # circuit-tracer 0.5.0's own collision: error node (layer 2, pos 5) "0_2_5" = feature 2 of layer 0 at pos 5
+    (lambda d: d["nodes"].append({**_node(d, "2_9_5"), "node_id": "0_2_5", "layer": "0", "ctx_idx": 5}),
+     "appears twice \\(an MLP error node and a layer-0 feature.*issue #78\\)"),
     (lambda d: _node(d, "2_9_5").update(layer="two"), "layer must be a whole number"),
     (lambda d: _node(d, "2_9_5").update(ctx_idx=-1), "ctx_idx must be a whole number"),
     (lambda d: _node(d, "2_9_5").update(node_id="2_x_5"), "node_id must be"),
