@@ -12,8 +12,12 @@ embed     ``embed``              the token (and position) embedding: edges start
 metric    ``metric``             the metric (logit difference …): edges end here        —
 ========  =====================  ===================================================  =========
 
+Transcoder features are latents too: a transcoder site sits at ``blocks.L.hook_mlp_out``
+(:mod:`sfc_core.transcoders`), its latents are ``blocks.L.hook_mlp_out/{k}`` and its error node is the MLP output's
+reconstruction error (circuit-tracer's "mlp reconstruction error").
+
 Ids of nodes resolved by position carry ``@{position}`` (``blocks.7.hook_resid_post/12@5``). A new kind
-(attention head, transcoder feature, supernode) is one :class:`NodeKind` registered here with its
+(attention head, supernode) is one :class:`NodeKind` registered here with its
 own id prefix (as ``n`` for neurons: ``blocks.3.mlp.hook_post/n17``) and, if it has one, its column rule in
 :meth:`NodeSpace.column`. Nothing else in the engine builds or parses an id.
 

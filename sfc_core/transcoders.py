@@ -285,11 +285,14 @@ def save_transcoder(tc, folder: Path) -> None:
     tmp.rename(folder)
 
 
-def load_transcoder_dir(folder: Path, dtype: torch.dtype = torch.float32):
+def load_transcoder_dir(folder: Path, dtype: torch.dtype = torch.float32, layer: int | None = None):
     """An SAE Lens transcoder from a folder written by :func:`save_transcoder`, weights cast to ``dtype``.
 
+    Args:
+        layer: when given, the transcoder's hook names must be :func:`input_hook` / :func:`output_hook` of it.
+
     Raises:
-        AssetError: the folder is missing, unreadable, or not a transcoder.
+        AssetError: the folder is missing, unreadable, not a transcoder, or its hook names are another layer's.
     """
     from sae_lens import SAE
 
@@ -301,6 +304,11 @@ def load_transcoder_dir(folder: Path, dtype: torch.dtype = torch.float32):
         raise AssetError(f"transcoder unreadable: {folder} ({type(exc).__name__}: {exc})") from exc
     if not hasattr(tc, "W_skip") or not hasattr(tc, "threshold"):
         raise AssetError(f"{folder} is not a JumpReLU skip transcoder")
+    meta = tc.cfg.metadata
+    if layer is not None and (getattr(meta, "hook_name", None), getattr(meta, "hook_name_out", None)) != \
+            (input_hook(layer), output_hook(layer)):
+        raise AssetError(f"{folder}: hook names {getattr(meta, 'hook_name', None)} → "
+                         f"{getattr(meta, 'hook_name_out', None)}, expected {input_hook(layer)} → {output_hook(layer)}")
     return tc.to(dtype)
 
 
@@ -455,7 +463,7 @@ def load_bundled_transcoders(model, layers=None, root: Path | None = None) -> di
         raise InputError(f"no shipped transcoder at layer(s) {missing}; shipped: {sorted(dirs)}")
     from .saes import LoadedSAE
 
-    sites = transcoder_sites(model, {L: load_transcoder_dir(dirs[L]) for L in wanted})
+    sites = transcoder_sites(model, {L: load_transcoder_dir(dirs[L], layer=L) for L in wanted})
     return {h: LoadedSAE(h, d, defaults.BUNDLED_TRANSCODER_SOURCE) for h, d in sites.items()}
 
 

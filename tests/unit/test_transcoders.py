@@ -228,3 +228,6 @@ def test_sae_lens_format_round_trip(tmp_path):
 
     with pytest.raises(AssetError):
         load_transcoder_dir(tmp_path / "missing")
+    with pytest.raises(AssetError, match="expected blocks.2.ln2.hook_normalized"):
+        load_transcoder_dir(tmp_path / "L1_transcoder", layer=2)
+    assert load_transcoder_dir(tmp_path / "L1_transcoder", layer=1) is not None
