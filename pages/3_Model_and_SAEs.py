@@ -54,6 +54,16 @@ with ui.guard("Reading the bundle manifest"):
     table = S.quality_table(manifest)
     st.dataframe(table, hide_index=True, width="stretch")
     st.caption(table.attrs.get("bar", ""))
+    tc_table = S.transcoder_quality_table(manifest)
+    if len(tc_table):
+        st.subheader("Bundled transcoders: quality")
+        below = int((tc_table["passes bar"] == "no").sum())
+        if below:
+            st.warning(f"{below} of {len(tc_table)} rows are below the bar: the transcoders were trained on a CPU "
+                       "budget (~650k token-steps per layer). Circuits on them keep their error nodes, so their "
+                       "faithfulness is the real model's; read the error nodes' share before the features'.")
+        st.dataframe(tc_table, hide_index=True, width="stretch")
+        st.caption("MLP output of each layer, on held-out tokens. " + tc_table.attrs.get("bar", ""))
 
 # ------------------------------------------------------------------ choose another
 st.header("Choose another model or SAEs")

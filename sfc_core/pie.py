@@ -88,8 +88,8 @@ class Occurrences:
     counts: torch.Tensor
 
     def flat_scores(self) -> torch.Tensor:
-        """``[n, U]``: every unit (site, position, feature) of each prompt, ``−inf`` where not an occurrence…
-        as |score| (ranking key); U = Σ_sites pos·d_sae."""
+        """``[n, U]``: the |FAP score| of every unit (site, position, feature) of each prompt, ``−inf`` where it is
+        not an occurrence (the ranking key); ``U = Σ_sites pos · d_sae``."""
         parts = [torch.where(a, s.abs(), torch.full_like(s, -math.inf)).flatten(1)
                  for a, s in zip(self.active, self.scores)]
         return torch.cat(parts, dim=1)

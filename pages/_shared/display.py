@@ -557,6 +557,30 @@ def quality_table(manifest: dict) -> pd.DataFrame:
     return df
 
 
+def transcoder_quality_table(manifest: dict) -> pd.DataFrame:
+    """The shipped transcoders' recorded quality figures (``manifest["transcoders"]``), one row per layer, plus a
+    last row for every MLP replaced at once; empty when none are shipped."""
+    from sfc_core.transcoders import QUALITY_BAR
+
+    tc = manifest.get("transcoders") or {}
+    cols = ["hook point", "FVE", "CE loss recovered", "L0", "dead fraction", "passes bar"]
+    rows = []
+    for hook, q in (tc.get("quality") or {}).items():
+        ok = q.get("fve", 0) >= QUALITY_BAR["fve"] and q.get("dead_frac", 1) <= QUALITY_BAR["dead_frac"] and \
+            q.get("ce_recovered", 0) >= QUALITY_BAR["ce_recovered"]
+        rows.append({"hook point": hook, "FVE": q.get("fve"), "CE loss recovered": q.get("ce_recovered"),
+                     "L0": q.get("l0"), "dead fraction": q.get("dead_frac"), "passes bar": "yes" if ok else "no"})
+    everything = tc.get("all_layers")
+    if everything:
+        ok = everything.get("ce_recovered", 0) >= QUALITY_BAR["ce_recovered_all"]
+        rows.append({"hook point": f"all {len(rows)} MLPs at once", "CE loss recovered": everything.get("ce_recovered"),
+                     "passes bar": "yes" if ok else "no"})
+    df = pd.DataFrame(rows, columns=cols)
+    df.attrs["bar"] = (f"bar: FVE of the MLP output ≥ {QUALITY_BAR['fve']}, CE recovered ≥ {QUALITY_BAR['ce_recovered']} "
+                       f"per layer and with all layers replaced, dead ≤ {QUALITY_BAR['dead_frac']}")
+    return df
+
+
 def sae_table(saes: dict) -> pd.DataFrame:
     rows = []
     for hook, s in saes.items():
