@@ -39,7 +39,9 @@ BYTES_PER_TOKEN_LAYER_DIM = 160
 
 
 def _param_bytes(module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters())
+    """Bytes of ``module``'s parameters; 0 for a dictionary that owns none (neurons: the model's own weights)."""
+    params = getattr(module, "parameters", None)
+    return sum(p.numel() * p.element_size() for p in params()) if params is not None else 0
 
 
 def pair_batch_size(model, saes: dict, tokens_per_pair: int, budget_gb: float | None = None) -> int:

@@ -297,7 +297,9 @@ def index_from_chunks(paths: list[Path], hook_name: str, tokens: torch.Tensor, d
     per_seq_max, per_seq_pos = torch.cat(seq_max), torch.cat(seq_pos)  # [n, d]
     if len(per_seq_max) != n_seq:
         raise AssetError(f"activation chunks hold {len(per_seq_max)} sequences, the corpus {n_seq}: rebuild them")
-    idx_all, val_all = torch.cat(idx_all).long(), torch.cat(val_all)  # [n·s, K]
+    width = max(t.shape[1] for t in idx_all)  # chunks of a JumpReLU dictionary differ in their widest token
+    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]))  # noqa: E731 - zero value = inactive
+    idx_all, val_all = torch.cat([pad(t) for t in idx_all]).long(), torch.cat([pad(t) for t in val_all])  # [n·s, K]
     k = min(top_k, n_seq)
     top_act, top_seq = per_seq_max.topk(k, dim=0)  # [k, d]
     top_pos = per_seq_pos.gather(0, top_seq)

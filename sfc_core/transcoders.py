@@ -381,6 +381,10 @@ class TranscoderDictionary:
         """``[d_model, d_sae]``, acting on the normalised MLP input."""
         return self.transcoder.W_enc
 
+    def parameters(self):
+        """The transcoder's parameters (for memory planning, :mod:`sfc_core.batching`)."""
+        return self.transcoder.parameters()
+
     def _slot(self, x: torch.Tensor, part: str) -> torch.Tensor:
         slots = _capture_slots()
         if slots.get(self._key + ("resid",)) is not x or self._key + (part,) not in slots:
