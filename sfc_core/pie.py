@@ -152,11 +152,11 @@ def patched_last_logits(runs, patches: list[torch.Tensor], prompt_rows: torch.Te
     def edit(i: int, x: torch.Tensor) -> torch.Tensor:
         return x - patches[i]
 
+    rows = torch.arange(len(prompt_rows))
     with torch.no_grad():
         final = run_from(runs.model, runs.sites, runs.embed_clean[prompt_rows], 0, edit,
                          stop_block=runs.model.cfg.n_layers)
-    rows = torch.arange(len(prompt_rows))
-    return logits_of(runs.model, final[rows, runs.batch.last_pos[prompt_rows]][:, None])[:, 0]
+        return logits_of(runs.model, final[rows, runs.batch.last_pos[prompt_rows]][:, None])[:, 0]
 
 
 def behaviour(clean_logits: torch.Tensor, patched_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
