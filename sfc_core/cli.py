@@ -21,7 +21,7 @@ from .hooks import resid_post
 from .errors import Fix, SFCError
 from .jsonio import check_writable, write_json_atomic
 from .pie import MODES as PIE_MODES
-from .pie import PIE_BUDGETS
+from .pie import PIE_BUDGETS, PIE_METHODS
 
 METHOD_HELP = " | ".join(registry.names())
 
@@ -549,6 +549,7 @@ def compare(
     boundary_cap: int = typer.Option(32, help="--protocol pie: FAP-Synergy's most boundary candidates (PIE: 32)"),
     partners: int = typer.Option(32, help="--protocol pie: FAP-Synergy's core partners with measured effects (PIE: 32)"),
     partners_per_candidate: int = typer.Option(8, help="--protocol pie: partners drawn per candidate (PIE: 8)"),
+    pie_methods: str = typer.Option("fap,fap-synergy,random", help="--protocol pie: selections to score"),
 ) -> None:
     """Faithfulness/completeness of several methods' circuits at matched latent counts (+ random baseline); with
     --units, feature vs neuron circuits of the same pairs (Marks et al. 2024, §4); with --protocol pie, PIE's
@@ -580,7 +581,11 @@ def compare(
 
         synergy = SynergyConfig(boundary_cap=boundary_cap, partners=partners,
                                 partners_per_candidate=partners_per_candidate)
-        return _compare_pie(out, pairs, task, n, layers, budget_list, pie_mode, synergy)
+        chosen = tuple(m.strip() for m in pie_methods.split(",") if m.strip())
+        bad = [m for m in chosen if m not in PIE_METHODS] or ([] if chosen else ["(none)"])
+        if bad:
+            raise InputError(f"unknown PIE methods {', '.join(bad)}; choose from {', '.join(PIE_METHODS)}")
+        return _compare_pie(out, pairs, task, n, layers, budget_list, pie_mode, synergy, chosen)
     ablation = check_ablation(ablation)
     size_list = _parse_sizes(sizes)
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
@@ -638,7 +643,7 @@ def _load_model_and_sites(features: str, layers: str | None):
     return model, load_bundled_transcoders(model, _parse_ints(layers, "--layers"))
 
 
-def _compare_pie(out: Path, pairs, task, n, layers, budget_list: list[int], mode: str, synergy) -> None:
+def _compare_pie(out: Path, pairs, task, n, layers, budget_list: list[int], mode: str, synergy, chosen) -> None:
     """``sfc compare --features transcoders --protocol pie``: :func:`sfc_core.pie.pie_compare`, written to ``out``."""
     from .attribution import prepare_runs
     from .batching import check_one_batch
@@ -652,7 +657,7 @@ def _compare_pie(out: Path, pairs, task, n, layers, budget_list: list[int], mode
     runs = prepare_runs(model, sites, batch)
     bar = _Bar("compare (PIE)")
     try:
-        report = pie_compare(runs, budget_list, mode, synergy=synergy, progress=bar)
+        report = pie_compare(runs, budget_list, mode, methods=chosen, synergy=synergy, progress=bar)
     finally:
         bar.close()
     report.update(task=task, features="transcoders", layers=sorted(int(s.split(".")[1]) for s in sites))

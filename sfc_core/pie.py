@@ -36,6 +36,8 @@ from .errors import InputError
 from .nodes import Node
 
 MODES = ("corrupted", "zero")
+#: The selections :func:`pie_compare` scores.
+PIE_METHODS = ("fap", "fap-synergy", "random")
 #: PIE's budgets (occurrences kept per prompt).
 PIE_BUDGETS = (10, 25, 50, 75, 100, 200, 400, 800)
 
@@ -325,7 +327,7 @@ def kept_nodes(runs, keep_row: torch.Tensor) -> list[Node]:
 
 
 # ------------------------------------------------------------------ the comparison
-def pie_compare(runs, budgets=PIE_BUDGETS, mode: str = "corrupted", methods=("fap", "fap-synergy", "random"),
+def pie_compare(runs, budgets=PIE_BUDGETS, mode: str = "corrupted", methods=PIE_METHODS,
                 synergy: SynergyConfig = SynergyConfig(), draws: int = 3, progress=None) -> dict:
     """FAP, FAP-Synergy and random at each budget under PIE's protocol (module doc), plus random at doubling
     budgets until it matches FAP's fidelity at K = 100 (or every occurrence is kept).
@@ -346,7 +348,7 @@ def pie_compare(runs, budgets=PIE_BUDGETS, mode: str = "corrupted", methods=("fa
             occurrences.
     """
     say = progress or (lambda stage, frac: None)
-    unknown = [m for m in methods if m not in ("fap", "fap-synergy", "random")]
+    unknown = [m for m in methods if m not in PIE_METHODS]
     if unknown:
         raise InputError(f"unknown PIE methods {', '.join(unknown)}; choose from fap, fap-synergy, random")
     t0 = time.perf_counter()

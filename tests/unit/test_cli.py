@@ -118,6 +118,8 @@ def test_discover_words_fixes_as_flags_and_shows_what_alignment_drops(tiny_cli, 
      "error: --pie-mode must be one of corrupted, zero, not 'mean'"),
     (("--features", "neurons"), "error: --features must be saes or transcoders, not 'neurons'"),
     (("--protocol", "acdc"), "error: --protocol must be sfc or pie, not 'acdc'"),
+    (("--protocol", "pie", "--features", "transcoders", "--pie-methods", "fap,acdc"),
+     "error: unknown PIE methods acdc; choose from fap, fap-synergy, random"),
     (("--protocol", "pie", "--features", "transcoders", "--budgets", "10,0"),
      "error: --budgets must be 1-1000000, not 0"),
 ])
