@@ -302,12 +302,11 @@ def clean_ce(model, tokens: torch.Tensor, batch_seqs: int = 16) -> float:
     return total / len(tokens)
 
 
-def ce_quality(model, sae, hook_name: str, tokens: torch.Tensor, ce_clean: float, batch_seqs: int = 16) -> dict:
-    """CE-loss recovered of one SAE on ``tokens`` ``[n_seq, seq_len]``: ``(CE_zero − CE_spliced) /
-    (CE_zero − CE_clean)``, special-token positions passed through in the spliced and zero runs.
+def ce_replaced(model, tokens: torch.Tensor, hooks_of, ce_clean: float, batch_seqs: int = 16) -> dict:
+    """CE-loss recovered of a replacement on ``tokens`` ``[n_seq, seq_len]``: ``(CE_zero − CE_spliced) /
+    (CE_zero − CE_clean)``, with ``hooks_of(mode, special)`` giving the TransformerLens forward hooks of the
+    ``"spliced"`` and the ``"zero"`` run (``special`` ``[b, p]``: special-token positions, passed through).
 
-    Args:
-        ce_clean: :func:`clean_ce` of the same tokens (shared by every SAE).
     Returns:
         ``{"ce_recovered", "ce_clean", "ce_spliced", "ce_zero"}`` (CE in nats/token).
     """
@@ -318,12 +317,24 @@ def ce_quality(model, sae, hook_name: str, tokens: torch.Tensor, ce_clean: float
         special = special_positions(toks, special_ids)
         with torch.inference_mode():
             for mode in ce:
-                ce[mode] += model.run_with_hooks(
-                    toks, return_type="loss", fwd_hooks=[(hook_name, _splice_hook(sae, mode, special))]
-                ).item() * len(toks)
+                ce[mode] += model.run_with_hooks(toks, return_type="loss",
+                                                 fwd_hooks=hooks_of(mode, special)).item() * len(toks)
     ce = {k: v / len(tokens) for k, v in ce.items()}
     return {"ce_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce_clean),
             "ce_clean": ce_clean, "ce_spliced": ce["spliced"], "ce_zero": ce["zero"]}
+
+
+def ce_quality(model, sae, hook_name: str, tokens: torch.Tensor, ce_clean: float, batch_seqs: int = 16) -> dict:
+    """CE-loss recovered of one SAE on ``tokens`` ``[n_seq, seq_len]`` (:func:`ce_replaced`: the residual at
+    ``hook_name`` replaced by its reconstruction, or zeroed), special-token positions passed through.
+
+    Args:
+        ce_clean: :func:`clean_ce` of the same tokens (shared by every SAE).
+    Returns:
+        ``{"ce_recovered", "ce_clean", "ce_spliced", "ce_zero"}`` (CE in nats/token).
+    """
+    return ce_replaced(model, tokens, lambda mode, special: [(hook_name, _splice_hook(sae, mode, special))],
+                       ce_clean, batch_seqs)
 
 
 def bundle_quality(model, saes: dict, tokens: torch.Tensor, ce_seqs: int) -> dict[str, dict]:

@@ -498,20 +498,9 @@ def ce_recovered(model, tcs: dict, tokens: torch.Tensor, ce_clean: float, batch_
     Returns:
         ``{"ce_recovered", "ce_clean", "ce_spliced", "ce_zero"}``.
     """
-    from .pairs import special_positions, special_token_ids
+    from .bundle import ce_replaced
 
-    special_ids = special_token_ids(model.tokenizer)
-    ce = {"spliced": 0.0, "zero": 0.0}
-    for b in range(0, len(tokens), batch_seqs):
-        toks = tokens[b:b + batch_seqs].long()
-        special = special_positions(toks, special_ids)
-        with torch.inference_mode():
-            for mode in ce:
-                ce[mode] += model.run_with_hooks(toks, return_type="loss",
-                                                 fwd_hooks=_replace_hooks(tcs, mode, special)).item() * len(toks)
-    ce = {k: v / len(tokens) for k, v in ce.items()}
-    return {"ce_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce_clean), "ce_clean": ce_clean,
-            "ce_spliced": ce["spliced"], "ce_zero": ce["zero"]}
+    return ce_replaced(model, tokens, lambda mode, special: _replace_hooks(tcs, mode, special), ce_clean, batch_seqs)
 
 
 def activation_chunks(paths: list[Path], tcs: dict, special: torch.Tensor, out_dir: Path) -> list[Path]:
