@@ -173,7 +173,7 @@ def train_transcoder(x: torch.Tensor, y: torch.Tensor, cfg: TranscoderBuildConfi
     Returns:
         fp32 ``{"W_enc": [d_in, d_sae], "b_enc": [d_sae], "W_dec": [d_sae, d_out], "b_dec": [d_out],
         "W_skip": [d_out, d_in], "threshold": [d_sae]}`` (JumpReLU threshold θ in pre-activation units, the same
-        for every feature) and ``"stats"``-free tensors only.
+        for every feature: BatchTopK's conversion, Bussmann et al. 2024; AuxK: Gao et al. 2024).
     """
     gen = torch.Generator().manual_seed(seed)
     n, d_in = x.shape
