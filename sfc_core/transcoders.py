@@ -589,7 +589,9 @@ def train_all(cfg: TranscoderBuildConfig, work_dir: Path, model, corpus: dict, l
     defaults.TRANSCODER_DIR.mkdir(parents=True, exist_ok=True)
     for L in tqdm(cfg.layers, desc="transcoders (layers)"):
         folder = out_root / transcoder_key(L)
+        target = defaults.TRANSCODER_DIR / transcoder_key(L)
         if not (folder / "cfg.json").is_file():
+            shutil.rmtree(target, ignore_errors=True)  # a retrained layer replaces the shipped one
             t = time.time()
             x, y = load_layer(paths, L, keep)
             weights = train_transcoder(x, y, cfg, seed=cfg.seed + L, progress=f"layer {L}")
@@ -597,7 +599,6 @@ def train_all(cfg: TranscoderBuildConfig, work_dir: Path, model, corpus: dict, l
             times[str(L)] = round(time.time() - t, 1)
             times_file.write_text(json.dumps(times))
             log(f"layer {L}: trained in {times[str(L)]} s on {len(x)} tokens")
-        target = defaults.TRANSCODER_DIR / transcoder_key(L)
         if not (target / "cfg.json").is_file():
             shutil.copytree(folder, target.with_name(target.name + ".tmp"), dirs_exist_ok=True)
             shutil.rmtree(target, ignore_errors=True)
