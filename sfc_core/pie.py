@@ -176,6 +176,10 @@ def fidelity(kl_mean: float) -> float:
 
 
 def _clean_last_logits(runs) -> torch.Tensor:
+    """The clean prompts' last-position log-probs ``[n, d_vocab]`` that the runs recorded (one forward pass only
+    when they did not): KL and argmax read them as logits."""
+    if runs.clean_logprobs is not None:
+        return runs.clean_logprobs
     zero = [torch.zeros_like(runs.clean[i].x) for i in range(len(runs.sites))]
     return patched_last_logits(runs, zero, torch.arange(runs.n))
 
@@ -268,7 +272,7 @@ def fap_synergy_keep(runs, occ: Occurrences, k: int, cfg: SynergyConfig = Synerg
     keep = torch.zeros_like(flat, dtype=torch.bool)
     half = int(round(cfg.boundary_percent / 100.0 * k * 0.5))
     core_k = max(0, k - half)
-    m_clean = runs.metric_of_rows(_clean_last_logits(runs), torch.arange(runs.n))
+    m_clean = runs.m_clean
     plans = []
     sets: list[tuple[int, list[int]]] = []
     for b in range(runs.n):

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import defaults
 from .errors import AssetError, InputError
+from .neurons import capture_slots
 
 #: Quality bar of the bundled transcoders (issue 15): FVE of the MLP output and CE-loss recovered per layer and
 #: with all layers replaced at once, at least; dead fraction at most.
@@ -386,7 +387,7 @@ class TranscoderDictionary:
         return self.transcoder.parameters()
 
     def _slot(self, x: torch.Tensor, part: str) -> torch.Tensor:
-        slots = _capture_slots()
+        slots = capture_slots()
         if slots.get(self._key + ("resid",)) is not x or self._key + (part,) not in slots:
             raise InputError(f"transcoder features at {self.hook_name} are read while block {self.layer} runs: "
                              f"this pass started after block {self.layer}")
@@ -425,12 +426,6 @@ class TranscoderDictionary:
                                             stop_at_layer=self.layer + 1)
             x_norm = cache[input_hook(self.layer)].to(self.transcoder.W_enc.dtype)
             return self.transcoder.encode(x_norm), cache[output_hook(self.layer)], self.transcoder(x_norm)
-
-
-def _capture_slots() -> dict:
-    from .neurons import capture_slots
-
-    return capture_slots()
 
 
 def transcoder_sites(model, transcoders: dict) -> dict:
